@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// config is the command line, after environment twins are applied.
+type config struct {
+	addr, db         string
+	tlsCert, tlsKey  string
+	capacity         int
+	clientTimeout    time.Duration
+	messageTTL       time.Duration
+	heartbeat        time.Duration
+	stallTimeout     time.Duration
+	maxStreamLife    time.Duration
+	maxRoomMessages  int
+	maxBody          int64
+	maxHeaderBytes   int
+	allowOrigins     stringList
+	debug            bool
+
+	turn                bool
+	turnAddr            string
+	turnPublicIP        string
+	turnRealm           string
+	turnSecret          string
+	turnTTL             time.Duration
+	turnAllowLoopback   bool
+	turnAllowPeers      prefixList
+	turnPortMin         uint
+	turnPortMax         uint
+	turnMaxAllocations  int
+	turnUserAllocations int
+	turnMaxLifetime     time.Duration
+	iceServers          stringList
+}
+
+// parseFlags reads the flags; a flag not given on the command line takes its
+// environment twin (-client-timeout <-> TINCAN_CLIENT_TIMEOUT) when set.
+// Repeatable flags take a comma-separated list from the environment.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("tincan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.db, "db", "tincan.db", "bbolt file")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file: serve HTTPS (with -tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
+	fs.IntVar(&c.capacity, "room-capacity", 2, "members per room (2-16)")
+	fs.DurationVar(&c.clientTimeout, "client-timeout", 60*time.Second, "silence after which a member is removed")
+	fs.DurationVar(&c.messageTTL, "message-ttl", 10*time.Minute, "longest a message is retained")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "SSE comment interval")
+	fs.DurationVar(&c.stallTimeout, "stall-timeout", 10*time.Second, "evict an SSE reader that takes no frame for this long")
+	fs.DurationVar(&c.maxStreamLife, "max-stream-life", 0, "end SSE streams after about this long (randomized ±25%; clients resume); 0 = never")
+	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained messages per room; 0 = unlimited")
+	fs.Int64Var(&c.maxBody, "max-body", 65536, "largest message body in bytes")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
+	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
+	fs.BoolVar(&c.debug, "debug", false, "log every request")
+
+	fs.BoolVar(&c.turn, "turn", true, "run the embedded STUN/TURN server")
+	fs.StringVar(&c.turnAddr, "turn-addr", ":3478", "STUN/TURN UDP and TCP listen address")
+	fs.StringVar(&c.turnPublicIP, "turn-public-ip", "", "relay address handed to peers (default: first non-loopback address)")
+	fs.StringVar(&c.turnRealm, "turn-realm", "tincan", "TURN realm")
+	fs.StringVar(&c.turnSecret, "turn-secret", "", "shared secret for TURN REST credentials (default: generated once, kept in the db)")
+	fs.DurationVar(&c.turnTTL, "turn-ttl", time.Hour, "lifetime of issued TURN credentials")
+	fs.BoolVar(&c.turnAllowLoopback, "turn-allow-loopback", false, "let TURN relay to loopback peers (local testing only)")
+	fs.Var(&c.turnAllowPeers, "turn-allow-peer", "CIDR prefix TURN may relay to despite the deny list (repeatable)")
+	fs.UintVar(&c.turnPortMin, "turn-relay-port-min", 49152, "lowest relay port")
+	fs.UintVar(&c.turnPortMax, "turn-relay-port-max", 65535, "highest relay port")
+	fs.IntVar(&c.turnMaxAllocations, "turn-max-allocations", 10000, "TURN allocations in total; 0 = unlimited")
+	fs.IntVar(&c.turnUserAllocations, "turn-user-allocations", 10, "TURN allocations per user; 0 = unlimited")
+	fs.DurationVar(&c.turnMaxLifetime, "turn-max-lifetime", time.Hour, "longest TURN allocation lifetime")
+	fs.Var(&c.iceServers, "ice-server", "extra ICE server URL to hand out (repeatable), e.g. turn:turn.example.com:3478")
+
+	if err := fs.Parse(args[1:]); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (flags only; or: tincan bench -h)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "TINCAN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v := getenv(env)
+		if given[f.Name] || v == "" {
+			return
+		}
+		values := []string{v}
+		if _, repeatable := f.Value.(interface{ repeatable() }); repeatable {
+			values = strings.Split(v, ",")
+		}
+		for _, v := range values {
+			if err := f.Value.Set(strings.TrimSpace(v)); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if c.capacity < 2 || c.capacity > 16 {
+		return c, fmt.Errorf("-room-capacity %d: must be between 2 and 16", c.capacity)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, errors.New("-tls-cert and -tls-key go together")
+	}
+	if c.turnPortMin == 0 || c.turnPortMax > 65535 || c.turnPortMin > c.turnPortMax {
+		return c, fmt.Errorf("relay port range %d-%d is not valid", c.turnPortMin, c.turnPortMax)
+	}
+	for name, d := range map[string]time.Duration{"client-timeout": c.clientTimeout, "message-ttl": c.messageTTL,
+		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL} {
+		if d <= 0 {
+			return c, fmt.Errorf("-%s must be positive", name)
+		}
+	}
+	if c.maxBody <= 0 {
+		return c, errors.New("-max-body must be positive")
+	}
+	return c, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *stringList) repeatable()        {}
+
+// prefixList is a repeatable CIDR flag.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	var s []string
+	for _, p := range *l {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *prefixList) Set(v string) error {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, p)
+	return nil
+}
+func (l *prefixList) repeatable() {}

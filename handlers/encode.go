@@ -1,0 +1,84 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/tincan/tincan/store"
+)
+
+// problem is an RFC 9457 problem detail with the API's extra "code" member.
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Code   string `json:"code"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// apiError is a refusal on its way to the client.
+type apiError struct {
+	status int
+	code   string
+	detail string
+}
+
+func (e *apiError) Error() string { return e.detail }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, detail: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps the store's refusal codes to HTTP statuses.
+var statusOf = map[string]int{
+	"unauthorized":      http.StatusUnauthorized,
+	"not_member":        http.StatusForbidden,
+	"bad_password":      http.StatusForbidden,
+	"room_full":         http.StatusConflict,
+	"unknown_peer":      http.StatusNotFound,
+	"too_many_messages": http.StatusTooManyRequests,
+	"shutting_down":     http.StatusServiceUnavailable,
+}
+
+// encode writes v as a JSON answer.
+func encode(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		data = []byte(`{}`)
+		status = http.StatusInternalServerError
+	}
+	writeJSON(w, status, "application/json", data)
+}
+
+func writeJSON(w http.ResponseWriter, status int, contentType string, data []byte) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(data)
+	w.Write([]byte("\n"))
+}
+
+// fail answers err as problem+json: refusals with their own status and code,
+// anything else as a 500 (logged by the caller's middleware, never shown).
+func fail(w http.ResponseWriter, err error) {
+	p := problem{Type: "about:blank", Status: http.StatusInternalServerError, Code: "internal"}
+	var ae *apiError
+	var se *store.Error
+	switch {
+	case errors.As(err, &ae):
+		p.Status, p.Code, p.Detail = ae.status, ae.code, ae.detail
+	case errors.As(err, &se) && statusOf[se.Code] != 0:
+		p.Status, p.Code, p.Detail = statusOf[se.Code], se.Code, se.Msg
+	default:
+		p.Detail = "internal error"
+	}
+	p.Title = http.StatusText(p.Status)
+	if p.Status == http.StatusTooManyRequests || p.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	data, _ := json.Marshal(p)
+	writeJSON(w, p.Status, "application/problem+json", data)
+}

@@ -1,0 +1,115 @@
+package handlers
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tincan/tincan/store"
+)
+
+// readBatch is the most messages one read of the store returns.
+const readBatch = 256
+
+func (s *Server) handlePost() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m, err := s.member(r, false)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		key := r.Header.Get("Idempotency-Key")
+		if len(key) > 64 {
+			fail(w, errorf(400, "bad_request", "Idempotency-Key is longer than 64 characters"))
+			return
+		}
+		body, err := readBody(w, r, s.cfg.MaxBody)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		msg, err := parseMessage(body)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		start := time.Now()
+		id, err := s.store.Append(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
+		s.metrics.stored.Inc()
+		s.hub.wake(m.Room)
+		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), id, 10), '}'))
+	})
+}
+
+// handlePoll is the long-poll: it answers at once when there is something
+// for the client after since, or waits for it.
+func (s *Server) handlePoll() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m, err := s.member(r, true)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		q := r.URL.Query()
+		since, err := parseCursor(q.Get("since"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		wait, err := parseWait(q.Get("wait"), s.cfg.DefaultWait, s.cfg.MaxWait)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		defer s.presence.open(m)()
+		s.metrics.pollsWaiting.Inc()
+		defer s.metrics.pollsWaiting.Dec()
+
+		timeout := time.NewTimer(wait)
+		defer timeout.Stop()
+		for first := true; ; first = false {
+			woken := s.hub.wait(m.Room)
+			msgs, _, err := s.store.Read(m, since, readBatch, first)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			if len(msgs) > 0 {
+				s.metrics.delivered.WithLabelValues("poll").Add(float64(len(msgs)))
+				writePollAnswer(w, msgs, msgs[len(msgs)-1].ID)
+				return
+			}
+			select {
+			case <-woken:
+				continue
+			case <-timeout.C:
+			case <-r.Context().Done():
+			case <-s.draining:
+			}
+			writePollAnswer(w, nil, since)
+			return
+		}
+	})
+}
+
+// writePollAnswer writes {"messages":[…],"next":M} from the stored bytes.
+func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64) {
+	var b bytes.Buffer
+	b.WriteString(`{"messages":[`)
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m.Data)
+	}
+	b.WriteString(`],"next":`)
+	b.WriteString(strconv.FormatUint(next, 10))
+	b.WriteByte('}')
+	writeJSON(w, http.StatusOK, "application/json", b.Bytes())
+}

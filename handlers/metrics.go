@@ -1,0 +1,70 @@
+package handlers
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	streams       prometheus.Gauge
+	pollsWaiting  prometheus.Gauge
+	stored        prometheus.Counter
+	delivered     *prometheus.CounterVec
+	evicted       prometheus.Counter
+	pruned        prometheus.Counter
+	appendSeconds prometheus.Histogram
+}
+
+func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tincan_http_requests_total", Help: "HTTP requests by status code.",
+		}, []string{"code"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tincan_streams_open", Help: "Open SSE event streams.",
+		}),
+		pollsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tincan_polls_waiting", Help: "Long-polls in progress.",
+		}),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_messages_stored_total", Help: "Messages posted and committed to disk.",
+		}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tincan_messages_delivered_total", Help: "Messages handed to clients, by transport.",
+		}, []string{"transport"}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_streams_evicted_total", Help: "SSE streams closed because their reader stopped reading.",
+		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_messages_pruned_total", Help: "Retained messages deleted by pruning.",
+		}),
+		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tincan_append_seconds", Help: "Time from a post reaching the store to its commit on disk.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	commitSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tincan_commit_seconds", Help: "Duration of one group commit (transaction and fsync).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	commitWrites := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tincan_commit_writes", Help: "Writes carried by one group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+	})
+	s.store.OnCommit(func(n int, d time.Duration) {
+		commitSeconds.Observe(d.Seconds())
+		commitWrites.Observe(float64(n))
+	})
+	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, m.delivered, m.evicted, m.pruned,
+		m.appendSeconds, commitSeconds, commitWrites,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_members", Help: "Members of rooms."},
+			func() float64 { n, _ := s.presence.counts(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_rooms", Help: "Rooms with members."},
+			func() float64 { _, n := s.presence.counts(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_db_bytes", Help: "Size of the bbolt file."},
+			func() float64 { return float64(s.store.FileSize()) }),
+	)
+	return m
+}

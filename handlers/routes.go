@@ -1,0 +1,42 @@
+package handlers
+
+import (
+	"net/http"
+
+	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// routes is the whole API surface.
+func (s *Server) routes() http.Handler {
+	r := httprouter.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+
+	r.Handler("POST", "/rooms/:room/join", s.handleJoin())
+	r.Handler("POST", "/rooms/:room/leave", s.handleLeave())
+	r.Handler("GET", "/rooms/:room", s.handleRoom())
+	r.Handler("POST", "/rooms/:room/messages", s.handlePost())
+	r.Handler("GET", "/rooms/:room/messages", s.handlePoll())
+	r.Handler("GET", "/rooms/:room/events", s.handleEvents())
+	r.Handler("GET", "/ice-servers", s.handleICEServers())
+
+	r.Handler("GET", "/healthz", s.handleHealthz())
+	r.Handler("GET", "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+
+	r.Handler("GET", "/", s.handlePage("index.html"))
+	r.Handler("GET", "/r/:room", s.handlePage("room.html"))
+	r.Handler("GET", "/static/*file", s.handleStatic())
+
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail(w, errorf(http.StatusNotFound, "not_found", "no such resource: %s %.100s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %.100s", r.Method, r.URL.Path))
+	})
+	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+		fail(w, errorf(http.StatusInternalServerError, "internal", "internal error"))
+	}
+	return r
+}

@@ -1,0 +1,172 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The parsers of client input. Each is fuzzed (validate_fuzz_test.go).
+
+// validRoom: ^[A-Za-z0-9_-]{1,64}$
+func validRoom(name string) bool {
+	if len(name) < 1 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validType: ^[a-z][a-z0-9_.-]{0,31}$
+func validType(t string) bool {
+	if len(t) < 1 || len(t) > 32 || t[0] < 'a' || t[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseCursor reads a message id: decimal digits that fit in 63 bits.
+// "" means 0.
+func parseCursor(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if len(s) > 19 || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, errorf(400, "bad_request", "cursor %.32q is not a message id", s)
+	}
+	n, err := strconv.ParseUint(s, 10, 63)
+	if err != nil {
+		return 0, errorf(400, "bad_request", "cursor %.32q is not a message id", s)
+	}
+	return n, nil
+}
+
+// parseWait reads the long-poll wait in seconds (fractions allowed), with a
+// default, and caps it.
+func parseWait(s string, def, maxWait time.Duration) (time.Duration, error) {
+	if s == "" {
+		return min(def, maxWait), nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || len(s) > 32 {
+		return 0, errorf(400, "bad_request", "wait %.32q is not a number of seconds", s)
+	}
+	if f >= maxWait.Seconds() {
+		return maxWait, nil
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// message is a validated post.
+type message struct {
+	to     string
+	fields []byte // members without braces, "id" and "from" removed, compacted
+}
+
+// parseMessage validates a posted message per the API contract and returns
+// its members in their original order with values byte-for-byte as posted
+// (only whitespace between tokens is dropped, so numbers keep their digits).
+func parseMessage(body []byte) (message, error) {
+	var m message
+	if !utf8.Valid(body) {
+		return m, errorf(400, "bad_json", "body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return m, errorf(400, "bad_json", "body must be a JSON object")
+	}
+	var out bytes.Buffer
+	seen := map[string]bool{}
+	values := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return m, errorf(400, "bad_json", "body is not valid JSON")
+		}
+		key := tok.(string) // object keys are always strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return m, errorf(400, "bad_json", "body is not valid JSON")
+		}
+		if seen[key] {
+			return m, errorf(400, "bad_json", "member %.40q appears twice", key)
+		}
+		seen[key] = true
+		if key == "id" || key == "from" {
+			continue // the server's own
+		}
+		values[key] = raw
+		if out.Len() > 0 {
+			out.WriteByte(',')
+		}
+		k, _ := json.Marshal(key)
+		out.Write(k)
+		out.WriteByte(':')
+		if err := json.Compact(&out, raw); err != nil {
+			return m, errorf(400, "bad_json", "body is not valid JSON")
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return m, errorf(400, "bad_json", "body is not valid JSON")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return m, errorf(400, "bad_json", "body has data after the JSON object")
+	}
+
+	var typ string
+	if json.Unmarshal(values["type"], &typ) != nil || !validType(typ) {
+		return m, errorf(400, "bad_message", `"type" must be a string matching ^[a-z][a-z0-9_.-]{0,31}$`)
+	}
+	switch typ {
+	case "offer", "answer":
+		var sdp string
+		if json.Unmarshal(values["sdp"], &sdp) != nil || !strings.HasPrefix(sdp, "v=0") {
+			return m, errorf(400, "bad_message", `%s must carry a string "sdp" that starts with v=0`, typ)
+		}
+	case "candidate":
+		raw, ok := values["candidate"]
+		var c *string
+		if !ok || json.Unmarshal(raw, &c) != nil {
+			return m, errorf(400, "bad_message", `candidate must carry "candidate": a string, or null for end-of-candidates`)
+		}
+	}
+	if raw, ok := values["to"]; ok && string(raw) != "null" {
+		if json.Unmarshal(raw, &m.to) != nil || m.to == "" {
+			return m, errorf(400, "bad_message", `"to" must be a client id`)
+		}
+	}
+	m.fields = out.Bytes()
+	return m, nil
+}
+
+// readBody reads at most limit bytes of the request body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, errorf(413, "too_large", "body is larger than %d bytes", limit)
+	}
+	if err != nil {
+		return nil, errorf(400, "bad_request", "reading body: %v", err)
+	}
+	return body, nil
+}

@@ -1,0 +1,172 @@
+// Command tincan is a WebRTC signaling server for networks where WebSocket
+// does not get through: clients POST messages over plain HTTP and receive
+// them over Server-Sent Events or long-poll. State lives in a bbolt file, and
+// the binary embeds a STUN/TURN server. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tincan/tincan/handlers"
+	"github.com/tincan/tincan/static"
+	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/turn"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "tincan: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: it serves until ctx ends, then shuts down
+// gracefully. It prints "tincan listening on URL" on stdout once the HTTP
+// listener is up.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "bench" {
+		return runBench(ctx, args[2:], stdout, stderr)
+	}
+	cfg, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	st, err := store.Open(cfg.db, store.Options{
+		Capacity:        cfg.capacity,
+		MessageTTL:      cfg.messageTTL,
+		MaxRoomMessages: cfg.maxRoomMessages,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	ice, stopTURN, err := startTURN(ctx, cfg, st, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTURN()
+
+	api := handlers.New(handlers.Config{
+		ClientTimeout: cfg.clientTimeout,
+		Heartbeat:     cfg.heartbeat,
+		StallTimeout:  cfg.stallTimeout,
+		MaxStreamLife: cfg.maxStreamLife,
+		MaxBody:       cfg.maxBody,
+		PruneEvery:    min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
+		AllowOrigins:  cfg.allowOrigins,
+		ICEServers:    func(clientID string) any { return ice.ICEServers(clientID) },
+		Static:        static.FS,
+		Logger:        log,
+		Registry:      reg,
+	}, st)
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.addr, err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    cfg.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	scheme := "http"
+	if cfg.tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "tincan listening on %s://%s\n", scheme, ln.Addr())
+	log.Info("serving", "addr", ln.Addr().String(), "db", cfg.db, "tls", cfg.tlsCert != "")
+
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	background := make(chan error, 1)
+	go func() { background <- api.Run(bgCtx) }()
+	served := make(chan error, 1)
+	go func() {
+		if cfg.tlsCert != "" {
+			served <- srv.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+
+	select {
+	case err = <-served:
+	case err = <-background:
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	api.Drain()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(shutdownCtx); serr != nil {
+		srv.Close()
+	}
+	stopBackground()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// startTURN starts the embedded STUN/TURN server (unless -turn=false) and
+// returns the credentials issuer for join answers.
+func startTURN(ctx context.Context, cfg config, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (turn.Credentials, func(), error) {
+	secret := []byte(cfg.turnSecret)
+	if len(secret) == 0 {
+		var err error
+		if secret, err = st.Secret(ctx, "turn", 32); err != nil {
+			return turn.Credentials{}, nil, fmt.Errorf("turn secret: %w", err)
+		}
+	}
+	creds := turn.Credentials{Secret: secret, TTL: cfg.turnTTL, Extra: cfg.iceServers}
+	if !cfg.turn {
+		return creds, func() {}, nil
+	}
+	srv, err := turn.Start(ctx, turn.Config{
+		Addr:                  cfg.turnAddr,
+		PublicIP:              cfg.turnPublicIP,
+		Realm:                 cfg.turnRealm,
+		Secret:                secret,
+		RelayPortMin:          uint16(cfg.turnPortMin),
+		RelayPortMax:          uint16(cfg.turnPortMax),
+		AllowLoopback:         cfg.turnAllowLoopback,
+		AllowPeers:            cfg.turnAllowPeers,
+		MaxAllocations:        cfg.turnMaxAllocations,
+		MaxAllocationsPerUser: cfg.turnUserAllocations,
+		MaxLifetime:           cfg.turnMaxLifetime,
+		Registerer:            reg,
+		Logger:                log.With("component", "turn"),
+	})
+	if err != nil {
+		return creds, nil, fmt.Errorf("turn: %w", err)
+	}
+	creds.URLs = srv.URLs()
+	log.Info("turn serving", "addr", cfg.turnAddr, "urls", creds.URLs)
+	return creds, func() { srv.Close() }, nil
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tests of the contract's Messages, SSE and long-poll sections.
+
+func TestPostValidation(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "val", 201)
+	b := join(t, base, "val", 201)
+	big := `{"type":"blob","x":"` + strings.Repeat("a", 65536) + `"}`
+	for _, tc := range []struct {
+		name, body string
+		header     []string
+		status     int
+		code       string
+	}{
+		{"not json", "hello", nil, 400, "bad_json"},
+		{"array", "[1]", nil, 400, "bad_json"},
+		{"trailing data", `{"type":"x"} {}`, nil, 400, "bad_json"},
+		{"duplicate member", `{"type":"x","type":"y"}`, nil, 400, "bad_json"},
+		{"invalid utf8", "{\"type\":\"x\",\"a\":\"\xff\"}", nil, 400, "bad_json"},
+		{"no type", `{"sdp":"v=0"}`, nil, 400, "bad_message"},
+		{"type not string", `{"type":1}`, nil, 400, "bad_message"},
+		{"type uppercase", `{"type":"Offer"}`, nil, 400, "bad_message"},
+		{"type too long", `{"type":"` + strings.Repeat("a", 33) + `"}`, nil, 400, "bad_message"},
+		{"offer without sdp", `{"type":"offer"}`, nil, 400, "bad_message"},
+		{"offer bad sdp", `{"type":"offer","sdp":"hello"}`, nil, 400, "bad_message"},
+		{"answer sdp not string", `{"type":"answer","sdp":5}`, nil, 400, "bad_message"},
+		{"candidate missing", `{"type":"candidate"}`, nil, 400, "bad_message"},
+		{"candidate number", `{"type":"candidate","candidate":1}`, nil, 400, "bad_message"},
+		{"to not string", `{"type":"x","to":1}`, nil, 400, "bad_message"},
+		{"to unknown", `{"type":"x","to":"nobody"}`, nil, 404, "unknown_peer"},
+		{"to self", fmt.Sprintf(`{"type":"x","to":%q}`, a.ClientID), nil, 404, "unknown_peer"},
+		{"too large", big, nil, 413, "too_large"},
+		{"idempotency key too long", `{"type":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 65)}, 400, "bad_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ans := do(t, "POST", base+"/rooms/val/messages", tc.body, append(a.auth(), tc.header...)...)
+			if ans.Status != tc.status || ans.problem(t) != tc.code {
+				t.Fatalf("%d %s, want %d %s", ans.Status, ans.Body, tc.status, tc.code)
+			}
+		})
+	}
+	// Nothing of that was stored.
+	if p := b.poll(0, "0"); len(p.Messages) != 0 {
+		t.Fatalf("refused posts were delivered: %v", p.Messages)
+	}
+	// The accepted forms.
+	for _, body := range []string{
+		`{"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}`,
+		`{"type":"answer","sdp":"v=0"}`,
+		`{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}`,
+		`{"type":"candidate","candidate":null}`,
+		`{"type":"candidate","candidate":""}`,
+		`{"type":"bye"}`,
+		`{"type":"app.chat-v1_x","text":"hi"}`,
+		fmt.Sprintf(`{"type":"x","to":%q}`, b.ClientID),
+		`{"type":"x","to":null}`,
+	} {
+		a.post(body)
+	}
+	if p := b.poll(0, "0"); len(p.Messages) != 9 {
+		t.Fatalf("got %d of 9 messages", len(p.Messages))
+	}
+}
+
+func TestMessageDelivery(t *testing.T) {
+	base := startServer(t, "-room-capacity", "3")
+	a := join(t, base, "d", 201)
+	b := join(t, base, "d", 201)
+	c := join(t, base, "d", 201)
+	sb, sc := b.events(""), c.events("")
+	sb.ready()
+	sc.ready()
+	sb.message() // c joined
+
+	// Values unchanged (numbers keep their digits), id and from replaced.
+	id := a.post(`{"type":"x", "n": 1.500000000000000000001, "big": 123456789012345678901234567890, "id": "mine", "from": "me", "nested": {"a": [1, 2.0]}}`)
+	for _, s := range []*stream{sb, sc} {
+		m := s.message()
+		if idOf(m) != id || m["from"] != a.ClientID || fmt.Sprint(m["n"]) != "1.500000000000000000001" ||
+			fmt.Sprint(m["big"]) != "123456789012345678901234567890" || fmt.Sprint(m["nested"]) != "map[a:[1 2.0]]" {
+			t.Fatalf("delivered %v", m)
+		}
+	}
+	// Addressed to one: the other does not see it; the sender never sees its own.
+	sa := a.events("")
+	sa.ready()
+	sa.message() // b joined
+	sa.message() // c joined
+	id2 := a.post(fmt.Sprintf(`{"type":"private","to":%q}`, c.ClientID))
+	if m := sc.message(); idOf(m) != id2 || m["to"] != c.ClientID {
+		t.Fatalf("addressed message %v", m)
+	}
+	id3 := b.post(`{"type":"public"}`)
+	for _, s := range []*stream{sa, sc} {
+		if m := s.message(); idOf(m) != id3 {
+			t.Fatalf("want %d, got %v", id3, m)
+		}
+	}
+	sb.quiet(300 * time.Millisecond) // neither its own nor a's private message
+
+	// Ids increase strictly.
+	last := id3
+	for i := range 20 {
+		n := a.post(fmt.Sprintf(`{"type":"seq","i":%d}`, i))
+		if n <= last {
+			t.Fatalf("id %d after %d", n, last)
+		}
+		last = n
+	}
+	for i := range 20 {
+		if m := sb.message(); fmt.Sprint(m["i"]) != fmt.Sprint(i) {
+			t.Fatalf("order: got %v at %d", m, i)
+		}
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "idem", 201)
+	b := join(t, base, "idem", 201)
+	id1 := a.post(`{"type":"x"}`, "Idempotency-Key", "k1")
+	id2 := a.post(`{"type":"x"}`, "Idempotency-Key", "k1")
+	id3 := a.post(`{"type":"x"}`, "Idempotency-Key", "k2")
+	if id1 != id2 || id3 == id1 {
+		t.Fatalf("ids %d %d %d", id1, id2, id3)
+	}
+	// The same key from another client is its own.
+	if id4 := b.post(`{"type":"x"}`, "Idempotency-Key", "k1"); id4 == id1 {
+		t.Fatal("key shared between clients")
+	}
+	if p := b.poll(0, "0"); len(p.Messages) != 2 {
+		t.Fatalf("stored %d messages, want 2", len(p.Messages))
+	}
+}
+
+func TestPendingForNextJoiner(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "early", 201)
+	id := a.post(`{"type":"offer","sdp":"v=0 early"}`)
+	b := join(t, base, "early", 201)
+	s := b.events("")
+	s.ready()
+	if m := s.message(); idOf(m) != id || m["sdp"] != "v=0 early" {
+		t.Fatalf("pending offer: %v", m)
+	}
+}
+
+func TestSSEResume(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "res", 201)
+	b := join(t, base, "res", 201)
+	var ids []uint64
+	for i := range 5 {
+		ids = append(ids, a.post(fmt.Sprintf(`{"type":"n","i":%d}`, i)))
+	}
+	s := b.events("")
+	if f := s.next(); f.Event != "ready" || f.ID != "0" || f.Retry == "" || f.Data != `{"next":0}` {
+		t.Fatalf("ready frame %+v", f)
+	}
+	for _, id := range ids {
+		if m := s.message(); idOf(m) != id {
+			t.Fatalf("replay: want %d got %v", id, m)
+		}
+	}
+	if s.resp.Header.Get("Content-Type") != "text/event-stream" || s.resp.Header.Get("Cache-Control") != "no-cache, no-transform" ||
+		s.resp.Header.Get("X-Accel-Buffering") != "no" {
+		t.Fatalf("stream headers %v", s.resp.Header)
+	}
+	s.close()
+
+	// since=N resumes after N.
+	s = b.events(fmt.Sprintf("&since=%d", ids[1]))
+	if got := s.ready(); got != ids[1] {
+		t.Fatalf("ready next %d, want %d", got, ids[1])
+	}
+	if m := s.message(); idOf(m) != ids[2] {
+		t.Fatalf("since: got %v", m)
+	}
+	s.close()
+	// Last-Event-ID wins over since.
+	s = b.events(fmt.Sprintf("&since=%d", ids[1]), "Last-Event-ID", fmt.Sprint(ids[3]))
+	if got := s.ready(); got != ids[3] {
+		t.Fatalf("ready next %d, want %d", got, ids[3])
+	}
+	if m := s.message(); idOf(m) != ids[4] {
+		t.Fatalf("Last-Event-ID: got %v", m)
+	}
+	s.close()
+	// After acknowledging ids[3], a cursor before it does not bring it back.
+	s = b.events("&since=0")
+	if got := s.ready(); got != ids[3] {
+		t.Fatalf("after ack, ready next %d, want %d", got, ids[3])
+	}
+	if m := s.message(); idOf(m) != ids[4] {
+		t.Fatalf("after ack: got %v", m)
+	}
+	for _, bad := range []string{"&since=x", "&since=-1", "&since=99999999999999999999"} {
+		ans := do(t, "GET", base+"/rooms/res/events?token="+b.Token+bad, "")
+		if ans.Status != 400 || ans.problem(t) != "bad_request" {
+			t.Errorf("cursor %s: %d", bad, ans.Status)
+		}
+	}
+}
+
+func TestSSEHeartbeat(t *testing.T) {
+	base := startServer(t, "-heartbeat", "100ms")
+	a := join(t, base, "hb", 201)
+	s := a.events("")
+	s.ready()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case f := <-s.frames:
+			if f.Comment {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no keepalive comment")
+		}
+	}
+}
+
+func TestLongPoll(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "lp", 201)
+	b := join(t, base, "lp", 201)
+
+	p := b.poll(0, "0")
+	if len(p.Messages) != 0 || p.Next != 0 {
+		t.Fatalf("empty poll %+v", p)
+	}
+	id1 := a.post(`{"type":"one"}`)
+	id2 := a.post(`{"type":"two"}`)
+	p = b.poll(0, "5")
+	if len(p.Messages) != 2 || idOf(p.Messages[0]) != id1 || idOf(p.Messages[1]) != id2 || p.Next != id2 || p.Messages[0]["from"] != a.ClientID {
+		t.Fatalf("poll %+v", p)
+	}
+	// Waiting: answered when a message comes.
+	got := make(chan pollAnswer, 1)
+	go func() { got <- b.poll(p.Next, "30") }()
+	time.Sleep(200 * time.Millisecond)
+	id3 := a.post(`{"type":"three"}`)
+	select {
+	case p = <-got:
+		if len(p.Messages) != 1 || idOf(p.Messages[0]) != id3 || p.Next != id3 {
+			t.Fatalf("woken poll %+v", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("waiting poll not woken")
+	}
+	// Fractional wait with nothing: answers with next = since.
+	p = b.poll(id3, "0.2")
+	if len(p.Messages) != 0 || p.Next != id3 {
+		t.Fatalf("timed-out poll %+v", p)
+	}
+	// Acknowledged: never again.
+	if p = b.poll(0, "0"); len(p.Messages) != 0 {
+		t.Fatalf("acknowledged messages came back: %+v", p)
+	}
+	for _, q := range []string{"since=abc", "wait=x", "wait=-1", "wait=NaN", "since=1.5"} {
+		ans := do(t, "GET", base+"/rooms/lp/messages?"+q, "", b.auth()...)
+		if ans.Status != 400 || ans.problem(t) != "bad_request" {
+			t.Errorf("%s: %d %s", q, ans.Status, ans.Body)
+		}
+	}
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	db := t.TempDir() + "/keep.db"
+	base, stop := startServerDB(t, db)
+	a := join(t, base, "keep", 201)
+	b := join(t, base, "keep", 201)
+	id := a.post(`{"type":"offer","sdp":"v=0 before restart"}`)
+	stop()
+
+	base, _ = startServerDB(t, db)
+	a.base, b.base = base, base
+	p := b.poll(0, "0")
+	if len(p.Messages) != 1 || idOf(p.Messages[0]) != id {
+		t.Fatalf("after restart: %+v", p)
+	}
+	if next := a.post(`{"type":"x"}`); next <= id {
+		t.Fatalf("id %d repeats after restart (had %d)", next, id)
+	}
+	r := join(t, base, "keep", 200, b.auth()...)
+	if r.ClientID != b.ClientID {
+		t.Fatal("membership lost in restart")
+	}
+}

@@ -1,0 +1,487 @@
+// tincan.js: browser client for the tincan signaling server.
+//
+//   import { join } from '/static/tincan.js';
+//   const client = await join('abc', { onMessage: m => …, onPresence: e => … });
+//   await client.send({ type: 'chat', text: 'hi' });       // to every other member
+//   await client.send({ type: 'offer', sdp }, peerId);      // to one member
+//   await client.leave();                                   // on hang-up only
+//
+// Receives over Server-Sent Events and switches to long-poll by itself when the
+// stream does not work (no `ready` frame within readyTimeout of opening it: a
+// buffering proxy; or errors twice in a row). Resumes after any gap from the last
+// id it delivered, drops duplicate ids, retries POSTs with an Idempotency-Key, and
+// keeps its token in sessionStorage so that a reload re-joins as the same member.
+// No dependencies, no build step.
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** An error answered by the server (problem+json) or a network failure. */
+export class TincanError extends Error {
+  constructor(status, problem, message) {
+    super(message || (problem && (problem.detail || problem.title)) || (status ? `HTTP ${status}` : 'network error'));
+    this.name = 'TincanError';
+    /** HTTP status, 0 for a network failure. */
+    this.status = status;
+    /** The problem's `code` (e.g. "room_full"), or "network" / "http_<status>". */
+    this.code = (problem && problem.code) || (status ? `http_${status}` : 'network');
+    this.problem = problem || null;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Exponential backoff with jitter: attempt 0 → base/2..base, doubling up to max.
+function backoff(attempt, base = 500, max = 15000) {
+  const d = Math.min(max, base * 2 ** Math.min(attempt, 16));
+  return d / 2 + Math.random() * (d / 2);
+}
+
+function randomKey() {
+  if (globalThis.crypto && crypto.randomUUID) {
+    try { return crypto.randomUUID(); } catch { /* insecure context */ }
+  }
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function retryAfter(res, fallback) {
+  const v = Number(res.headers.get('Retry-After'));
+  return Number.isFinite(v) && v > 0 ? Math.min(v * 1000, 60000) : fallback;
+}
+
+async function problemOf(res) {
+  try {
+    const text = await res.text();
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+function defaultStorage() {
+  try { return globalThis.sessionStorage || null; } catch { return null; }
+}
+
+/**
+ * Join a room and start receiving.
+ *
+ * @param {string} room  name matching ^[A-Za-z0-9_-]{1,64}$
+ * @param {object} [opts]
+ * @param {string} [opts.base='']           URL prefix of the server ("" = this origin)
+ * @param {string} [opts.password]          room password
+ * @param {'auto'|'sse'|'poll'} [opts.transport='auto']
+ * @param {number} [opts.readyTimeout=5000] ms to wait for the SSE `ready` frame
+ * @param {number} [opts.pollWait=25]       long-poll wait in seconds
+ * @param {Storage|null} [opts.storage=sessionStorage] where the token is kept (null: nowhere)
+ * @param {boolean} [opts.start=true]       start receiving at once (else call client.start())
+ * @param {function} [opts.onMessage]       (msg) for every message from another member
+ * @param {function} [opts.onPresence]      (event) for peer-joined / peer-left
+ * @param {function} [opts.onTransport]     (name, reason) when the receive transport changes
+ * @param {function} [opts.onClose]         ({reason}) when the client stops for good
+ * @returns {Promise<Client>} rejects with TincanError (code room_full, bad_password, …)
+ */
+export async function join(room, opts = {}) {
+  if (!ROOM_RE.test(String(room))) {
+    throw new TincanError(400, { code: 'bad_room_name', detail: `bad room name ${JSON.stringify(room)}` });
+  }
+  const client = new Client(String(room), opts);
+  await client._join();
+  if (opts.start !== false) client.start();
+  return client;
+}
+
+export class Client {
+  constructor(room, opts) {
+    this.room = room;
+    this.base = String(opts.base || '').replace(/\/+$/, '');
+    this.onmessage = opts.onMessage || null;
+    this.onpresence = opts.onPresence || null;
+    this.ontransport = opts.onTransport || null;
+    this.onclose = opts.onClose || null;
+    this.id = null;
+    this.token = null;
+    this.initiator = false;
+    this.resumed = false;
+    this.peers = [];
+    this.capacity = 0;
+    this.iceServers = [];
+    /** 'sse' | 'poll' | null (not yet receiving) */
+    this.transport = null;
+    /** highest message id delivered */
+    this.cursor = 0;
+    this.closed = false;
+    /** current long-poll wait in seconds (shortened after a 502/504) */
+    this.pollWait = opts.pollWait ?? 25;
+    this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, fallback: null };
+    this._password = opts.password;
+    this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
+    this._readyTimeout = opts.readyTimeout ?? 5000;
+    this._storage = opts.storage === undefined ? defaultStorage() : opts.storage;
+    this._key = `tincan:${this.base}:${room}`;
+    this._fetch = opts.fetch || globalThis.fetch.bind(globalThis);
+    this._sendChain = Promise.resolve();
+    this._es = null;
+    this._pollAbort = null;
+    this._timers = new Set();
+    this._releaseLock = null;
+    this._started = false;
+  }
+
+  _url(path) { return this.base + path; }
+
+  _load() {
+    try {
+      const v = this._storage && this._storage.getItem(this._key);
+      return v ? JSON.parse(v) : null;
+    } catch { return null; }
+  }
+
+  _save() {
+    if (!this._storage || !this.token) return;
+    try {
+      this._storage.setItem(this._key, JSON.stringify({ id: this.id, token: this.token, cursor: this.cursor }));
+    } catch { /* quota or disabled storage: resume just will not work */ }
+  }
+
+  _forget() {
+    try { this._storage && this._storage.removeItem(this._key); } catch { /* ignore */ }
+  }
+
+  // Hold a Web Lock named after the member while this client lives, so that a
+  // duplicated tab (which copies sessionStorage) does not resume the same member.
+  async _lock(id, waitMs) {
+    if (!(globalThis.navigator && navigator.locks && navigator.locks.request)) return true;
+    const name = `tincan-member:${this.base}:${this.room}:${id}`;
+    return new Promise((resolve) => {
+      const ac = new AbortController();
+      const t = waitMs > 0 ? setTimeout(() => ac.abort(), waitMs) : 0;
+      const options = waitMs > 0 ? { signal: ac.signal } : { ifAvailable: true };
+      navigator.locks.request(name, options, (lock) => {
+        clearTimeout(t);
+        if (!lock) { resolve(false); return undefined; }
+        resolve(true);
+        return new Promise((release) => { this._releaseLock = release; });
+      }).catch(() => resolve(false));
+    });
+  }
+
+  _unlock() {
+    if (this._releaseLock) { this._releaseLock(); this._releaseLock = null; }
+  }
+
+  async _join() {
+    let saved = this._load();
+    if (saved && saved.token && !(await this._lock(saved.id, 1500))) {
+      saved = null; // another tab of this browser is this member: take a new seat
+    }
+    const body = this._password != null && this._password !== '' ? { password: String(this._password) } : {};
+    for (let attempt = 0; ; attempt++) {
+      const headers = { 'Content-Type': 'application/json' };
+      if (saved && saved.token) headers.Authorization = `Bearer ${saved.token}`;
+      let res;
+      try {
+        res = await this._fetch(this._url(`/rooms/${this.room}/join`), {
+          method: 'POST', headers, body: JSON.stringify(body), cache: 'no-store',
+        });
+      } catch (err) {
+        if (attempt >= 4) { this._unlock(); throw new TincanError(0, null, `join: ${err.message}`); }
+        await sleep(backoff(attempt));
+        continue;
+      }
+      if (res.status === 200 || res.status === 201) {
+        const a = await res.json();
+        this.id = a.client_id;
+        this.token = a.token;
+        this.initiator = !!a.initiator;
+        this.peers = Array.isArray(a.peers) ? a.peers.slice() : [];
+        this.capacity = a.capacity || 0;
+        this.iceServers = a.ice_servers || [];
+        this._eventsPath = a.events || `/rooms/${this.room}/events`;
+        this._messagesPath = a.messages || `/rooms/${this.room}/messages`;
+        this.resumed = res.status === 200 && !!saved && saved.id === this.id;
+        this.cursor = this.resumed ? Number(saved.cursor) || 0 : 0;
+        if (!this.resumed) {
+          this._unlock();
+          await this._lock(this.id, 0);
+        }
+        this._save();
+        return;
+      }
+      const problem = await problemOf(res);
+      const retriable = res.status === 429 || res.status === 502 || res.status === 503 || res.status === 504;
+      if (!retriable || attempt >= 4) { this._unlock(); throw new TincanError(res.status, problem); }
+      await sleep(retryAfter(res, backoff(attempt)));
+    }
+  }
+
+  /** Start receiving (only needed with opts.start === false). */
+  start() {
+    if (this._started || this.closed) return;
+    this._started = true;
+    if (this._mode === 'poll' || typeof EventSource === 'undefined') this._startPoll(null);
+    else this._startSSE(0);
+  }
+
+  _later(fn, ms) {
+    const t = setTimeout(() => { this._timers.delete(t); fn(); }, ms);
+    this._timers.add(t);
+    return t;
+  }
+
+  _setTransport(name, reason) {
+    if (this.transport === name) return;
+    this.transport = name;
+    this._call(this.ontransport, name, reason || null);
+  }
+
+  _call(fn, ...args) {
+    if (typeof fn !== 'function') return;
+    try { fn(...args); } catch (err) { console.error('tincan: callback failed', err); }
+  }
+
+  // ---- Server-Sent Events ----
+
+  _startSSE(failures) {
+    if (this.closed) return;
+    const q = new URLSearchParams({ token: this.token, since: String(this.cursor) });
+    const es = new EventSource(`${this._url(this._eventsPath)}?${q}`);
+    this._es = es;
+    this.stats.sseConnects++;
+    let readyAt = 0;
+    const done = () => { clearTimeout(timer); es.close(); if (this._es === es) this._es = null; };
+    const timer = setTimeout(() => {
+      if (readyAt || this._es !== es) return;
+      done();
+      if (this._mode === 'sse') { this._sseRetry(failures + 1); return; }
+      this._fallback(`no ready frame within ${this._readyTimeout} ms`);
+    }, this._readyTimeout);
+    const markReady = () => {
+      if (readyAt) return;
+      readyAt = Date.now();
+      clearTimeout(timer);
+      this._setTransport('sse');
+    };
+    es.addEventListener('ready', markReady);
+    es.onmessage = (ev) => {
+      markReady();
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      this._deliver(msg);
+    };
+    es.onerror = () => {
+      if (this._es !== es) return;
+      done();
+      if (this.closed) return;
+      this.stats.sseErrors++;
+      // A stream that delivered `ready` and then lived a while is healthy: this is a
+      // gap (restart, proxy timeout, network change); reconnect from the cursor.
+      // An error before `ready`, or right after it, counts as a failure.
+      const healthy = readyAt && Date.now() - readyAt >= 1000;
+      const n = healthy ? 0 : failures + 1;
+      if (this._mode === 'auto' && n >= 2) { this._fallback('event stream failed twice'); return; }
+      this._sseRetry(n);
+    };
+  }
+
+  async _sseRetry(failures) {
+    if (this.closed) return;
+    if (this._mode === 'sse' && failures >= 2) {
+      // Forced SSE: find out whether the token still works before retrying.
+      const status = await this._probe();
+      if (status === 401 || status === 403) { this._end(status === 401 ? 'unauthorized' : 'forbidden'); return; }
+    }
+    this._later(() => this._startSSE(failures), failures === 0 ? 250 + Math.random() * 500 : backoff(failures - 1, 1000, 30000));
+  }
+
+  async _probe() {
+    try {
+      const res = await this._fetch(`${this._url(this._messagesPath)}?since=${this.cursor}&wait=0`, {
+        headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
+      });
+      if (res.ok) {
+        const body = await res.json();
+        for (const m of body.messages || []) this._deliver(m);
+      }
+      return res.status;
+    } catch { return 0; }
+  }
+
+  _fallback(reason) {
+    this.stats.fallback = reason;
+    this._startPoll(reason);
+  }
+
+  // ---- long-poll ----
+
+  _startPoll(reason) {
+    if (this.closed || this._polling) return;
+    this._polling = true;
+    this._pollReason = reason;
+    this._pollLoop().finally(() => { this._polling = false; });
+  }
+
+  async _pollLoop() {
+    let attempt = 0;
+    while (!this.closed) {
+      const wait = this.pollWait;
+      const ac = new AbortController();
+      this._pollAbort = ac;
+      // A poll that neither answers nor fails is a dead connection: give up on it.
+      const guard = setTimeout(() => ac.abort(), (wait + 20) * 1000);
+      const started = Date.now();
+      let res, body;
+      try {
+        this.stats.polls++;
+        res = await this._fetch(`${this._url(this._messagesPath)}?since=${this.cursor}&wait=${wait}`, {
+          headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store', signal: ac.signal,
+        });
+        if (res.status === 200) body = await res.json();
+      } catch {
+        res = null;
+      } finally {
+        clearTimeout(guard);
+        if (this._pollAbort === ac) this._pollAbort = null;
+      }
+      if (this.closed) return;
+      if (res && res.status === 200 && body) {
+        attempt = 0;
+        this._setTransport('poll', this._pollReason);
+        for (const m of body.messages || []) this._deliver(m);
+        if (Number.isFinite(body.next) && body.next > this.cursor) { this.cursor = body.next; this._save(); }
+        continue;
+      }
+      if (res && (res.status === 502 || res.status === 504)) {
+        // A proxy gave up waiting for us: ask again at once, waiting less.
+        this.stats.gatewayTimeouts++;
+        const elapsed = (Date.now() - started) / 1000;
+        const shorter = Math.max(0.5, Math.round(Math.min(wait / 2, elapsed * 0.6) * 10) / 10);
+        if (shorter < wait) { this.pollWait = shorter; continue; }
+      }
+      if (res && (res.status === 401 || res.status === 403)) {
+        this._end(res.status === 401 ? 'unauthorized' : 'forbidden');
+        return;
+      }
+      const delay = res && (res.status === 429 || res.status === 503) ? retryAfter(res, backoff(attempt)) : backoff(attempt);
+      attempt++;
+      await sleep(delay);
+    }
+  }
+
+  // ---- delivery ----
+
+  _deliver(msg) {
+    if (!msg || typeof msg !== 'object' || !Number.isFinite(msg.id)) return;
+    if (msg.id <= this.cursor) { this.stats.duplicates++; return; }
+    this.cursor = msg.id;
+    this._save();
+    const server = msg.from === undefined;
+    if (server && msg.type === 'peer-joined') {
+      if (msg.peer && !this.peers.includes(msg.peer)) this.peers.push(msg.peer);
+      this._call(this.onpresence, msg);
+    } else if (server && msg.type === 'peer-left') {
+      this.peers = this.peers.filter((p) => p !== msg.peer);
+      this._call(this.onpresence, msg);
+    } else if (!server) {
+      this._call(this.onmessage, msg);
+    }
+  }
+
+  // ---- sending ----
+
+  /**
+   * Send a message (a JSON object with a `type`) to every other member, or to one.
+   * POSTs are sent one at a time, in order, and retried with the same
+   * Idempotency-Key. Resolves to the message id.
+   */
+  send(msg, to) {
+    const body = { ...msg };
+    delete body.id;
+    delete body.from;
+    if (to) body.to = to;
+    const key = randomKey();
+    const p = this._sendChain.then(() => this._post(body, key));
+    this._sendChain = p.catch(() => {});
+    return p;
+  }
+
+  async _post(body, key) {
+    const data = JSON.stringify(body);
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new TincanError(0, { code: 'closed' }, 'client is closed');
+      let res;
+      try {
+        res = await this._fetch(this._url(this._messagesPath), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${this.token}`, 'Idempotency-Key': key },
+          body: data,
+          cache: 'no-store',
+        });
+      } catch (err) {
+        res = null;
+        if (attempt >= 7) throw new TincanError(0, null, `send: ${err.message}`);
+      }
+      if (res && res.status === 201) return (await res.json()).id;
+      if (res) {
+        const retriable = res.status === 429 || res.status >= 500;
+        if (!retriable || attempt >= 7) {
+          const err = new TincanError(res.status, await problemOf(res));
+          if (res.status === 401) this._end('unauthorized');
+          throw err;
+        }
+      }
+      this.stats.postRetries++;
+      await sleep(res ? retryAfter(res, backoff(attempt, 250)) : backoff(attempt, 250));
+    }
+  }
+
+  /** Fresh ICE servers (TURN credentials expire), e.g. before an ICE restart. */
+  async fetchIceServers() {
+    const res = await this._fetch(this._url('/ice-servers'), {
+      headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
+    });
+    if (!res.ok) throw new TincanError(res.status, await problemOf(res));
+    const body = await res.json();
+    this.iceServers = body.ice_servers || [];
+    return this.iceServers;
+  }
+
+  // ---- ending ----
+
+  _stop() {
+    this.closed = true;
+    if (this._es) { this._es.close(); this._es = null; }
+    if (this._pollAbort) this._pollAbort.abort();
+    for (const t of this._timers) clearTimeout(t);
+    this._timers.clear();
+    this._unlock();
+  }
+
+  _end(reason) {
+    if (this.closed) return;
+    if (reason === 'unauthorized') this._forget(); // the server no longer knows this token
+    this._stop();
+    this._call(this.onclose, { reason });
+  }
+
+  /** Stop receiving but keep the seat (a later join with the same storage resumes it). */
+  close() {
+    this._end('closed');
+  }
+
+  /** Leave the room for good (hang-up). Never call this on page unload. */
+  async leave() {
+    const token = this.token;
+    this._forget();
+    this._end('left');
+    if (!token) return;
+    try {
+      const res = await this._fetch(this._url(`/rooms/${this.room}/leave`), {
+        method: 'POST', headers: { Authorization: `Bearer ${token}` }, keepalive: true, cache: 'no-store',
+      });
+      if (!res.ok && res.status !== 401) throw new TincanError(res.status, await problemOf(res));
+    } catch (err) {
+      if (err instanceof TincanError) throw err;
+      throw new TincanError(0, null, `leave: ${err.message}`);
+    }
+  }
+}

@@ -1,0 +1,38 @@
+package store
+
+import "fmt"
+
+// Error is a refusal of the store: the request was understood and broke a
+// rule, and nothing was written. Code is a stable machine-readable word (the
+// API's problem codes reuse it); the message says what happened.
+type Error struct {
+	Code string
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, store.ErrRoomFull) match any *Error of that code.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// The refusals, for errors.Is.
+var (
+	ErrUnauthorized    = &Error{Code: "unauthorized", Msg: "unknown or expired token"}
+	ErrNotMember       = &Error{Code: "not_member", Msg: "token belongs to another room"}
+	ErrRoomFull        = &Error{Code: "room_full", Msg: "room is full"}
+	ErrBadPassword     = &Error{Code: "bad_password", Msg: "wrong room password"}
+	ErrUnknownPeer     = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
+	ErrTooManyMessages = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
+	ErrClosed          = &Error{Code: "shutting_down", Msg: "store is closed"}
+
+	// errRoomChanged: the room changed between a join's password check and
+	// its transaction; the join starts over.
+	errRoomChanged = &Error{Code: "retry", Msg: "room changed while joining"}
+)
+
+func refuse(base *Error, format string, args ...any) *Error {
+	return &Error{Code: base.Code, Msg: fmt.Sprintf(format, args...)}
+}

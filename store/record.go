@@ -1,0 +1,79 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// A message record is stored as
+//
+//	created  8 bytes, unix nanoseconds, big-endian
+//	flags    1 byte (flagPending: kept for the next member who joins)
+//	n        1 byte, number of recipients
+//	n times  1 byte length + client id
+//	data     the JSON object exactly as it is delivered, id and from included
+//
+// so that a delivery is a slice of the stored bytes, never a re-encoding.
+type record struct {
+	created    time.Time
+	pending    bool
+	recipients []string
+	data       []byte
+}
+
+const flagPending = 1
+
+var errBadRecord = errors.New("corrupt message record")
+
+func (r record) encode() []byte {
+	n := 10 + len(r.data)
+	for _, id := range r.recipients {
+		n += 1 + len(id)
+	}
+	b := make([]byte, 0, n)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.created.UnixNano()))
+	var flags byte
+	if r.pending {
+		flags |= flagPending
+	}
+	b = append(b, flags, byte(len(r.recipients)))
+	for _, id := range r.recipients {
+		b = append(b, byte(len(id)))
+		b = append(b, id...)
+	}
+	return append(b, r.data...)
+}
+
+// decodeRecord reads a record without copying: its slices alias b, which is
+// only valid inside the transaction that read it.
+func decodeRecord(b []byte) (record, error) {
+	if len(b) < 10 {
+		return record{}, errBadRecord
+	}
+	r := record{
+		created: time.Unix(0, int64(binary.BigEndian.Uint64(b))),
+		pending: b[8]&flagPending != 0,
+	}
+	n := int(b[9])
+	b = b[10:]
+	for range n {
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return record{}, errBadRecord
+		}
+		r.recipients = append(r.recipients, string(b[1:1+b[0]]))
+		b = b[1+b[0]:]
+	}
+	r.data = b
+	return r, nil
+}
+
+// addressedTo reports whether the record is for client id.
+func (r record) addressedTo(id string) bool {
+	for _, x := range r.recipients {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

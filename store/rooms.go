@@ -1,0 +1,362 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/crypto/bcrypt"
+)
+
+type roomInfo struct {
+	Password []byte `json:"pw,omitempty"` // bcrypt hash; empty: no password
+	NextJoin uint64 `json:"nj"`           // join order counter
+	Pending  int    `json:"pending,omitempty"`
+	Messages int    `json:"n,omitempty"` // retained messages
+}
+
+type memberRecord struct {
+	Token []byte `json:"t"`           // sha256 of the token
+	Join  uint64 `json:"j"`           // place in join order
+	Acked uint64 `json:"a,omitempty"` // highest id the member acknowledged
+}
+
+// Member identifies one member of one room.
+type Member struct {
+	Room string
+	ID   string
+}
+
+// Joined is the outcome of a join.
+type Joined struct {
+	Member
+	Token   string   // the secret; only here, never stored
+	Resumed bool     // the request's token named an existing member: same id, same place
+	Peers   []string // the other members, in join order
+}
+
+// JoinRequest asks for a seat in Room. Token, if set, is the bearer token the
+// request carried: when it belongs to a member of Room, that member resumes.
+type JoinRequest struct {
+	Room     string
+	Password string
+	Token    string
+}
+
+// Join admits a new member to a room (creating the room) or resumes an
+// existing one. Other members are told with a peer-joined event.
+// Refusals: ErrRoomFull, ErrBadPassword.
+func (s *Store) Join(ctx context.Context, req JoinRequest) (Joined, error) {
+	// Password hashing is slow on purpose: do it outside the commit loop,
+	// then make sure in the transaction that the room is still as we saw it.
+	for attempt := 0; ; attempt++ {
+		var seen []byte // the room's password hash as read
+		var exists bool
+		err := s.db.View(func(tx *bolt.Tx) error {
+			info, ok, err := readInfo(tx, req.Room)
+			seen, exists = info.Password, ok
+			return err
+		})
+		if err != nil {
+			return Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
+		}
+		var newHash []byte
+		if !exists && req.Password != "" {
+			newHash, err = bcrypt.GenerateFromPassword([]byte(req.Password), bcrypt.DefaultCost)
+			if err != nil {
+				return Joined{}, fmt.Errorf("hash password: %w", err)
+			}
+		}
+		passwordOK := len(seen) == 0 || bcrypt.CompareHashAndPassword(seen, []byte(req.Password)) == nil
+
+		var out Joined
+		err = s.update(ctx, func(tx *bolt.Tx) error {
+			var err error
+			out, err = s.join(tx, req, seen, exists, newHash, passwordOK)
+			return err
+		})
+		if errors.Is(err, errRoomChanged) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
+		}
+		return out, nil
+	}
+}
+
+func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, newHash []byte, passwordOK bool) (Joined, error) {
+	rooms := tx.Bucket(bucketRooms)
+	rb := rooms.Bucket([]byte(req.Room))
+	info, exists, err := readInfo(tx, req.Room)
+	if err != nil {
+		return Joined{}, err
+	}
+
+	// Resume: the token names a member of this very room.
+	if req.Token != "" && rb != nil {
+		if m, err := lookupToken(tx, req.Token); err == nil && m.Room == req.Room {
+			if rec, ok := readMember(rb, m.ID); ok && bytes.Equal(rec.Token, HashToken(req.Token)) {
+				peers, err := peersOf(rb, m.ID)
+				if err != nil {
+					return Joined{}, err
+				}
+				event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, m.ID)
+				if err := s.emit(rb, &info, peers, event); err != nil {
+					return Joined{}, err
+				}
+				return Joined{Member: m, Token: req.Token, Resumed: true, Peers: peers}, writeInfo(rb, info)
+			}
+		}
+	}
+
+	if exists != existed || !bytes.Equal(info.Password, seen) {
+		return Joined{}, errRoomChanged
+	}
+	if !passwordOK {
+		return Joined{}, refuse(ErrBadPassword, "wrong password for room %q", req.Room)
+	}
+	if rb != nil {
+		if n := rb.Bucket(bucketMembers).Stats().KeyN; n >= s.opts.Capacity {
+			return Joined{}, refuse(ErrRoomFull, "room %q is full (%d of %d)", req.Room, n, s.opts.Capacity)
+		}
+	}
+
+	// Checks done; from here on, write.
+	if rb == nil {
+		if rb, err = rooms.CreateBucket([]byte(req.Room)); err != nil {
+			return Joined{}, err
+		}
+		for _, name := range [][]byte{bucketMembers, bucketMsgs, bucketIdem} {
+			if _, err := rb.CreateBucket(name); err != nil {
+				return Joined{}, err
+			}
+		}
+		info = roomInfo{Password: newHash}
+	}
+	peers, err := peersOf(rb, "")
+	if err != nil {
+		return Joined{}, err
+	}
+	id, token := newSecret(12), newSecret(24)
+	info.NextJoin++
+	rec := memberRecord{Token: HashToken(token), Join: info.NextJoin}
+	if err := putJSON(rb.Bucket(bucketMembers), []byte(id), rec); err != nil {
+		return Joined{}, err
+	}
+	if err := tx.Bucket(bucketTokens).Put(HashToken(token), []byte(req.Room+"\x00"+id)); err != nil {
+		return Joined{}, err
+	}
+	if info.Pending > 0 {
+		if err := claimPending(rb, id); err != nil {
+			return Joined{}, err
+		}
+		info.Pending = 0
+	}
+	event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, id)
+	if err := s.emit(rb, &info, peers, event); err != nil {
+		return Joined{}, err
+	}
+	return Joined{Member: Member{Room: req.Room, ID: id}, Token: token, Peers: peers}, writeInfo(rb, info)
+}
+
+// claimPending hands every message kept for "the next member who joins" to id.
+func claimPending(rb *bolt.Bucket, id string) error {
+	msgs := rb.Bucket(bucketMsgs)
+	type change struct{ k, v []byte }
+	var changes []change
+	err := msgs.ForEach(func(k, v []byte) error {
+		r, err := decodeRecord(v)
+		if err != nil || !r.pending {
+			return nil
+		}
+		r.pending, r.recipients = false, []string{id}
+		changes = append(changes, change{clone(k), r.encode()})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		if err := msgs.Put(c.k, c.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reason says why a member left.
+type Reason string
+
+const (
+	ReasonLeft    Reason = "left"
+	ReasonTimeout Reason = "timeout"
+)
+
+// Leave removes a member, tells the others with a peer-left event, and
+// deletes the room with all its messages when it was the last member.
+// It reports whether the room was deleted. Leaving twice is not an error.
+func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted bool, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		roomDeleted = false
+		rooms := tx.Bucket(bucketRooms)
+		rb := rooms.Bucket([]byte(m.Room))
+		if rb == nil {
+			return nil
+		}
+		rec, ok := readMember(rb, m.ID)
+		if !ok {
+			return nil
+		}
+		if err := tx.Bucket(bucketTokens).Delete(rec.Token); err != nil {
+			return err
+		}
+		if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
+			return err
+		}
+		peers, err := peersOf(rb, "")
+		if err != nil {
+			return err
+		}
+		if len(peers) == 0 {
+			roomDeleted = true
+			return rooms.DeleteBucket([]byte(m.Room))
+		}
+		if err := deletePrefix(rb.Bucket(bucketIdem), []byte(m.ID+"\x00")); err != nil {
+			return err
+		}
+		info, _, err := readInfo(tx, m.Room)
+		if err != nil {
+			return err
+		}
+		event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
+		if err := s.emit(rb, &info, peers, event); err != nil {
+			return err
+		}
+		return writeInfo(rb, info)
+	})
+	if err != nil {
+		return false, fmt.Errorf("leave %s: %w", m.Room, err)
+	}
+	s.forgetAck(m)
+	return roomDeleted, nil
+}
+
+// Authenticate finds the member a token belongs to.
+// Refusals: ErrUnauthorized (unknown token).
+func (s *Store) Authenticate(token string) (Member, error) {
+	var m Member
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		m, err = lookupToken(tx, token)
+		return err
+	})
+	return m, err
+}
+
+// Occupants is the number of members in a room (0 for an unknown room).
+func (s *Store) Occupants(room string) (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if rb := tx.Bucket(bucketRooms).Bucket([]byte(room)); rb != nil {
+			n = rb.Bucket(bucketMembers).Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Members lists every member of every room, for the liveness tracker to start
+// from after a restart.
+func (s *Store) Members() ([]Member, error) {
+	var out []Member
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRooms).ForEachBucket(func(room []byte) error {
+			rb := tx.Bucket(bucketRooms).Bucket(room)
+			return rb.Bucket(bucketMembers).ForEach(func(id, _ []byte) error {
+				out = append(out, Member{Room: string(room), ID: string(id)})
+				return nil
+			})
+		})
+	})
+	return out, err
+}
+
+func lookupToken(tx *bolt.Tx, token string) (Member, error) {
+	v := tx.Bucket(bucketTokens).Get(HashToken(token))
+	room, id, ok := bytes.Cut(v, []byte{0})
+	if v == nil || !ok {
+		return Member{}, ErrUnauthorized
+	}
+	return Member{Room: string(room), ID: string(id)}, nil
+}
+
+func readInfo(tx *bolt.Tx, room string) (roomInfo, bool, error) {
+	var info roomInfo
+	rb := tx.Bucket(bucketRooms).Bucket([]byte(room))
+	if rb == nil {
+		return info, false, nil
+	}
+	if err := json.Unmarshal(rb.Get(keyInfo), &info); err != nil {
+		return info, true, fmt.Errorf("room %s info: %w", room, err)
+	}
+	return info, true, nil
+}
+
+func writeInfo(rb *bolt.Bucket, info roomInfo) error { return putJSON(rb, keyInfo, info) }
+
+func readMember(rb *bolt.Bucket, id string) (memberRecord, bool) {
+	var rec memberRecord
+	v := rb.Bucket(bucketMembers).Get([]byte(id))
+	if v == nil || json.Unmarshal(v, &rec) != nil {
+		return rec, false
+	}
+	return rec, true
+}
+
+// peersOf lists the room's members except one, in join order.
+func peersOf(rb *bolt.Bucket, except string) ([]string, error) {
+	type entry struct {
+		id   string
+		join uint64
+	}
+	var all []entry
+	err := rb.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+		var rec memberRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("member %s: %w", k, err)
+		}
+		if string(k) != except {
+			all = append(all, entry{string(k), rec.Join})
+		}
+		return nil
+	})
+	sort.Slice(all, func(i, j int) bool { return all[i].join < all[j].join })
+	ids := make([]string, len(all))
+	for i, e := range all {
+		ids[i] = e.id
+	}
+	return ids, err
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

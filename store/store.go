@@ -1,0 +1,296 @@
+// Package store keeps tincan's durable state in one bbolt file: rooms, their
+// members (with token and password hashes, never the secrets), and each room's
+// message log. It is the only package that knows bbolt.
+//
+// Every change goes through one commit loop: concurrent writers queue up while
+// a transaction is being fsync'd and the next transaction takes them all, so
+// many posts share one fsync (group commit). A write is acknowledged to its
+// caller only after its transaction committed to disk.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket layout (hidden from callers):
+//
+//	meta                     "seq" sequence for message ids; secrets
+//	tokens                   sha256(token) -> room \x00 client id
+//	rooms/<room>             "info" -> roomInfo (JSON)
+//	rooms/<room>/members     client id -> memberRecord (JSON)
+//	rooms/<room>/msgs        big-endian id -> message record (see record.go)
+//	rooms/<room>/idem        client id \x00 key -> id, unix nanos
+var (
+	bucketMeta    = []byte("meta")
+	bucketTokens  = []byte("tokens")
+	bucketRooms   = []byte("rooms")
+	bucketMembers = []byte("members")
+	bucketMsgs    = []byte("msgs")
+	bucketIdem    = []byte("idem")
+	keyInfo       = []byte("info")
+)
+
+// Options are the limits a Store enforces. Zero values take the defaults noted.
+type Options struct {
+	Capacity        int           // members per room (default 2)
+	MessageTTL      time.Duration // longest a message is retained (default 10m)
+	MaxRoomMessages int           // retained messages per room; 0 = unlimited
+	MaxBatch        int           // writes per group commit (default 1000)
+	Now             func() time.Time
+}
+
+// Store is safe for concurrent use. Close it to stop the commit loop.
+type Store struct {
+	db   *bolt.DB
+	opts Options
+
+	ops     chan *op
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	// The latest acknowledgement of each member since the start: Read honours
+	// it at once, before its group commit reaches the disk.
+	acksMu sync.Mutex
+	acks   map[Member]uint64
+
+	// Commit statistics, read by Stats.
+	mu      sync.Mutex
+	commits uint64
+	written uint64
+	onBatch func(ops int, d time.Duration)
+}
+
+type op struct {
+	fn  func(tx *bolt.Tx) error
+	err chan error
+}
+
+// Open opens (or creates) the bbolt file at path and starts the commit loop.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Capacity == 0 {
+		opts.Capacity = 2
+	}
+	if opts.MessageTTL == 0 {
+		opts.MessageTTL = 10 * time.Minute
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      2 * time.Second, // another process holds the file lock
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketTokens, bucketRooms} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init %s: %w", path, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		ops:     make(chan *op, opts.MaxBatch),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		acks:    map[Member]uint64{},
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close waits for queued writes, stops the commit loop and closes the file.
+func (s *Store) Close() error {
+	s.once.Do(func() { close(s.closing) })
+	<-s.done
+	return s.db.Close()
+}
+
+// OnCommit registers f to be told, after each group commit, how many writes it
+// carried and how long the transaction took. Set it before the first write.
+func (s *Store) OnCommit(f func(ops int, d time.Duration)) { s.onBatch = f }
+
+// Capacity is the number of members a room admits.
+func (s *Store) Capacity() int { return s.opts.Capacity }
+
+// Stats reports the number of commits and of writes they carried.
+func (s *Store) Stats() (commits, writes uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commits, s.written
+}
+
+// FileSize is the size of the bbolt file in bytes.
+func (s *Store) FileSize() int64 {
+	var n int64
+	_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
+}
+
+// Ping commits an empty write: it proves the file is open and writable.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("ping"), nil)
+	})
+}
+
+// update queues fn for the commit loop and waits until its transaction
+// committed. fn must leave the transaction untouched when it returns an
+// *Error (check first, write after), because it shares the transaction with
+// other writers; any other error fails the batch, which is then retried one
+// write per transaction. fn may therefore run more than once.
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	o := &op{fn: fn, err: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the write happens: wait for it so that the caller never
+	// reports failure for a committed change.
+	return <-o.err
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	batch := make([]*op, 0, s.opts.MaxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.closing:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case o := <-s.ops:
+					s.commit([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < s.opts.MaxBatch {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []*op) {
+	start := time.Now()
+	errs := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i, o := range batch {
+			errs[i] = o.fn(tx)
+			var se *Error
+			if errs[i] != nil && !errors.As(errs[i], &se) {
+				return errs[i]
+			}
+		}
+		return nil
+	})
+	if err != nil && len(batch) > 1 {
+		// One write broke the shared transaction: give each its own.
+		for _, o := range batch {
+			s.commit([]*op{o})
+		}
+		return
+	}
+	d := time.Since(start)
+	s.mu.Lock()
+	s.commits++
+	s.written += uint64(len(batch))
+	s.mu.Unlock()
+	if s.onBatch != nil {
+		s.onBatch(len(batch), d)
+	}
+	for i, o := range batch {
+		if err != nil {
+			o.err <- fmt.Errorf("commit: %w", err)
+		} else {
+			o.err <- errs[i]
+		}
+	}
+}
+
+// Secret returns the secret stored under name, creating it with n random bytes
+// the first time, so that it stays the same across restarts.
+func (s *Store) Secret(ctx context.Context, name string, n int) ([]byte, error) {
+	key := []byte("secret/" + name)
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		out = clone(tx.Bucket(bucketMeta).Get(key))
+		return nil
+	})
+	if err != nil || out != nil {
+		return out, err
+	}
+	fresh := make([]byte, n)
+	rand.Read(fresh)
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if v := b.Get(key); v != nil {
+			out = clone(v)
+			return nil
+		}
+		out = fresh
+		return b.Put(key, fresh)
+	})
+	return out, err
+}
+
+// HashToken is the form in which a token is stored and looked up.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+func newSecret(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func u64(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}
