@@ -291,4 +291,3 @@ func TestEnvironmentTwins(t *testing.T) {
 		t.Fatal("bad env value accepted")
 	}
 }
-

@@ -12,19 +12,19 @@ import (
 
 // config is the command line, after environment twins are applied.
 type config struct {
-	addr, db         string
-	tlsCert, tlsKey  string
-	capacity         int
-	clientTimeout    time.Duration
-	messageTTL       time.Duration
-	heartbeat        time.Duration
-	stallTimeout     time.Duration
-	maxStreamLife    time.Duration
-	maxRoomMessages  int
-	maxBody          int64
-	maxHeaderBytes   int
-	allowOrigins     stringList
-	debug            bool
+	addr, db        string
+	tlsCert, tlsKey string
+	capacity        int
+	clientTimeout   time.Duration
+	messageTTL      time.Duration
+	heartbeat       time.Duration
+	stallTimeout    time.Duration
+	maxStreamLife   time.Duration
+	maxRoomMessages int
+	maxBody         int64
+	maxHeaderBytes  int
+	allowOrigins    stringList
+	debug           bool
 
 	turn                bool
 	turnAddr            string

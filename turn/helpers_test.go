@@ -58,9 +58,10 @@ func startServer(t *testing.T, mod func(*Config)) (*Server, *prometheus.Registry
 	return s, reg
 }
 
-// creds returns a Credentials for the test secret.
+// creds returns a Credentials with secret and a TURN URL (userPass only
+// needs the credentials, which do not depend on the URL).
 func creds(secret []byte) Credentials {
-	return Credentials{Secret: secret, TTL: time.Hour}
+	return Credentials{Secret: secret, TTL: time.Hour, URLs: EmbeddedURLs("127.0.0.1", 3478)}
 }
 
 // userPass returns the TURN username and credential that Credentials

@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -149,4 +150,23 @@ func gather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// xorPeerV6 is an XOR-PEER-ADDRESS that always uses the IPv6 family, so
+// that an IPv4-mapped address travels in its 16-byte form.
+func xorPeerV6(ip net.IP, port int) stun.Setter {
+	return setterFunc(func(m *stun.Message) error {
+		ip16 := ip.To16()
+		v := make([]byte, 4+16)
+		v[1] = 0x02 // IPv6
+		binary.BigEndian.PutUint16(v[2:4], uint16(port)^0x2112)
+		var key [16]byte
+		binary.BigEndian.PutUint32(key[0:4], 0x2112A442)
+		copy(key[4:], m.TransactionID[:])
+		for i := range 16 {
+			v[4+i] = ip16[i] ^ key[i]
+		}
+		m.Add(stun.AttrXORPeerAddress, v)
+		return nil
+	})
 }

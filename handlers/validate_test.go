@@ -1,0 +1,112 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	roomRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	typeRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,31}$`)
+)
+
+func FuzzValidRoom(f *testing.F) {
+	for _, s := range []string{"abc", "", "a-b_C9", strings.Repeat("x", 64), strings.Repeat("x", 65), "a/b", "é", "a b", "..", "%2e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validRoom(s), roomRE.MatchString(s); got != want {
+			t.Fatalf("validRoom(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
+}
+
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range []string{"", "0", "17", "007", "-1", "1.5", "abc", "18446744073709551615", "9223372036854775807", "9223372036854775808", " 1", "+1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseCursor(s)
+		if err != nil {
+			if _, ok := err.(*apiError); !ok || err.(*apiError).status != 400 {
+				t.Fatalf("parseCursor(%q): error %v is not a 400", s, err)
+			}
+			return
+		}
+		if s == "" {
+			if n != 0 {
+				t.Fatalf("empty cursor = %d", n)
+			}
+			return
+		}
+		if trimmed := strings.TrimLeft(s, "0"); strconv.FormatUint(n, 10) != trimmed && !(n == 0 && trimmed == "") {
+			t.Fatalf("parseCursor(%q) = %d", s, n)
+		}
+	})
+}
+
+func FuzzParseWait(f *testing.F) {
+	for _, s := range []string{"", "0", "0.5", "25", "61", "1e9", "NaN", "Inf", "-1", "x", "1e-400"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := parseWait(s, 25*time.Second, 60*time.Second)
+		if err == nil && (d < 0 || d > 60*time.Second) {
+			t.Fatalf("parseWait(%q) = %v, outside [0, 60s]", s, d)
+		}
+	})
+}
+
+// FuzzParseMessage checks parseMessage's promises on any input: it never
+// panics; what it accepts re-forms a JSON object with a valid type, no id and
+// no from, whose values equal the posted ones.
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"offer","sdp":"v=0\r\n"}`, `{"type":"candidate","candidate":null}`, `{"type":"bye","id":5,"from":"x"}`,
+		`{"type":"x","n":1.50,"to":"abc"}`, `{"type":"x","type":"y"}`, `[]`, `{`, `{"type":"X"}`, "{\"type\":\"x\",\"s\":\"\xff\"}",
+		`{"type":"x"} 1`, `{"type":"answer","sdp":"v=0","nested":{"a":[1,{"b":null}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := parseMessage(body)
+		if err != nil {
+			if e, ok := err.(*apiError); !ok || e.status != 400 {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		obj := append(append([]byte("{"), m.fields...), '}')
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(obj, &got); err != nil {
+			t.Fatalf("accepted %q but re-formed invalid JSON %q: %v", body, obj, err)
+		}
+		if _, ok := got["id"]; ok {
+			t.Fatalf("id kept: %s", obj)
+		}
+		if _, ok := got["from"]; ok {
+			t.Fatalf("from kept: %s", obj)
+		}
+		var typ string
+		if json.Unmarshal(got["type"], &typ) != nil || !typeRE.MatchString(typ) {
+			t.Fatalf("accepted type %s", got["type"])
+		}
+		var posted map[string]json.RawMessage
+		if err := json.Unmarshal(body, &posted); err != nil {
+			t.Fatalf("accepted a body that is not an object: %q", body)
+		}
+		for k, v := range got {
+			var a, b bytes.Buffer
+			json.Compact(&a, v)
+			json.Compact(&b, posted[k])
+			if a.String() != b.String() {
+				t.Fatalf("member %q changed: %s -> %s", k, posted[k], v)
+			}
+		}
+	})
+}

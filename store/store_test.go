@@ -1,0 +1,220 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func open(t testing.TB, path string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustJoin(t testing.TB, s *Store, room string) Joined {
+	t.Helper()
+	j, err := s.Join(context.Background(), JoinRequest{Room: room})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func mustAppend(t testing.TB, s *Store, from Member, fields string) uint64 {
+	t.Helper()
+	id, err := s.Append(context.Background(), Post{From: from, Fields: []byte(fields)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// clock is a settable time source for TTL tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestGroupCommit(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "gc.db"), Options{Capacity: 2})
+	a := mustJoin(t, s, "r")
+	mustJoin(t, s, "r")
+	c0, w0 := s.Stats()
+	const n = 400
+	var wg sync.WaitGroup
+	ids := make(chan uint64, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids <- mustAppend(t, s, a.Member, fmt.Sprintf(`"type":"x","i":%d`, i))
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[uint64]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %d given twice", id)
+		}
+		seen[id] = true
+	}
+	c1, w1 := s.Stats()
+	if w1-w0 != n {
+		t.Fatalf("%d writes counted, want %d", w1-w0, n)
+	}
+	// Concurrent writers must share fsyncs. How many depends on timing, so
+	// only the principle is checked: fewer commits than writes.
+	if c1-c0 >= n {
+		t.Fatalf("%d commits for %d concurrent writes: no group commit", c1-c0, n)
+	}
+	t.Logf("%d writes in %d commits", n, c1-c0)
+}
+
+func TestBatchFailureIsolated(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "iso.db"), Options{})
+	a := mustJoin(t, s, "r")
+	// A refusal (unknown peer) shares the transaction with good writes
+	// without spoiling them.
+	var wg sync.WaitGroup
+	errs := make([]error, 50)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			to := ""
+			if i%2 == 0 {
+				to = "nobody"
+			}
+			_, errs[i] = s.Append(context.Background(), Post{From: a.Member, To: to, Fields: []byte(`"type":"x"`)})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 && !errors.Is(err, ErrUnknownPeer) || i%2 == 1 && err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+}
+
+func TestReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "re.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustJoin(t, s, "r")
+	b := mustJoin(t, s, "r")
+	id := mustAppend(t, s, a.Member, `"type":"x"`)
+	secret, err := s.Secret(context.Background(), "turn", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = open(t, path, Options{})
+	if m, err := s.Authenticate(b.Token); err != nil || m != b.Member {
+		t.Fatalf("token lost: %v %v", m, err)
+	}
+	msgs, _, err := s.Read(b.Member, 0, 10, false)
+	if err != nil || len(msgs) != 1 || msgs[0].ID != id || !bytes.Contains(msgs[0].Data, []byte(`"from":"`+a.ID+`"`)) {
+		t.Fatalf("messages lost: %v %+v", err, msgs)
+	}
+	again, _ := s.Secret(context.Background(), "turn", 32)
+	if !bytes.Equal(secret, again) || len(secret) != 32 {
+		t.Fatal("secret changed across reopen")
+	}
+	if next := mustAppend(t, s, a.Member, `"type":"x"`); next <= id {
+		t.Fatalf("id %d repeated after reopen", next)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	s := open(t, filepath.Join(t.TempDir(), "p.db"), Options{Capacity: 3, MessageTTL: time.Minute, Now: clk.Now})
+	ctx := context.Background()
+	a := mustJoin(t, s, "r")
+	b := mustJoin(t, s, "r")
+	c := mustJoin(t, s, "r")
+	id1 := mustAppend(t, s, a.Member, `"type":"one"`) // for b and c
+	id2 := mustAppend(t, s, a.Member, `"type":"two"`)
+
+	// b acknowledges id1; c has not: nothing goes.
+	s.Read(b.Member, id1, 10, true)
+	if n, _ := s.Prune(ctx); n != 0 {
+		t.Fatalf("pruned %d with c behind", n)
+	}
+	// c acknowledges id2: id1 is done for both (and the peer-joined events
+	// before it, which b and c have acknowledged too).
+	s.Read(c.Member, id2, 10, true)
+	s.Ping(ctx) // the acknowledgements are committed
+	if n, _ := s.Prune(ctx); n < 1 {
+		t.Fatal("nothing pruned after every recipient acknowledged")
+	}
+	if msgs, _, _ := s.Read(b.Member, 0, 10, false); len(msgs) != 1 || msgs[0].ID != id2 {
+		t.Fatalf("b should still have id2 only: %+v", msgs)
+	}
+	// TTL: id2 expires for b, who never acknowledged it.
+	clk.add(2 * time.Minute)
+	if msgs, _, _ := s.Read(b.Member, 0, 10, false); len(msgs) != 0 {
+		t.Fatalf("expired message delivered: %+v", msgs)
+	}
+	if n, _ := s.Prune(ctx); n < 1 {
+		t.Fatal("expired message not pruned")
+	}
+	// A recipient who left no longer holds a message back.
+	id3 := mustAppend(t, s, a.Member, `"type":"three"`)
+	if _, err := s.Leave(ctx, c.Member, ReasonLeft); err != nil {
+		t.Fatal(err)
+	}
+	s.Read(b.Member, id3, 10, true)
+	s.Ping(ctx)
+	s.Prune(ctx)
+	if msgs, _, _ := s.Read(a.Member, 0, 100, false); len(msgs) != 0 {
+		// a receives the peer-left of c, which a has not acknowledged.
+		for _, m := range msgs {
+			if !bytes.Contains(m.Data, []byte("peer-left")) {
+				t.Fatalf("a holds %s", m.Data)
+			}
+		}
+	}
+	// The last member leaving deletes the room and its messages.
+	s.Leave(ctx, a.Member, ReasonLeft)
+	s.Leave(ctx, b.Member, ReasonLeft)
+	if n, _ := s.Occupants("r"); n != 0 {
+		t.Fatal("room survives its members")
+	}
+	if ms, _ := s.Members(); len(ms) != 0 {
+		t.Fatalf("members left: %v", ms)
+	}
+}
+
+func TestMaxRoomMessages(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "max.db"), Options{MaxRoomMessages: 1000})
+	a := mustJoin(t, s, "r")
+	mustJoin(t, s, "r")
+	for range 999 { // the peer-joined event counts too
+		mustAppend(t, s, a.Member, `"type":"x"`)
+	}
+	_, err := s.Append(context.Background(), Post{From: a.Member, Fields: []byte(`"type":"x"`)})
+	if !errors.Is(err, ErrTooManyMessages) {
+		t.Fatalf("message 1001: %v", err)
+	}
+}

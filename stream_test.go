@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// metric reads one sample of the server's /metrics.
+func metric(t testing.TB, base, name string) float64 {
+	t.Helper()
+	a := do(t, "GET", base+"/metrics", "")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(a.Body)
+	if m == nil {
+		t.Fatalf("metric %s not found", name)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A reader that never reads its stream must not hold up anyone else, and is
+// evicted; on reconnect it catches up from the store.
+func TestStalledReader(t *testing.T) {
+	base := startServer(t, "-stall-timeout", "1s")
+	slow := join(t, base, "slow", 201)
+	sender := join(t, base, "slow", 201)
+
+	// A raw connection with a tiny receive buffer that sends the request
+	// and then never reads.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", slow.Token)
+	waitFor(t, "the stalled stream to open", func() bool { return metric(t, base, "tincan_streams_open") == 1 })
+
+	// Fill the stalled connection's buffers.
+	payload := strings.Repeat("x", 60000)
+	var last uint64
+	for range 200 {
+		last = sender.post(`{"type":"bulk","p":"` + payload + `"}`)
+	}
+
+	// Another room meanwhile works as usual.
+	a := join(t, base, "fast", 201)
+	b := join(t, base, "fast", 201)
+	s := b.events("")
+	s.ready()
+	for i := range 20 {
+		id := a.post(fmt.Sprintf(`{"type":"ping","i":%d}`, i))
+		if m := s.message(); idOf(m) != id {
+			t.Fatalf("other room: want %d, got %v", id, m)
+		}
+	}
+
+	waitFor(t, "the stalled reader to be evicted", func() bool { return metric(t, base, "tincan_streams_evicted_total") >= 1 })
+	waitFor(t, "the stalled stream to close", func() bool { return metric(t, base, "tincan_streams_open") == 1 }) // b's only
+
+	// Reconnecting, the slow reader gets everything, in order, once.
+	rs := slow.events("")
+	rs.ready()
+	rs.message() // sender joined
+	var prev uint64
+	for {
+		m := rs.message()
+		if id := idOf(m); id <= prev {
+			t.Fatalf("id %d after %d", id, prev)
+		}
+		prev = idOf(m)
+		if prev == last {
+			break
+		}
+	}
+}
+
+// Streams and long-polls leave no goroutine behind once they end.
+func TestNoGoroutineLeak(t *testing.T) {
+	base := startServer(t, "-heartbeat", "50ms")
+	a := join(t, base, "leak", 201)
+	b := join(t, base, "leak", 201)
+	tr := &http.Transport{}
+	httpc := &http.Client{Transport: tr}
+	ignore := goleak.IgnoreCurrent()
+
+	for range 5 {
+		resp, err := httpc.Get(base + "/rooms/leak/events?token=" + a.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(resp.Body)
+		b.post(`{"type":"x"}`)
+		for { // read until the message frame
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(line, "data: {\"id\"") {
+				break
+			}
+		}
+		resp.Body.Close()
+		resp, err = httpc.Get(base + "/rooms/leak/messages?wait=0.1&token=" + b.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	tr.CloseIdleConnections()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	waitFor(t, "streams to close", func() bool { return metric(t, base, "tincan_streams_open") == 0 })
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	if err := goleak.Find(ignore); err != nil {
+		t.Fatal(err)
+	}
+}
