@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
@@ -41,7 +42,7 @@ const chromiumPath = "/usr/bin/chromium"
 
 // browserServerArgs are the flags of the real server in these tests, after
 // startServer's own (127.0.0.1:0, a temporary db, -turn=false).
-var browserServerArgs = []string{"-client-timeout=60s"}
+var browserServerArgs = []string{}
 
 // ---- browser and pages ----
 
@@ -346,6 +347,142 @@ func TestBrowserCallPoll(t *testing.T) {
 		p.waitVideo(20 * time.Second)
 	}
 	screenshots(t, alice, bob)
+}
+
+// ICE restarts on both sides at the same moment: both make an offer (glare),
+// the polite side rolls back, and the call comes back with new ICE credentials.
+// The mute and camera buttons turn the local tracks off.
+func TestBrowserCallICERestartGlare(t *testing.T) {
+	base := startServer(t, browserServerArgs...)
+	b := newBrowser(t)
+	alice, bob := startCall(t, b, base, randomRoom(t), "")
+	waitConnected(t, 30*time.Second, alice, bob)
+	const ufrag = `(() => { const p = [...window.tincanDebug.peers.values()][0];
+		const m = p && p.pc.localDescription && /a=ice-ufrag:(\S+)/.exec(p.pc.localDescription.sdp);
+		return m ? m[1] : ''; })()`
+	before := map[*page]string{alice: alice.str(ufrag), bob: bob.str(ufrag)}
+	var wg sync.WaitGroup
+	for _, p := range []*page{alice, bob} {
+		wg.Go(func() {
+			if _, err := eval[bool](p, `(window.tincanDebug.restartIce(), true)`, 5*time.Second); err != nil {
+				t.Errorf("%s: restartIce: %v", p.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("new ICE credentials", ufrag+` !== `+jsString(before[p])+` && `+ufrag+` !== ''`, 20*time.Second)
+		p.waitFor("a stable signaling state", `[...window.tincanDebug.peers.values()][0].pc.signalingState === 'stable'`, 20*time.Second)
+	}
+	waitConnected(t, 30*time.Second, alice, bob)
+	t.Logf("ICE restarted: alice %s -> %s, bob %s -> %s; offer collisions seen: alice %s, bob %s",
+		before[alice], alice.str(ufrag), before[bob], bob.str(ufrag),
+		alice.str(`window.tincanDebug.collisions`), bob.str(`window.tincanDebug.collisions`))
+
+	for _, id := range []string{"toggle-mic", "toggle-cam"} {
+		if _, err := eval[bool](alice, `(document.getElementById(`+jsString(id)+`).click(), true)`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice.waitFor("muted tracks", `window.tincanDebug.localStream.getTracks().every((t) => !t.enabled) &&
+		document.getElementById('toggle-mic').getAttribute('aria-pressed') === 'true'`, 5*time.Second)
+	screenshots(t, alice, bob)
+}
+
+// setOffline cuts the tab's network (fetch, EventSource and, with an empty
+// pattern, peer-to-peer traffic too) and sets navigator.onLine, or undoes it.
+func setOffline(t *testing.T, p *page, offline bool) {
+	t.Helper()
+	err := chromedp.Do(p.ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		conds := []*network.Conditions{}
+		if offline {
+			conds = append(conds, &network.Conditions{Offline: true, DownloadThroughput: -1, UploadThroughput: -1})
+		}
+		if _, err := cdp.Call(ctx, tg, network.EmulateNetworkConditionsByRule,
+			network.EmulateNetworkConditionsByRuleParams{MatchedNetworkConditions: conds}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.OverrideNetworkState,
+			network.OverrideNetworkStateParams{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1})
+		return err
+	}))
+	if err != nil {
+		t.Fatalf("%s: offline=%v: %v", p.name, offline, err)
+	}
+	p.b.logf("%s offline=%v", p.name, offline)
+}
+
+// A page offline for longer than the client timeout (a laptop asleep) is
+// removed; when it is back its token answers 401 and it joins again as a new
+// member, and the call reconnects. Bob reaches the server through a proxy
+// that the test unplugs (Chrome's offline mode leaves open streams alone).
+func TestBrowserCallOfflineTimeout(t *testing.T) {
+	base := startServer(t, append(browserServerArgs, "-client-timeout=2s")...)
+	cable := &plug{h: streamingProxy(base), cancels: map[*int]context.CancelFunc{}}
+	proxy := httptest.NewServer(cable)
+	t.Cleanup(proxy.Close)
+	b := newBrowser(t)
+	room := randomRoom(t)
+	alice := b.open("alice", base+"/r/"+room)
+	alice.waitState("waiting", 20*time.Second)
+	bob := b.open("bob", proxy.URL+"/r/"+room)
+	waitConnected(t, 30*time.Second, alice, bob)
+	old := bob.clientID()
+
+	cable.set(true)
+	setOffline(t, bob, true)
+	alice.waitState("waiting", 20*time.Second) // peer-left, reason timeout
+	cable.set(false)
+	setOffline(t, bob, false)
+	waitConnected(t, 40*time.Second, alice, bob)
+	if id := bob.clientID(); id == old || id == "" {
+		t.Errorf("bob's client id after the timeout: %q (was %q), want a new member", id, old)
+	}
+	if n := roomOccupants(t, base, room); n != 2 {
+		t.Errorf("occupants = %d, want 2", n)
+	}
+}
+
+// plug is a proxy that can be unplugged: it then aborts every open request
+// and drops new connections, as a lost network does.
+type plug struct {
+	h       http.Handler
+	mu      sync.Mutex
+	down    bool
+	cancels map[*int]context.CancelFunc
+}
+
+func (p *plug) set(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for _, cancel := range p.cancels {
+			cancel()
+		}
+	}
+}
+
+func (p *plug) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	key := new(int)
+	p.cancels[key] = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.cancels, key)
+		p.mu.Unlock()
+		cancel()
+	}()
+	p.h.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // A reload resumes the same member (no second seat, no "full") and the call

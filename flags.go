@@ -25,6 +25,13 @@ type config struct {
 	maxHeaderBytes  int
 	allowOrigins    stringList
 	debug           bool
+	ssePadding      int
+	rateLimit       float64
+	rateBurst       int
+	maxOpenPerIP    int
+	maxRooms        int
+	trustProxy      bool
+	redirectAddr    string
 
 	turn                bool
 	turnAddr            string
@@ -58,7 +65,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.messageTTL, "message-ttl", 10*time.Minute, "longest a message is retained")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "SSE comment interval")
 	fs.DurationVar(&c.stallTimeout, "stall-timeout", 10*time.Second, "evict an SSE reader that takes no frame for this long")
-	fs.DurationVar(&c.maxStreamLife, "max-stream-life", 0, "end SSE streams after about this long (randomized ±25%; clients resume); 0 = never")
+	fs.DurationVar(&c.maxStreamLife, "max-stream-life", 30*time.Minute, "end SSE streams after about this long (randomized ±25%; clients resume); 0 = never")
+	fs.IntVar(&c.ssePadding, "sse-padding", 0, "bytes of comment padding at the start of each SSE stream, for buffering middleboxes")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 50, "requests per second per client IP; 0 = unlimited")
+	fs.IntVar(&c.rateBurst, "rate-burst", 200, "requests at once per client IP")
+	fs.IntVar(&c.maxOpenPerIP, "max-streams-per-ip", 100, "open event streams and long-polls per client IP; 0 = unlimited")
+	fs.IntVar(&c.maxRooms, "max-rooms", 100000, "rooms in total; 0 = unlimited")
+	fs.BoolVar(&c.trustProxy, "trust-proxy", false, "take the client IP from X-Forwarded-For (only behind a proxy you run)")
+	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "with TLS: also listen here with plain HTTP and redirect to HTTPS (e.g. :80); unset = plain HTTP refused")
 	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained messages per room; 0 = unlimited")
 	fs.Int64Var(&c.maxBody, "max-body", 65536, "largest message body in bytes")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
@@ -122,6 +136,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		if d <= 0 {
 			return c, fmt.Errorf("-%s must be positive", name)
 		}
+	}
+	if c.redirectAddr != "" && c.tlsCert == "" {
+		return c, errors.New("-http-redirect-addr needs -tls-cert and -tls-key")
+	}
+	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 {
+		return c, errors.New("limits cannot be negative (0 switches one off)")
 	}
 	if c.maxBody <= 0 {
 		return c, errors.New("-max-body must be positive")

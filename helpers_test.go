@@ -17,9 +17,9 @@ import (
 )
 
 // startServer runs the real server (run) on 127.0.0.1 with a bbolt file in a
-// temp dir and the embedded TURN off unless args say otherwise, waits until
-// /healthz answers, and returns the base URL. The server stops at the end of
-// the test. Later args override earlier ones.
+// temp dir, the embedded TURN and the rate limit off unless args say
+// otherwise, waits until /healthz answers, and returns the base URL. The
+// server stops at the end of the test. Later args override earlier ones.
 func startServer(t testing.TB, args ...string) string {
 	t.Helper()
 	url, _ := startServerDB(t, filepath.Join(t.TempDir(), "tincan.db"), args...)
@@ -32,7 +32,7 @@ func startServerDB(t testing.TB, db string, args ...string) (url string, stop fu
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lineWriter{lines: make(chan string, 16)}
-	argv := append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false"}, args...)
+	argv := append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0"}, args...)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, argv, func(string) string { return "" }, out, io.Discard) }()
 	select {

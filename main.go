@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Capacity:        cfg.capacity,
 		MessageTTL:      cfg.messageTTL,
 		MaxRoomMessages: cfg.maxRoomMessages,
+		MaxRooms:        cfg.maxRooms,
 	})
 	if err != nil {
 		return err
@@ -79,6 +80,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxBody:       cfg.maxBody,
 		PruneEvery:    min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
 		AllowOrigins:  cfg.allowOrigins,
+		SSEPadding:    cfg.ssePadding,
+		RateLimit:     cfg.rateLimit,
+		RateBurst:     cfg.rateBurst,
+		MaxOpenPerIP:  cfg.maxOpenPerIP,
+		TrustProxy:    cfg.trustProxy,
 		ICEServers:    func(clientID string) any { return ice.ICEServers(clientID) },
 		Static:        static.FS,
 		Logger:        log,
@@ -114,6 +120,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			served <- srv.Serve(ln)
 		}
 	}()
+
+	if cfg.redirectAddr != "" {
+		stopRedirect, err := serveRedirect(cfg.redirectAddr, ln.Addr(), log)
+		if err != nil {
+			srv.Close()
+			stopBackground()
+			return err
+		}
+		defer stopRedirect()
+	}
 
 	select {
 	case err = <-served:
@@ -169,4 +185,30 @@ func startTURN(ctx context.Context, cfg config, st *store.Store, reg prometheus.
 	creds.URLs = srv.URLs()
 	log.Info("turn serving", "addr", cfg.turnAddr, "urls", creds.URLs)
 	return creds, func() { srv.Close() }, nil
+}
+
+// serveRedirect answers plain HTTP on addr with a redirect to the same URL
+// over HTTPS on the TLS listener's port.
+func serveRedirect(addr string, tlsAddr net.Addr, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr.String())
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host, _, err := net.SplitHostPort(r.Host)
+			if err != nil {
+				host = r.Host
+			}
+			if tlsPort != "443" {
+				host = net.JoinHostPort(host, tlsPort)
+			}
+			http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+		}),
+	}
+	go srv.Serve(ln)
+	log.Info("redirecting plain HTTP", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }

@@ -39,6 +39,7 @@ var statusOf = map[string]int{
 	"room_full":         http.StatusConflict,
 	"unknown_peer":      http.StatusNotFound,
 	"too_many_messages": http.StatusTooManyRequests,
+	"too_many_rooms":    http.StatusServiceUnavailable,
 	"shutting_down":     http.StatusServiceUnavailable,
 }
 
@@ -76,7 +77,7 @@ func fail(w http.ResponseWriter, err error) {
 		p.Detail = "internal error"
 	}
 	p.Title = http.StatusText(p.Status)
-	if p.Status == http.StatusTooManyRequests || p.Status == http.StatusServiceUnavailable {
+	if (p.Status == http.StatusTooManyRequests || p.Status == http.StatusServiceUnavailable) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	data, _ := json.Marshal(p)

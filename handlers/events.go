@@ -1,13 +1,17 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/r3labs/sse/v2"
@@ -78,6 +82,11 @@ func (s *Server) handleEvents() http.Handler {
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}
+		release, ok := s.openListener(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		defer s.presence.open(m)()
 		s.metrics.streams.Inc()
 		defer s.metrics.streams.Dec()
@@ -86,11 +95,18 @@ func (s *Server) handleEvents() http.Handler {
 		subscribed := s.subs.expect(id)
 		s.events.CreateStream(id)
 		ctx, end := context.WithCancel(r.Context())
+		dw := &deadlineWriter{ResponseWriter: w, timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
+			if stalled {
+				s.metrics.evicted.Inc()
+				s.log.Info("evicted stalled stream", "stream", id)
+			}
+			end()
+		}}
 		fed := make(chan struct{})
 		go func() {
 			defer close(fed)
 			defer end()
-			s.feed(ctx, w, m, cursor, id, subscribed)
+			s.feed(ctx, dw, m, cursor, id, subscribed)
 		}()
 
 		// r3labs takes the stream name from ?stream= and would answer a
@@ -101,7 +117,7 @@ func (s *Server) handleEvents() http.Handler {
 		req.URL = &u
 		req.Header = r.Header.Clone()
 		req.Header.Del("Last-Event-ID")
-		s.events.ServeHTTP(w, req)
+		s.events.ServeHTTP(dw, req)
 
 		end()
 		<-fed
@@ -113,7 +129,7 @@ func (s *Server) handleEvents() http.Handler {
 // feed sends the ready frame, the backlog after cursor, then every new
 // message for m, and heartbeats, until ctx ends, the server drains, the
 // member is gone, the stream reaches its lifetime, or the reader stalls.
-func (s *Server) feed(ctx context.Context, w http.ResponseWriter, m store.Member, cursor uint64, id string, subscribed <-chan struct{}) {
+func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cursor uint64, id string, subscribed <-chan struct{}) {
 	select {
 	case <-subscribed:
 	case <-ctx.Done():
@@ -128,6 +144,12 @@ func (s *Server) feed(ctx context.Context, w http.ResponseWriter, m store.Member
 		lifetime = t.C
 	}
 
+	if s.cfg.SSEPadding > 0 {
+		// Some middleboxes hold a response until a few KiB have passed.
+		if !s.publish(ctx, w, id, &sse.Event{Comment: bytes.Repeat([]byte(" "), s.cfg.SSEPadding)}) {
+			return
+		}
+	}
 	woken := s.hub.wait(m.Room)
 	msgs, start, err := s.store.Read(m, cursor, readBatch, true)
 	if err != nil {
@@ -173,19 +195,67 @@ func (s *Server) feed(ctx context.Context, w http.ResponseWriter, m store.Member
 	}
 }
 
+// deadlineWriter gives every write to the network a deadline, so that no
+// write blocks for longer than the stall timeout, and can evict the reader:
+// then every write fails at once.
+type deadlineWriter struct {
+	http.ResponseWriter
+	timeout time.Duration
+	evicted atomic.Bool
+	once    sync.Once
+	failed  func(stalled bool) // called once, at the first failed write
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if d.evicted.Load() {
+		return 0, errEvicted
+	}
+	http.NewResponseController(d.ResponseWriter).SetWriteDeadline(time.Now().Add(d.timeout))
+	n, err := d.ResponseWriter.Write(p)
+	d.check(err)
+	return n, err
+}
+
+func (d *deadlineWriter) Flush() {
+	if d.evicted.Load() {
+		return
+	}
+	rc := http.NewResponseController(d.ResponseWriter)
+	rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.check(rc.Flush())
+}
+
+// check ends the stream at the first failed write: net/http keeps the error,
+// so every later frame would be lost.
+func (d *deadlineWriter) check(err error) {
+	if err != nil {
+		d.evicted.Store(true)
+		d.once.Do(func() { d.failed(errors.Is(err, os.ErrDeadlineExceeded)) })
+	}
+}
+
+// evict unblocks a write stuck on a full TCP buffer and fails later ones.
+func (d *deadlineWriter) evict() {
+	d.evicted.Store(true)
+	http.NewResponseController(d.ResponseWriter).SetWriteDeadline(time.Now())
+}
+
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
+var errEvicted = errors.New("reader evicted")
+
 // publish hands one frame to the connection's r3labs stream. A reader that
 // has not made room for it within StallTimeout is evicted: the write
 // deadline unblocks a write stuck on a full TCP buffer.
-func (s *Server) publish(ctx context.Context, w http.ResponseWriter, id string, ev *sse.Event) bool {
+func (s *Server) publish(ctx context.Context, w *deadlineWriter, id string, ev *sse.Event) bool {
 	deadline := time.Now().Add(s.cfg.StallTimeout)
 	for backoff := time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
 		if s.events.TryPublish(id, ev) {
 			return true
 		}
 		if time.Now().After(deadline) {
-			http.NewResponseController(w).SetWriteDeadline(time.Now())
-			s.metrics.evicted.Inc()
-			s.log.Info("evicted stalled stream", "stream", id)
+			w.evict()
+			w.once.Do(func() { w.failed(true) })
 			return false
 		}
 		select {

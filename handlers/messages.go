@@ -67,6 +67,11 @@ func (s *Server) handlePoll() http.Handler {
 			fail(w, err)
 			return
 		}
+		release, ok := s.openListener(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		defer s.presence.open(m)()
 		s.metrics.pollsWaiting.Inc()
 		defer s.metrics.pollsWaiting.Dec()

@@ -29,6 +29,13 @@ type Config struct {
 	MaxBody       int64         // largest message body
 	PruneEvery    time.Duration // how often retained messages are pruned
 	AllowOrigins  []string      // CORS origins; none = same origin only
+	SSEPadding    int           // bytes of comment sent first on a stream, for buffering middleboxes
+
+	// Per client IP (0 switches a limit off).
+	RateLimit    float64 // requests per second
+	RateBurst    int     // requests at once
+	MaxOpenPerIP int     // event streams and long-polls open at once
+	TrustProxy   bool    // take the client IP from X-Forwarded-For
 
 	// ICEServers returns the ICE servers (with fresh credentials) for a
 	// client: a JSON-encodable list as the contract's "ice_servers".
@@ -76,6 +83,7 @@ type Server struct {
 	hub      *hub
 	presence *presence
 	metrics  *metrics
+	limits   *limiter
 	events   *sse.Server
 	handler  http.Handler
 
@@ -96,10 +104,11 @@ func New(cfg Config, st *store.Store) *Server {
 		beat:     newHub(),
 		presence: newPresence(cfg.Now),
 		draining: make(chan struct{}),
+		limits:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
 	}
 	s.metrics = newMetrics(cfg.Registry, s)
 	s.events = newEventServer(&s.subs)
-	s.handler = s.middleware(s.routes())
+	s.handler = s.middleware(s.limitRequests(s.routes()))
 	return s
 }
 
@@ -127,8 +136,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-heartbeat.C:
 			s.beat.wake("")
-		case <-reap.C:
+		case now := <-reap.C:
 			s.removeSilent(ctx)
+			s.limits.sweep(now.Add(-time.Minute))
 		case <-prune.C:
 			if n, err := s.store.Prune(ctx); err != nil {
 				s.log.Error("prune", "err", err)

@@ -26,7 +26,15 @@ let ended = false;
 let retryTimer = 0;
 
 // For automated checks and debugging from the console.
-const debug = { sid: mySid, generations: 0, peers, get client() { return client; } };
+const debug = {
+  sid: mySid,
+  generations: 0, // peer connections made
+  collisions: 0, // offers that crossed ours (glare)
+  peers,
+  get client() { return client; },
+  get localStream() { return localStream; },
+  restartIce() { for (const p of peers.values()) { p.lastRestart = 0; restartIce(p); } },
+};
 window.tincanDebug = debug;
 
 const LABELS = {
@@ -257,6 +265,7 @@ async function handleSignal(peer, msg) {
   if (msg.type === 'offer' || msg.type === 'answer') {
     const readyForOffer = !peer.makingOffer && (pc.signalingState === 'stable' || peer.answerPending);
     const collision = msg.type === 'offer' && !readyForOffer;
+    if (collision) debug.collisions++;
     peer.ignoreOffer = !peer.polite && collision;
     if (peer.ignoreOffer) return;
     peer.answerPending = msg.type === 'answer';

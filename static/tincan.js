@@ -122,7 +122,8 @@ export class Client {
     this._sendChain = Promise.resolve();
     this._es = null;
     this._pollAbort = null;
-    this._timers = new Set();
+    this._wakers = new Set();
+    this._onOnline = () => this._wake();
     this._releaseLock = null;
     this._started = false;
   }
@@ -218,14 +219,22 @@ export class Client {
   start() {
     if (this._started || this.closed) return;
     this._started = true;
+    if (globalThis.addEventListener) globalThis.addEventListener('online', this._onOnline);
     if (this._mode === 'poll' || typeof EventSource === 'undefined') this._startPoll(null);
     else this._startSSE(0);
   }
 
-  _later(fn, ms) {
-    const t = setTimeout(() => { this._timers.delete(t); fn(); }, ms);
-    this._timers.add(t);
-    return t;
+  // Sleep for ms, or less: the browser coming back online, or close(), wakes it.
+  _nap(ms) {
+    return new Promise((resolve) => {
+      const done = () => { clearTimeout(t); this._wakers.delete(done); resolve(); };
+      const t = setTimeout(done, ms);
+      this._wakers.add(done);
+    });
+  }
+
+  _wake() {
+    for (const done of [...this._wakers]) done();
   }
 
   _setTransport(name, reason) {
@@ -290,7 +299,8 @@ export class Client {
       const status = await this._probe();
       if (status === 401 || status === 403) { this._end(status === 401 ? 'unauthorized' : 'forbidden'); return; }
     }
-    this._later(() => this._startSSE(failures), failures === 0 ? 250 + Math.random() * 500 : backoff(failures - 1, 1000, 30000));
+    await this._nap(failures === 0 ? 250 + Math.random() * 500 : backoff(failures - 1, 1000, 30000));
+    this._startSSE(failures);
   }
 
   async _probe() {
@@ -363,7 +373,7 @@ export class Client {
       }
       const delay = res && (res.status === 429 || res.status === 503) ? retryAfter(res, backoff(attempt)) : backoff(attempt);
       attempt++;
-      await sleep(delay);
+      await this._nap(delay);
     }
   }
 
@@ -430,7 +440,7 @@ export class Client {
         }
       }
       this.stats.postRetries++;
-      await sleep(res ? retryAfter(res, backoff(attempt, 250)) : backoff(attempt, 250));
+      await this._nap(res ? retryAfter(res, backoff(attempt, 250)) : backoff(attempt, 250));
     }
   }
 
@@ -451,8 +461,8 @@ export class Client {
     this.closed = true;
     if (this._es) { this._es.close(); this._es = null; }
     if (this._pollAbort) this._pollAbort.abort();
-    for (const t of this._timers) clearTimeout(t);
-    this._timers.clear();
+    if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
+    this._wake();
     this._unlock();
   }
 

@@ -26,6 +26,7 @@ var (
 	ErrBadPassword     = &Error{Code: "bad_password", Msg: "wrong room password"}
 	ErrUnknownPeer     = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
 	ErrTooManyMessages = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
+	ErrTooManyRooms    = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
 	ErrClosed          = &Error{Code: "shutting_down", Msg: "store is closed"}
 
 	// errRoomChanged: the room changed between a join's password check and

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,7 +102,7 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	// Resume: the token names a member of this very room.
 	if req.Token != "" && rb != nil {
 		if m, err := lookupToken(tx, req.Token); err == nil && m.Room == req.Room {
-			if rec, ok := readMember(rb, m.ID); ok && bytes.Equal(rec.Token, HashToken(req.Token)) {
+			if rec, ok := readMember(rb, m.ID); ok && subtle.ConstantTimeCompare(rec.Token, HashToken(req.Token)) == 1 {
 				peers, err := peersOf(rb, m.ID)
 				if err != nil {
 					return Joined{}, err
@@ -126,8 +128,15 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 		}
 	}
 
+	if rb == nil && s.opts.MaxRooms > 0 && roomCount(tx) >= uint64(s.opts.MaxRooms) {
+		return Joined{}, refuse(ErrTooManyRooms, "the server holds its maximum of %d rooms", s.opts.MaxRooms)
+	}
+
 	// Checks done; from here on, write.
 	if rb == nil {
+		if err := addRoomCount(tx, 1); err != nil {
+			return Joined{}, err
+		}
 		if rb, err = rooms.CreateBucket([]byte(req.Room)); err != nil {
 			return Joined{}, err
 		}
@@ -224,6 +233,9 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		}
 		if len(peers) == 0 {
 			roomDeleted = true
+			if err := addRoomCount(tx, -1); err != nil {
+				return err
+			}
 			return rooms.DeleteBucket([]byte(m.Room))
 		}
 		if err := deletePrefix(rb.Bucket(bucketIdem), []byte(m.ID+"\x00")); err != nil {
@@ -284,6 +296,23 @@ func (s *Store) Members() ([]Member, error) {
 		})
 	})
 	return out, err
+}
+
+var keyRoomCount = []byte("rooms")
+
+// roomCount is the number of rooms, kept in meta so that a limit check
+// need not walk the rooms bucket.
+func roomCount(tx *bolt.Tx) uint64 {
+	v := tx.Bucket(bucketMeta).Get(keyRoomCount)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func addRoomCount(tx *bolt.Tx, delta int) error {
+	n := int64(roomCount(tx)) + int64(delta)
+	return tx.Bucket(bucketMeta).Put(keyRoomCount, u64(uint64(max(n, 0))))
 }
 
 func lookupToken(tx *bolt.Tx, token string) (Member, error) {

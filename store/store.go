@@ -45,6 +45,7 @@ type Options struct {
 	Capacity        int           // members per room (default 2)
 	MessageTTL      time.Duration // longest a message is retained (default 10m)
 	MaxRoomMessages int           // retained messages per room; 0 = unlimited
+	MaxRooms        int           // rooms in total; 0 = unlimited
 	MaxBatch        int           // writes per group commit (default 1000)
 	Now             func() time.Time
 }

@@ -25,7 +25,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // quietLogs is a pion LoggerFactory for clients that logs nothing.
-var quietLogs logging.LoggerFactory = slogFactory{log: slog.New(slog.DiscardHandler)}
+var quietLogs logging.LoggerFactory = newSlogFactory(slog.New(slog.DiscardHandler))
 
 // startServer starts an embedded server on 127.0.0.1 with a fresh
 // registry, after applying mod to the config. It is closed at cleanup.

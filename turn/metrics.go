@@ -53,7 +53,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tincan_turn_relayed_bytes_total",
-			Help: "Payload bytes relayed between relay sockets and peers, by direction (to_peer, from_peer).",
+			Help: "Payload bytes that relay sockets sent to peers and received from peers, by direction (to_peer, from_peer).",
 		}, []string{"direction"}),
 		denied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_turn_peer_denied_total",

@@ -63,7 +63,7 @@ type Config struct {
 	// AllowPeers are peer prefixes admitted although the deny list covers them.
 	AllowPeers []netip.Prefix
 	// MaxAllocationsPerUser bounds the open allocations of one client id
-	// (the part after the colon of the username); 0 is unlimited.
+	// (the part of the username after its first colon); 0 is unlimited.
 	MaxAllocationsPerUser int
 	// MaxAllocations bounds the open allocations of the server; 0 is unlimited.
 	MaxAllocations int
@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.quota,
 		EventHandler:  pionturn.EventHandler{OnAuth: s.onAuth},
-		LoggerFactory: slogFactory{log: s.log},
+		LoggerFactory: newSlogFactory(s.log),
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
 			PacketConn:            &screenConn{PacketConn: udp, s: s},
 			RelayAddressGenerator: gen,
