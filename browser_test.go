@@ -54,6 +54,7 @@ type browser struct {
 	logs     []string
 	problems []string // CSP violations and uncaught exceptions: the test fails
 	done     bool
+	pages    []*page
 }
 
 // newBrowser starts a headless Chromium with fake camera and microphone and a
@@ -121,6 +122,18 @@ func (b *browser) logf(format string, args ...any) {
 	}
 }
 
+// summary tells the state of every page, for failure messages.
+func (b *browser) summary() string {
+	b.mu.Lock()
+	pages := b.pages
+	b.mu.Unlock()
+	var out []string
+	for _, p := range pages {
+		out = append(out, fmt.Sprintf("%s: %s/%s", p.name, p.state(), p.transport()))
+	}
+	return "; pages " + strings.Join(out, ", ")
+}
+
 type page struct {
 	b    *browser
 	name string
@@ -134,6 +147,9 @@ func (b *browser) open(name, url string, setup ...chromedp.Action[chromedp.Void]
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	b.t.Cleanup(cancel)
 	p := &page{b: b, name: name, ctx: ctx}
+	b.mu.Lock()
+	b.pages = append(b.pages, p)
+	b.mu.Unlock()
 	if err := chromedp.Do(ctx); err != nil {
 		b.t.Fatalf("%s: opening a tab: %v", name, err)
 	}
@@ -207,7 +223,7 @@ func (p *page) waitFor(what, expr string, timeout time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.b.t.Fatalf("%s: no %s after %v (state %q, transport %q, last error %v)", p.name, what, timeout, p.state(), p.transport(), err)
+			p.b.t.Fatalf("%s: no %s after %v (state %q, transport %q, last error %v)%s", p.name, what, timeout, p.state(), p.transport(), err, p.b.summary())
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
@@ -389,19 +405,10 @@ func TestBrowserCallICERestartGlare(t *testing.T) {
 	screenshots(t, alice, bob)
 }
 
-// setOffline cuts the tab's network (fetch, EventSource and, with an empty
-// pattern, peer-to-peer traffic too) and sets navigator.onLine, or undoes it.
+// setOffline sets navigator.onLine in the tab and fires offline / online.
 func setOffline(t *testing.T, p *page, offline bool) {
 	t.Helper()
 	err := chromedp.Do(p.ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		conds := []*network.Conditions{}
-		if offline {
-			conds = append(conds, &network.Conditions{Offline: true, DownloadThroughput: -1, UploadThroughput: -1})
-		}
-		if _, err := cdp.Call(ctx, tg, network.EmulateNetworkConditionsByRule,
-			network.EmulateNetworkConditionsByRuleParams{MatchedNetworkConditions: conds}); err != nil {
-			return err
-		}
 		_, err := cdp.Call(ctx, tg, network.OverrideNetworkState,
 			network.OverrideNetworkStateParams{Offline: offline, DownloadThroughput: -1, UploadThroughput: -1})
 		return err

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tincan/tincan/turn"
 )
 
 // config is the command line, after environment twins are applied.
@@ -33,20 +36,20 @@ type config struct {
 	trustProxy      bool
 	redirectAddr    string
 
-	turn                bool
-	turnAddr            string
-	turnPublicIP        string
-	turnRealm           string
-	turnSecret          string
-	turnTTL             time.Duration
-	turnAllowLoopback   bool
-	turnAllowPeers      prefixList
-	turnPortMin         uint
-	turnPortMax         uint
-	turnMaxAllocations  int
-	turnUserAllocations int
-	turnMaxLifetime     time.Duration
-	iceServers          stringList
+	turn                     bool
+	turnAddr                 string
+	turnPublicIP             string
+	turnRealm                string
+	turnSecret               string
+	turnTTL                  time.Duration
+	turnAllowLoopback        bool
+	turnAllowPeers           prefixList
+	turnRelayPorts           string
+	turnPortMin, turnPortMax uint16
+	turnMaxAllocations       int
+	turnUserAllocations      int
+	turnMaxLifetime          time.Duration
+	iceServers               stringList
 }
 
 // parseFlags reads the flags; a flag not given on the command line takes its
@@ -87,11 +90,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.turnTTL, "turn-ttl", time.Hour, "lifetime of issued TURN credentials")
 	fs.BoolVar(&c.turnAllowLoopback, "turn-allow-loopback", false, "let TURN relay to loopback peers (local testing only)")
 	fs.Var(&c.turnAllowPeers, "turn-allow-peer", "CIDR prefix TURN may relay to despite the deny list (repeatable)")
-	fs.UintVar(&c.turnPortMin, "turn-relay-port-min", 49152, "lowest relay port")
-	fs.UintVar(&c.turnPortMax, "turn-relay-port-max", 65535, "highest relay port")
+	fs.StringVar(&c.turnRelayPorts, "turn-relay-ports", "49152-65535", "UDP relay port range MIN-MAX")
 	fs.IntVar(&c.turnMaxAllocations, "turn-max-allocations", 10000, "TURN allocations in total; 0 = unlimited")
-	fs.IntVar(&c.turnUserAllocations, "turn-user-allocations", 10, "TURN allocations per user; 0 = unlimited")
-	fs.DurationVar(&c.turnMaxLifetime, "turn-max-lifetime", time.Hour, "longest TURN allocation lifetime")
+	fs.IntVar(&c.turnUserAllocations, "turn-user-allocations", 64, "TURN allocations per user; 0 = unlimited")
+	fs.DurationVar(&c.turnMaxLifetime, "turn-max-lifetime", 12*time.Hour, "longest TURN allocation lifetime")
 	fs.Var(&c.iceServers, "ice-server", "extra ICE server URL to hand out (repeatable), e.g. turn:turn.example.com:3478")
 
 	if err := fs.Parse(args[1:]); err != nil {
@@ -128,8 +130,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return c, errors.New("-tls-cert and -tls-key go together")
 	}
-	if c.turnPortMin == 0 || c.turnPortMax > 65535 || c.turnPortMin > c.turnPortMax {
-		return c, fmt.Errorf("relay port range %d-%d is not valid", c.turnPortMin, c.turnPortMax)
+	lo, hi, _ := strings.Cut(c.turnRelayPorts, "-")
+	portMin, err1 := strconv.ParseUint(lo, 10, 16)
+	portMax, err2 := strconv.ParseUint(hi, 10, 16)
+	if err1 != nil || err2 != nil || portMin == 0 || portMin > portMax {
+		return c, fmt.Errorf("-turn-relay-ports %q: want MIN-MAX, e.g. 49152-65535", c.turnRelayPorts)
+	}
+	c.turnPortMin, c.turnPortMax = uint16(portMin), uint16(portMax)
+	for _, u := range c.iceServers {
+		if err := turn.CheckURL(u); err != nil {
+			return c, fmt.Errorf("-ice-server %q: %w", u, err)
+		}
 	}
 	for name, d := range map[string]time.Duration{"client-timeout": c.clientTimeout, "message-ttl": c.messageTTL,
 		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL} {

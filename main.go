@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -155,10 +156,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func startTURN(ctx context.Context, cfg config, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (turn.Credentials, func(), error) {
 	secret := []byte(cfg.turnSecret)
 	if len(secret) == 0 {
-		var err error
-		if secret, err = st.Secret(ctx, "turn", 32); err != nil {
+		random, err := st.Secret(ctx, "turn", 32)
+		if err != nil {
 			return turn.Credentials{}, nil, fmt.Errorf("turn secret: %w", err)
 		}
+		// Printable, so that it can be given to coturn as static-auth-secret.
+		secret = []byte(hex.EncodeToString(random))
 	}
 	creds := turn.Credentials{Secret: secret, TTL: cfg.turnTTL, Extra: cfg.iceServers}
 	if !cfg.turn {
@@ -169,15 +172,15 @@ func startTURN(ctx context.Context, cfg config, st *store.Store, reg prometheus.
 		PublicIP:              cfg.turnPublicIP,
 		Realm:                 cfg.turnRealm,
 		Secret:                secret,
-		RelayPortMin:          uint16(cfg.turnPortMin),
-		RelayPortMax:          uint16(cfg.turnPortMax),
+		RelayPortMin:          cfg.turnPortMin,
+		RelayPortMax:          cfg.turnPortMax,
 		AllowLoopback:         cfg.turnAllowLoopback,
 		AllowPeers:            cfg.turnAllowPeers,
 		MaxAllocations:        cfg.turnMaxAllocations,
 		MaxAllocationsPerUser: cfg.turnUserAllocations,
 		MaxLifetime:           cfg.turnMaxLifetime,
 		Registerer:            reg,
-		Logger:                log.With("component", "turn"),
+		Logger:                log,
 	})
 	if err != nil {
 		return creds, nil, fmt.Errorf("turn: %w", err)

@@ -16,7 +16,7 @@ const mySid = randomId(); // this page instance; a reload gets a new one
 const appKey = `tincan-app:${room}`;
 
 const peers = new Map(); // client id → peer state
-const staleSids = new Set(); // page instances of peers that were replaced
+const staleSids = new Set(); // `${peer}/${sid}`: page instances of peers that were replaced
 let polite = {}; // client id → am I polite towards it (it joined before me)
 let client = null;
 let localStream = null;
@@ -255,7 +255,7 @@ function signal(peer, data) {
   if (peer.remoteSid) msg.tsid = peer.remoteSid;
   client.send(msg, peer.id).catch((err) => {
     if (err.code === 'unknown_peer') dropPeer(peer.id);
-    else console.warn('signaling send failed', err);
+    else if (err.code !== 'closed') console.warn('signaling send failed', err);
   });
 }
 
@@ -291,7 +291,7 @@ function dropPeer(id) {
   const p = peers.get(id);
   if (!p) return;
   peers.delete(id);
-  if (p.remoteSid) staleSids.add(p.remoteSid);
+  if (p.remoteSid) staleSids.add(`${id}/${p.remoteSid}`);
   clearTimeout(p.restartTimer);
   p.pc.close();
   p.tile.remove();
@@ -302,7 +302,7 @@ function dropPeer(id) {
 function onMessage(msg) {
   if (msg.type !== 'offer' && msg.type !== 'answer' && msg.type !== 'candidate') return;
   if (msg.tsid && msg.tsid !== mySid) return; // meant for this page before a reload
-  if (msg.sid && staleSids.has(msg.sid)) return; // from a page of the peer that is gone
+  if (msg.sid && staleSids.has(`${msg.from}/${msg.sid}`)) return; // from a page of the peer that is gone
   let peer = peers.get(msg.from);
   if (peer && peer.remoteSid && msg.sid && peer.remoteSid !== msg.sid) {
     // The peer restarted without us noticing: only its new offer matters.
@@ -424,6 +424,7 @@ async function start(password) {
     client = c;
     html.dataset.clientId = c.id;
     polite = c.resumed ? loadPolite() : {};
+    if (!c.resumed) staleSids.clear(); // a new member: nothing old can reach it
     // Peers listed at a fresh join were there first: we are polite towards them.
     // At a resume, a peer we do not know joined while we were away, after us.
     for (const p of c.peers) if (!(p in polite)) polite[p] = !c.resumed;

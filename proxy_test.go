@@ -1,0 +1,554 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// Tests of tincan behind real proxies, started by the tests on loopback:
+// nginx as a reverse proxy (testdata/nginx/) and squid as a forward proxy
+// (testdata/squid/). Both are set up as badly as they come by default:
+// nginx buffers responses and both give up on a response that sends nothing
+// for proxyReadTimeout. Through them, SSE events must still arrive at once,
+// heartbeats must keep an idle stream open past that timeout, and long-poll
+// must work (with waits below the timeout; a longer one gets the proxy's
+// 504, which the page retries with a shorter wait).
+//
+// Without the proxy programs the tests skip, except under CI=true, where
+// they fail: .ci/run installs them (apt-get install -y nginx squid).
+
+const (
+	proxyReadTimeout = 3 * time.Second
+	proxyHeartbeat   = "1s"                   // -heartbeat of the server that must stay connected
+	proxyPrompt      = 500 * time.Millisecond // "well under a second"
+)
+
+func TestNginxReverseProxy(t *testing.T) {
+	bin := proxyProgram(t, "nginx", "nginx")
+	live := strings.TrimPrefix(startServer(t, "-heartbeat", proxyHeartbeat), "http://")
+	quiet := strings.TrimPrefix(startServer(t, "-heartbeat", "1h"), "http://")
+
+	type server struct {
+		Name     string
+		Port     int
+		Upstream string
+		Readme   bool
+	}
+	var servers []server
+	for _, readme := range []bool{false, true} {
+		for _, up := range []string{live, quiet} {
+			servers = append(servers, server{Upstream: up, Readme: readme})
+		}
+	}
+	var dir string
+	for attempt := 1; ; attempt++ {
+		dir = t.TempDir()
+		for i := range servers {
+			s := &servers[i]
+			s.Port = freeLoopbackPort(t)
+			s.Name = map[bool]string{false: "defaults", true: "readme"}[s.Readme] + map[string]string{live: "/live", quiet: "/quiet"}[s.Upstream]
+		}
+		conf := renderTemplate(t, "testdata/nginx/nginx.conf.tmpl", filepath.Join(dir, "nginx.conf"), map[string]any{
+			"Dir": dir, "ReadTimeout": fmt.Sprintf("%ds", int(proxyReadTimeout.Seconds())), "Servers": servers,
+		})
+		p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, bin, "-p", dir, "-c", conf)
+		err := p.waitReady(func() error {
+			for _, s := range servers {
+				if err := getOK(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/healthz", s.Port)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			break
+		}
+		p.stop()
+		if attempt == 3 || !strings.Contains(p.output(), "Address already in use") {
+			t.Fatalf("nginx did not come up: %v\n%s", err, p.output())
+		}
+	}
+
+	for _, readme := range []bool{false, true} {
+		name := map[bool]string{false: "defaults", true: "readme-block"}[readme]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var liveURL, quietURL string
+			for _, s := range servers {
+				u := fmt.Sprintf("http://127.0.0.1:%d", s.Port)
+				if s.Readme == readme && s.Upstream == live {
+					liveURL = u
+				} else if s.Readme == readme {
+					quietURL = u
+				}
+			}
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			proxyScenario(t, &http.Client{Transport: tr}, "nginx-"+name, liveURL, quietURL)
+		})
+	}
+}
+
+func TestSquidForwardProxy(t *testing.T) {
+	bin := proxyProgram(t, "squid", "squid")
+	live := startServer(t, "-heartbeat", proxyHeartbeat)
+	quiet := startServer(t, "-heartbeat", "1h")
+
+	var proxyURL *url.URL
+	for attempt := 1; ; attempt++ {
+		// squid started as root switches to its own user (proxy), which
+		// must be able to write its logs here.
+		dir, err := os.MkdirTemp("", "tincan-squid-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		port := freeLoopbackPort(t)
+		conf := renderTemplate(t, "testdata/squid/squid.conf.tmpl", filepath.Join(dir, "squid.conf"), map[string]any{
+			"Dir": dir, "Port": port, "ReadTimeout": fmt.Sprintf("%d seconds", int(proxyReadTimeout.Seconds())),
+		})
+		proxyURL = &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
+		p := startProxyProgram(t, "squid", []string{filepath.Join(dir, "cache.log"), filepath.Join(dir, "access.log")}, bin, "-N", "-d", "1", "-f", conf)
+		tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
+		err = p.waitReady(func() error { return getOK(&http.Client{Transport: tr}, live+"/healthz") })
+		tr.CloseIdleConnections()
+		if err == nil {
+			break
+		}
+		p.stop()
+		if attempt == 3 || !strings.Contains(p.output(), "in use") {
+			t.Fatalf("squid did not come up: %v\n%s", err, p.output())
+		}
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
+	t.Cleanup(tr.CloseIdleConnections)
+	proxyScenario(t, &http.Client{Transport: tr}, "squid", live, quiet)
+}
+
+// proxyScenario runs the checks through hc in room: live is a server with a
+// heartbeat below the proxy's read timeout, quiet one without.
+func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
+	a := joinVia(t, hc, live, room, 201)
+	b := joinVia(t, hc, live, room, 201)
+
+	// The stream opens at once: the ready frame, then b's peer-joined.
+	began := time.Now()
+	s := eventsVia(t, hc, a, "")
+	if ct := s.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("event stream through the proxy has Content-Type %q", ct)
+	}
+	f, ok := nextFrameWithin(s, 2*time.Second)
+	if !ok || f.Event != "ready" {
+		t.Fatalf("no ready frame within 2s of opening the stream (the proxy buffers it?): %+v", f)
+	}
+	f, ok = nextFrameWithin(s, 2*time.Second)
+	if m := decodeMessage(t, f.Data); !ok || m["type"] != "peer-joined" || m["peer"] != b.ClientID {
+		t.Fatalf("second frame %+v, want b's peer-joined", f)
+	}
+	t.Logf("stream open with its first frames after %v", time.Since(began).Round(time.Millisecond))
+
+	// Prompt delivery: each message arrives well under a second after its POST began.
+	var worst time.Duration
+	for i := range 5 {
+		began := time.Now()
+		id := postVia(t, hc, b, fmt.Sprintf(`{"type":"chat","n":%d}`, i))
+		f, ok := nextFrameWithin(s, 5*time.Second)
+		took := time.Since(began)
+		if !ok {
+			t.Fatalf("message %d (id %d) did not arrive within 5s of its POST", i, id)
+		}
+		if m := decodeMessage(t, f.Data); idOf(m) != id || f.ID != fmt.Sprint(id) {
+			t.Fatalf("got frame %+v, want message %d", f, id)
+		}
+		worst = max(worst, took)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if worst > proxyPrompt {
+		t.Fatalf("an SSE event took %v from its POST to the reader through the proxy, want < %v", worst, proxyPrompt)
+	}
+	t.Logf("SSE: POST to event at most %v", worst.Round(time.Millisecond))
+
+	// Long-poll: a waiting poll is answered promptly when a message comes…
+	type polled struct {
+		p      pollAnswer
+		status int
+		took   time.Duration
+		err    error
+	}
+	poll := func(c *client, since uint64, wait string) chan polled {
+		ch := make(chan polled, 1)
+		go func() {
+			began := time.Now()
+			a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
+			r := polled{status: a.Status, took: time.Since(began), err: err}
+			if err == nil && a.Status == 200 {
+				r.err = jsonNumbers(a.Body, &r.p)
+			}
+			ch <- r
+		}()
+		return ch
+	}
+	waiting := poll(b, 0, "2")
+	time.Sleep(300 * time.Millisecond)
+	began = time.Now()
+	id := postVia(t, hc, a, `{"type":"chat","to-b":true}`)
+	select {
+	case r := <-waiting:
+		if r.err != nil || r.status != 200 || len(r.p.Messages) != 1 || idOf(r.p.Messages[0]) != id || r.p.Next != id {
+			t.Fatalf("woken long-poll through the proxy: %d %+v %v", r.status, r.p, r.err)
+		}
+		if took := time.Since(began); took > proxyPrompt {
+			t.Fatalf("long-poll answered %v after the POST began, want < %v", took, proxyPrompt)
+		}
+		t.Logf("long-poll: answered %v after the POST began", time.Since(began).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting long-poll was not answered through the proxy")
+	}
+	// …and one with nothing to answer times out by itself after its wait.
+	r := <-poll(b, id, "1")
+	if r.err != nil || r.status != 200 || len(r.p.Messages) != 0 || r.p.Next != id || r.took < 900*time.Millisecond || r.took > 2500*time.Millisecond {
+		t.Fatalf("empty long-poll (wait=1) through the proxy: %d %+v %v after %v", r.status, r.p, r.err, r.took)
+	}
+
+	// The proxy's read timeout: on the quiet server an idle stream is cut
+	// and a long-poll waiting longer than it gets the proxy's 504, while on
+	// the live server heartbeats keep the stream open well past it.
+	c := joinVia(t, hc, quiet, room, 201)
+	d := joinVia(t, hc, quiet, room, 201)
+	qs := eventsVia(t, hc, c, "")
+	if f, ok := nextFrameWithin(qs, 2*time.Second); !ok || f.Event != "ready" {
+		t.Fatalf("quiet stream: no ready frame: %+v", f)
+	}
+	cut := make(chan time.Duration, 1)
+	go func() {
+		began := time.Now()
+		for range qs.frames {
+		}
+		cut <- time.Since(began)
+	}()
+	long := poll(d, 0, "6")
+
+	hold := proxyReadTimeout + 2*time.Second
+	comments := 0
+	deadline := time.After(hold)
+wait:
+	for {
+		select {
+		case f, ok := <-s.frames:
+			if !ok {
+				t.Fatalf("the live stream ended after %d heartbeats, within %v of idling (proxy read timeout %v)", comments, hold, proxyReadTimeout)
+			}
+			if !f.Comment {
+				t.Fatalf("unexpected frame while idle: %+v", f)
+			}
+			comments++
+		case <-deadline:
+			break wait
+		}
+	}
+	if comments < 3 {
+		t.Fatalf("only %d heartbeat comments in %v with -heartbeat %s", comments, hold, proxyHeartbeat)
+	}
+	began = time.Now()
+	id = postVia(t, hc, b, `{"type":"chat","after":"idle"}`)
+	if f, ok := nextFrameWithin(s, 5*time.Second); !ok || f.ID != fmt.Sprint(id) {
+		t.Fatalf("after idling %v the stream did not deliver message %d: %+v", hold, id, f)
+	}
+	if took := time.Since(began); took > proxyPrompt {
+		t.Fatalf("after idling, an event took %v", took)
+	}
+	t.Logf("heartbeats: the stream idled %v (%d comments) past the proxy's %v read timeout and still delivers", hold, comments, proxyReadTimeout)
+
+	// The control: without heartbeats the proxy cut the stream.
+	select {
+	case took := <-cut:
+		if took < proxyReadTimeout-time.Second {
+			t.Fatalf("the quiet stream ended after %v, before the proxy's read timeout %v", took, proxyReadTimeout)
+		}
+		t.Logf("control: without heartbeats the proxy cut the idle stream after %v", took.Round(100*time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the quiet stream (heartbeat 1h) was not cut by the proxy's %v read timeout: is the timeout in effect?", proxyReadTimeout)
+	}
+	select {
+	case r := <-long:
+		if r.err != nil || r.status != http.StatusGatewayTimeout {
+			t.Fatalf("a long-poll with wait=6 behind a %v read timeout answered %d %+v %v after %v, want the proxy's 504", proxyReadTimeout, r.status, r.p, r.err, r.took)
+		}
+		t.Logf("control: a long-poll waiting 6s got the proxy's 504 after %v", r.took.Round(100*time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("the long-poll with wait=6 got no answer")
+	}
+}
+
+// proxyProgram finds a proxy program. Without it the test fails under
+// CI=true (CI installs it) and skips otherwise.
+func proxyProgram(t *testing.T, name, pkg string) string {
+	t.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name, "/usr/local/sbin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	msg := fmt.Sprintf("%s is not installed (not in PATH nor /usr/sbin): apt-get install -y %s", name, pkg)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and %s; .ci/run must install it", msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// renderTemplate fills in a testdata template and writes it to path.
+func renderTemplate(t *testing.T, tmpl, path string, data any) string {
+	t.Helper()
+	tm, err := template.ParseFiles(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := tm.Execute(&b, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// proxyProcess is a proxy program started by a test, in its own process
+// group so that it and any helper it forks end with the test.
+type proxyProcess struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	logs []string
+	done chan struct{}
+	once sync.Once
+}
+
+func startProxyProgram(t *testing.T, name string, logs []string, bin string, args ...string) *proxyProcess {
+	t.Helper()
+	p := &proxyProcess{t: t, name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, logs: logs, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+// waitReady polls ready until it succeeds, the program exits, or 20s pass.
+func (p *proxyProcess) waitReady(ready func() error) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.name, p.cmd.ProcessState)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after 20s: %v", p.name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends the program (SIGTERM to its process group, SIGKILL after 5s).
+func (p *proxyProcess) stop() {
+	p.once.Do(func() {
+		pgid := p.cmd.Process.Pid
+		syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-p.done
+		}
+		syscall.Kill(-pgid, syscall.SIGKILL) // helpers, if any are left
+	})
+}
+
+// output is what the program printed, then its log files.
+func (p *proxyProcess) output() string {
+	var b strings.Builder
+	b.WriteString(p.out.String())
+	for _, l := range p.logs {
+		data, _ := os.ReadFile(l)
+		fmt.Fprintf(&b, "--- %s\n%s", l, data)
+	}
+	return b.String()
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func getOK(hc *http.Client, url string) error {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// doVia is do through hc, returning errors instead of failing.
+func doVia(hc *http.Client, method, url, body string, header ...string) (answer, error) {
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		return answer{}, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: data}, err
+}
+
+func joinVia(t *testing.T, hc *http.Client, base, room string, want int, header ...string) *client {
+	t.Helper()
+	a, err := doVia(hc, "POST", base+"/rooms/"+room+"/join", "", header...)
+	if err != nil {
+		t.Fatalf("join %s via %s: %v", room, base, err)
+	}
+	if a.Status != want {
+		t.Fatalf("join %s via %s: %d %s, want %d", room, base, a.Status, a.Body, want)
+	}
+	c := &client{t: t, base: base, Room: room}
+	a.json(t, &c.joinAnswer)
+	return c
+}
+
+func postVia(t *testing.T, hc *http.Client, c *client, body string, header ...string) uint64 {
+	t.Helper()
+	a, err := doVia(hc, "POST", c.base+"/rooms/"+c.Room+"/messages", body, append(c.auth(), header...)...)
+	if err != nil || a.Status != 201 {
+		t.Fatalf("post %s via %s: %v %d %s", body, c.base, err, a.Status, a.Body)
+	}
+	var r struct{ ID uint64 }
+	a.json(t, &r)
+	return r.ID
+}
+
+// eventsVia opens c's event stream through hc.
+func eventsVia(t *testing.T, hc *http.Client, c *client, query string, header ...string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/rooms/"+c.Room+"/events?token="+c.Token+query, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("events via %s: %v", c.base, err)
+	}
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("events via %s: %d %s", c.base, resp.StatusCode, body)
+	}
+	s := &stream{t: t, resp: resp, frames: make(chan frame, 1024), cancel: cancel}
+	go s.read()
+	t.Cleanup(s.close)
+	return s
+}
+
+// nextFrameWithin returns the next non-comment frame, or false when the
+// stream ends or none comes within d.
+func nextFrameWithin(s *stream, d time.Duration) (frame, bool) {
+	timeout := time.After(d)
+	for {
+		select {
+		case f, ok := <-s.frames:
+			if !ok {
+				return frame{}, false
+			}
+			if !f.Comment {
+				return f, true
+			}
+		case <-timeout:
+			return frame{}, false
+		}
+	}
+}
+
+// jsonNumbers decodes data into v keeping numbers as json.Number.
+func jsonNumbers(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
