@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -289,5 +292,56 @@ func TestEnvironmentTwins(t *testing.T) {
 		return map[string]string{"TINCAN_CLIENT_TIMEOUT": "soon"}[k]
 	}, nil); err == nil {
 		t.Fatal("bad env value accepted")
+	}
+}
+
+// logBuffer is a bytes.Buffer safe for the server's concurrent log writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *logBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *logBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestTokensNeverLogged(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &logBuffer{}
+	out := &lineWriter{lines: make(chan string, 4)}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"tincan", "-addr", "127.0.0.1:0", "-db", t.TempDir() + "/log.db", "-turn=false", "-debug"},
+			func(string) string { return "" }, out, logs)
+	}()
+	base := strings.TrimPrefix(<-out.lines, "tincan listening on ")
+	waitHealthy(t, base)
+	a := join(t, base, "logs", 201)
+	b := join(t, base, "logs", 200, a.auth()...) // a resume
+	do(t, "POST", base+"/rooms/logs/join", `{"password":"sesame"}`)
+	b.poll(0, "0")
+	do(t, "GET", base+"/rooms/logs/messages?wait=0&token="+a.Token, "")
+	a.post(`{"type":"x"}`)
+	a.leave()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	text := logs.String()
+	if !strings.Contains(text, "token=REDACTED") || !strings.Contains(text, "/rooms/logs/messages") {
+		t.Fatalf("request log lines missing:\n%s", text)
+	}
+	for _, secret := range []string{a.Token, b.Token, "sesame"} {
+		if strings.Contains(text, secret) {
+			t.Fatalf("secret %q in the logs:\n%s", secret, text)
+		}
 	}
 }
