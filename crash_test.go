@@ -1,0 +1,542 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCrashRecovery builds the real binary, loads it with posts from several
+// goroutines, kills it with SIGKILL mid-stream and restarts it on the same
+// bbolt file, three times over. Every message whose POST got 201 must then be
+// delivered exactly once, in id order, both through SSE resume
+// (Last-Event-ID) and through a long-poll walk from since=0; tokens and
+// memberships survive; ids never repeat. The room holds three members: S
+// sends, R1 reads its SSE stream during each load and resumes it after each
+// restart, R2 reads nothing until the end (a long-poll acknowledges its
+// since, so a walk from 0 needs a reader that never polled).
+//
+// The posts that were in flight at a kill are retried after the restart
+// with their Idempotency-Key, as a client would: a message stored before the
+// kill must keep its id, one that was not gets a new one, and either way it
+// is delivered once.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the crash test (it builds the binary and kills it)")
+	}
+	const (
+		crashes = 3
+		posters = 4
+		killAt  = 300 // 201s before each kill
+		room    = "crash"
+	)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tincan")
+	db := filepath.Join(dir, "crash.db")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the crash test needs the go command to build the binary: %v", err)
+	}
+	began := time.Now()
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built the binary in %v", time.Since(began).Round(time.Millisecond))
+
+	srv := startProcess(t, bin, db)
+	r1 := join(t, srv.url, room, 201)
+	r2 := join(t, srv.url, room, 201)
+	s := join(t, srv.url, room, 201)
+	members := []*client{r1, r2, s}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: posters}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+
+	var (
+		acked    = map[string]uint64{} // idempotency key -> id of its 201
+		seen1    = map[string]uint64{} // key -> id, as R1 received it
+		got1     []map[string]any      // what R1 received, over all its streams
+		last1    uint64                // the last id R1 received
+		idBefore uint64                // the highest id known to be handed out before the last kill
+		inflight []string              // keys whose POST got no answer before the last kill
+	)
+	// restart starts the server again on the same file (on a new port),
+	// checks that the members resume, and retries what was in flight.
+	restart := func() {
+		t.Helper()
+		began := time.Now()
+		srv = startProcess(t, bin, db)
+		t.Logf("restarted in %v", time.Since(began).Round(time.Millisecond))
+		for _, c := range members {
+			c.base = srv.url
+		}
+		checkResume(t, members)
+		stored := 0
+		for _, key := range inflight {
+			id, status, body, err := postKeyed(hc, srv.url, s, key)
+			if err != nil || status != 201 {
+				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, status, body)
+			}
+			if want, ok := seen1[key]; ok && id != want {
+				t.Fatalf("retry of %s answered id %d, but the message was delivered before the crash as %d", key, id, want)
+			}
+			if id <= idBefore {
+				stored++
+			}
+			acked[key] = id
+		}
+		t.Logf("%d of the %d posts in flight at the kill had been stored", stored, len(inflight))
+		inflight = nil
+		// A retry of an acknowledged post still answers its id.
+		var lastKey string
+		for k, id := range acked {
+			if id > acked[lastKey] {
+				lastKey = k
+			}
+		}
+		if id, status, body, err := postKeyed(hc, srv.url, s, lastKey); err != nil || status != 201 || id != acked[lastKey] {
+			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, status, body)
+		}
+	}
+
+	for crash := 1; crash <= crashes; crash++ {
+		if crash > 1 {
+			restart()
+		}
+		// R1 (re)opens its stream before the load and reads it all along
+		// (into a buffer big enough that it never stalls).
+		var header []string
+		if last1 > 0 {
+			header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
+		}
+		stream1 := openStream(t, r1, 1<<16, header...)
+
+		l := loadUntilKill(t, hc, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
+		before := idBefore
+		for k, id := range l.acked {
+			if id <= before {
+				t.Fatalf("after restart %d, %s got id %d, not above %d from before", crash-1, k, id, before)
+			}
+			acked[k] = id
+			idBefore = max(idBefore, id)
+		}
+		inflight = l.inflight
+		t.Logf("kill %d: after %d posts answered 201 in %v; %d in flight", crash, len(l.acked), l.took.Round(time.Millisecond), len(inflight))
+
+		frames := drain(t, stream1)
+		if len(frames) == 0 || frames[0].Event != "ready" || frames[0].ID != strconv.FormatUint(last1, 10) {
+			t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
+		}
+		for _, f := range frames[1:] {
+			m := frameMessage(t, f)
+			if id := idOf(m); id <= last1 {
+				t.Fatalf("R1's stream delivered id %d after %d", id, last1)
+			}
+			last1 = idOf(m)
+			got1 = append(got1, m)
+			if k, ok := m["k"].(string); ok {
+				seen1[k] = last1
+			}
+		}
+		idBefore = max(idBefore, last1)
+		t.Logf("R1 received %d messages in that stream, up to id %d", len(frames)-1, last1)
+	}
+
+	restart()
+	// New ids are above every id handed out before the crash.
+	end := s.post(`{"type":"end"}`)
+	if end <= idBefore {
+		t.Fatalf("a post after the restart got id %d, not above %d from before the crash", end, idBefore)
+	}
+	byID := map[uint64]string{}
+	for k, id := range acked {
+		if other, dup := byID[id]; dup {
+			t.Fatalf("id %d was answered for both %s and %s", id, other, k)
+		}
+		byID[id] = k
+	}
+
+	// (a) R1 resumes its stream with Last-Event-ID.
+	stream1 := openStream(t, r1, 1<<16, "Last-Event-ID", strconv.FormatUint(last1, 10))
+	if got := stream1.ready(); got != last1 {
+		t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
+	}
+	for after := last1; ; {
+		m := stream1.message()
+		if idOf(m) <= after {
+			t.Fatalf("R1's resumed stream delivered id %d after %d", idOf(m), after)
+		}
+		after = idOf(m)
+		got1 = append(got1, m)
+		if m["type"] == "end" {
+			break
+		}
+	}
+	stream1.close()
+	checkDelivery(t, "R1 (SSE, resumed with Last-Event-ID)", got1, s.ClientID, acked, end)
+
+	// (b) R2 walks the long-poll from since=0.
+	var got2 []map[string]any
+	for since := uint64(0); len(got2) == 0 || got2[len(got2)-1]["type"] != "end"; {
+		p := r2.poll(since, "10")
+		for _, m := range p.Messages {
+			if idOf(m) <= since {
+				t.Fatalf("poll since %d delivered id %d", since, idOf(m))
+			}
+			since = idOf(m)
+			got2 = append(got2, m)
+		}
+		if len(p.Messages) == 0 || p.Next != since {
+			t.Fatalf("poll answered %d messages, next %d, after id %d", len(p.Messages), p.Next, since)
+		}
+	}
+	checkDelivery(t, "R2 (long-poll from 0)", got2, s.ClientID, acked, end)
+	t.Logf("each receiver got all %d acknowledged messages exactly once", len(acked))
+
+	srv.terminate(t)
+}
+
+// checkResume: after a restart, each member's token resumes it (200, same
+// id, the others as peers in join order) and the room is full.
+func checkResume(t *testing.T, members []*client) {
+	t.Helper()
+	for i, c := range members {
+		r := join(t, c.base, c.Room, 200, c.auth()...)
+		others := []string{}
+		for j, o := range members {
+			if j != i {
+				others = append(others, o.ClientID)
+			}
+		}
+		if r.ClientID != c.ClientID || r.Token != c.Token || !r.Initiator || !slices.Equal(r.Peers, others) || r.Capacity != len(members) {
+			t.Fatalf("resume of member %d after the restart: %+v, want client %s with peers %v", i, r.joinAnswer, c.ClientID, others)
+		}
+	}
+	var info struct{ Occupants, Capacity int }
+	do(t, "GET", members[0].base+"/rooms/"+members[0].Room, "").json(t, &info)
+	if info.Occupants != len(members) || info.Capacity != len(members) {
+		t.Fatalf("room after the restart: %+v", info)
+	}
+}
+
+type load struct {
+	acked    map[string]uint64 // key -> id of its 201
+	inflight []string          // keys whose POST got no answer
+	took     time.Duration
+}
+
+// loadUntilKill posts from s in several goroutines, each message with its
+// own Idempotency-Key, and kills p with SIGKILL once killAt posts were
+// answered 201, while posts are in flight.
+func loadUntilKill(t *testing.T, hc *http.Client, p *process, s *client, prefix string, posters, killAt int) load {
+	t.Helper()
+	var (
+		mu      sync.Mutex
+		l       = load{acked: map[string]uint64{}}
+		bad     []string // unexpected answers
+		n       atomic.Int64
+		reached = make(chan struct{})
+		stopped = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	began := time.Now()
+	for g := range posters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var prev uint64
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("%s-g%d-%d", prefix, g, i)
+				id, status, body, err := postKeyed(hc, p.url, s, key)
+				mu.Lock()
+				switch {
+				case err != nil:
+					l.inflight = append(l.inflight, key)
+				case status != 201:
+					bad = append(bad, fmt.Sprintf("%s: %d %s", key, status, body))
+				case id <= prev:
+					bad = append(bad, fmt.Sprintf("%s: id %d after %d of the same poster", key, id, prev))
+				default:
+					l.acked[key] = id
+					prev = id
+				}
+				mu.Unlock()
+				if err != nil || status != 201 {
+					return
+				}
+				if n.Add(1) == int64(killAt) {
+					close(reached)
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-reached:
+	case <-stopped: // every poster met an error
+	case <-time.After(60 * time.Second):
+	}
+	p.kill(t) // SIGKILL, posts in flight
+	wg.Wait()
+	l.took = time.Since(began)
+	if len(bad) > 0 {
+		t.Fatalf("unexpected answers before the kill: %v", bad)
+	}
+	if len(l.acked) < killAt {
+		t.Fatalf("only %d posts answered 201 within 60s", len(l.acked))
+	}
+	return l
+}
+
+// checkDelivery: got (in delivery order, ids checked increasing already)
+// holds every acknowledged message of sender exactly once, with the id its
+// POST was answered, then the end message.
+func checkDelivery(t *testing.T, who string, got []map[string]any, sender string, acked map[string]uint64, end uint64) {
+	t.Helper()
+	delivered := map[string]uint64{}
+	ends := 0
+	for _, m := range got {
+		if m["from"] != sender {
+			if m["from"] != nil || (m["type"] != "peer-joined" && m["type"] != "peer-left") {
+				t.Fatalf("%s received %v", who, m)
+			}
+			continue
+		}
+		switch m["type"] {
+		case "end":
+			ends++
+			if idOf(m) != end {
+				t.Fatalf("%s: end message has id %d, its POST answered %d", who, idOf(m), end)
+			}
+		case "load":
+			k, _ := m["k"].(string)
+			if prev, dup := delivered[k]; dup {
+				t.Fatalf("%s received %s twice: ids %d and %d", who, k, prev, idOf(m))
+			}
+			delivered[k] = idOf(m)
+			if want, ok := acked[k]; !ok || want != idOf(m) {
+				t.Fatalf("%s received %s as id %d; its POST answered %d (acknowledged: %v)", who, k, idOf(m), want, ok)
+			}
+		default:
+			t.Fatalf("%s received %v", who, m)
+		}
+	}
+	if ends != 1 {
+		t.Fatalf("%s received the end message %d times", who, ends)
+	}
+	var missing []string
+	for k, id := range acked {
+		if _, ok := delivered[k]; !ok {
+			missing = append(missing, fmt.Sprintf("%s=%d", k, id))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		t.Fatalf("%s never received %d acknowledged messages: %v", who, len(missing), missing)
+	}
+}
+
+// postKeyed posts one load message of c with Idempotency-Key key. A 429
+// rate_limited is no answer: it retries the same key after the hint.
+func postKeyed(hc *http.Client, base string, c *client, key string) (id uint64, status int, body []byte, err error) {
+	for range 100 {
+		id, status, body, err = postKeyedOnce(hc, base, c, key)
+		if err != nil || status != http.StatusTooManyRequests {
+			return id, status, body, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return id, status, body, err
+}
+
+func postKeyedOnce(hc *http.Client, base string, c *client, key string) (id uint64, status int, body []byte, err error) {
+	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, strings.Repeat("x", 200))
+	req, err := http.NewRequest("POST", base+"/rooms/"+c.Room+"/messages", strings.NewReader(msg))
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer resp.Body.Close()
+	if body, err = io.ReadAll(resp.Body); err != nil {
+		return 0, 0, nil, err // the answer may or may not have been 201
+	}
+	var ans struct{ ID uint64 }
+	if resp.StatusCode == 201 {
+		if err := json.Unmarshal(body, &ans); err != nil || ans.ID == 0 {
+			return 0, resp.StatusCode, body, fmt.Errorf("201 with body %s", body)
+		}
+	}
+	return ans.ID, resp.StatusCode, body, nil
+}
+
+// openStream opens c's event stream with frames buffered up to size, so that
+// the stream is read at once even while nobody takes its frames.
+func openStream(t *testing.T, c *client, size int, header ...string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/rooms/"+c.Room+"/events?token="+c.Token, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("events: status %d: %s", resp.StatusCode, body)
+	}
+	s := &stream{t: t, resp: resp, frames: make(chan frame, size), cancel: cancel}
+	go s.read()
+	t.Cleanup(s.close)
+	return s
+}
+
+// drain returns the frames of a stream whose server is gone, without
+// comments, and fails if it does not end within 30s.
+func drain(t *testing.T, s *stream) []frame {
+	t.Helper()
+	var frames []frame
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case f, ok := <-s.frames:
+			if !ok {
+				return frames
+			}
+			if !f.Comment {
+				frames = append(frames, f)
+			}
+		case <-timeout:
+			t.Fatal("the event stream did not end within 30s of the kill")
+		}
+	}
+}
+
+// frameMessage checks a message frame and decodes it.
+func frameMessage(t *testing.T, f frame) map[string]any {
+	t.Helper()
+	if f.Event != "" {
+		t.Fatalf("message frame with event %q: %+v", f.Event, f)
+	}
+	m := decodeMessage(t, f.Data)
+	if fmt.Sprint(m["id"]) != f.ID {
+		t.Fatalf("frame id %s, message id %v", f.ID, m["id"])
+	}
+	return m
+}
+
+// process is the server binary running.
+type process struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *lockedBuffer
+	done   chan struct{} // closed when it exited
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startProcess starts bin on db with a fresh port, the room capacity 3 and
+// no rate limit, and waits until /healthz answers. It is killed at the end of the test.
+func startProcess(t *testing.T, bin, db string) *process {
+	t.Helper()
+	// Every request comes from 127.0.0.1: the per-address rate limit is off.
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-room-capacity", "3", "-rate-limit", "0")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TINCAN_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out := &lineWriter{lines: make(chan string, 16)}
+	p := &process{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = out, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("server log (pid %d):\n%s", cmd.Process.Pid, p.stderr)
+		}
+	})
+	select {
+	case line := <-out.lines:
+		var ok bool
+		if p.url, ok = strings.CutPrefix(line, "tincan listening on "); !ok {
+			t.Fatalf("first line on stdout: %q", line)
+		}
+	case <-p.done:
+		t.Fatalf("the server exited at start: %v\n%s", cmd.ProcessState, p.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not start within 30s")
+	}
+	waitHealthy(t, p.url)
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatal(err)
+	}
+	<-p.done
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the server ended with %v before it was killed", p.cmd.ProcessState)
+	}
+}
+
+// terminate sends SIGTERM and expects a clean exit within 10s.
+func (p *process) terminate(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		if !p.cmd.ProcessState.Success() {
+			t.Errorf("after SIGTERM the server exited with %v", p.cmd.ProcessState)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the server did not exit within 10s of SIGTERM")
+	}
+}
