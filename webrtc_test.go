@@ -143,6 +143,7 @@ type rtcPeer struct {
 	other           atomic.Value // the other peer's client id (string); set once it joined
 	hc              *http.Client
 	api             *webrtc.API
+	config          webrtc.Configuration // of every PeerConnection; none: host candidates only
 	errs            chan error
 
 	echoes   chan string         // what came back on the data channel this peer opened
@@ -604,7 +605,7 @@ func (p *rtcPeer) offer(ctx context.Context, events chan any, signal func(map[st
 }
 
 func (p *rtcPeer) newPC(ctx context.Context, events chan<- any) error {
-	pc, err := p.api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := p.api.NewPeerConnection(p.config)
 	if err != nil {
 		return err
 	}
