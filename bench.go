@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
+
+	"github.com/tincan/tincan/bench"
 )
 
-// runBench is the bench subcommand (issue 6).
+// runBench is the bench subcommand (issue 6): `tincan bench -h` lists its
+// flags; BENCHMARKS.md shows how it is used.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("bench: not built yet")
+	return bench.Run(ctx, args, stdout, stderr)
 }

@@ -525,6 +525,35 @@ func TestBrowserCallReload(t *testing.T) {
 	screenshots(t, alice, bob)
 }
 
+// A duplicated tab copies sessionStorage, token included: the copy must take a
+// seat of its own rather than resume the member of the original tab.
+func TestBrowserCallDuplicatedTab(t *testing.T) {
+	base := startServer(t, browserServerArgs...)
+	b := newBrowser(t)
+	room := randomRoom(t)
+	alice := b.open("alice", base+"/r/"+room)
+	alice.waitState("waiting", 20*time.Second)
+	storage := alice.str(`JSON.stringify(Object.entries(sessionStorage))`)
+	if !strings.Contains(storage, "token") {
+		t.Fatalf("no token in alice's sessionStorage: %s", storage)
+	}
+	copyStorage := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `try { if (location.pathname.startsWith('/r/') && !sessionStorage.length)
+				for (const [k, v] of ` + storage + `) sessionStorage.setItem(k, v); } catch (e) {}`,
+		})
+		return err
+	})
+	copyTab := b.open("copy", base+"/r/"+room, copyStorage)
+	waitConnected(t, 30*time.Second, alice, copyTab)
+	if a, c := alice.clientID(), copyTab.clientID(); a == c {
+		t.Errorf("the duplicated tab resumed alice's member %s", a)
+	}
+	if n := roomOccupants(t, base, room); n != 2 {
+		t.Errorf("occupants = %d, want 2", n)
+	}
+}
+
 // A third page sees "full"; after one hangs up it can join.
 func TestBrowserCallRoomFull(t *testing.T) {
 	base := startServer(t, browserServerArgs...)
@@ -695,6 +724,28 @@ func TestBrowserTincanJS(t *testing.T) {
 			t.Logf("%s: %s", name, res.Detail)
 		})
 	}
+}
+
+// A page on another origin imports tincan.js from the server and uses it
+// (SSE and long-poll) when the server allows that origin.
+func TestBrowserTincanJSCrossOrigin(t *testing.T) {
+	site := httptest.NewServer(http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata/browser"))))
+	t.Cleanup(site.Close)
+	base := startServer(t, append(browserServerArgs, "-allow-origin", site.URL)...)
+	b := newBrowser(t)
+	p := b.open("embed", site.URL+"/testdata/cross_origin.html?server="+url.QueryEscape(base))
+	type result struct {
+		OK     bool   `json:"ok"`
+		Detail string `json:"detail"`
+	}
+	res, err := eval[result](p, `window.result`, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK {
+		t.Fatalf("cross-origin use failed: %s", res.Detail)
+	}
+	t.Log(res.Detail)
 }
 
 // ---- proxies ----

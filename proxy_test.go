@@ -504,7 +504,12 @@ func eventsVia(t *testing.T, hc *http.Client, c *client, query string, header ..
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
+	// A proxy that buffers the stream holds back even its header.
+	headers := time.AfterFunc(5*time.Second, cancel)
 	resp, err := hc.Do(req)
+	if !headers.Stop() {
+		t.Fatalf("events via %s: no response header within 5s (does the proxy buffer the stream?)", c.base)
+	}
 	if err != nil {
 		cancel()
 		t.Fatalf("events via %s: %v", c.base, err)

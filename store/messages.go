@@ -211,13 +211,20 @@ func (s *Store) LastID() uint64 {
 
 // Prune deletes messages that nobody will receive any more: every recipient
 // acknowledged them or left, or they are older than the message TTL; and
-// idempotency keys older than the TTL. Each room is its own small write, so
-// pruning never holds up posts for long. It returns the number of messages
-// deleted.
+// idempotency keys older than the TTL. Rooms are pruned a few dozen per
+// write, so pruning never holds up posts for long. It returns the number of
+// messages deleted.
 func (s *Store) Prune(ctx context.Context) (int, error) {
+	const roomsPerWrite = 64
 	var rooms []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRooms).ForEachBucket(func(k []byte) error {
+			rb := tx.Bucket(bucketRooms).Bucket(k)
+			if k, _ := rb.Bucket(bucketMsgs).Cursor().First(); k == nil {
+				if k, _ := rb.Bucket(bucketIdem).Cursor().First(); k == nil {
+					return nil // nothing to prune
+				}
+			}
 			rooms = append(rooms, string(k))
 			return nil
 		})
@@ -226,15 +233,23 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
 	total := 0
-	for _, room := range rooms {
+	for len(rooms) > 0 {
+		chunk := rooms[:min(roomsPerWrite, len(rooms))]
+		rooms = rooms[len(chunk):]
 		var n int
 		err := s.update(ctx, func(tx *bolt.Tx) error {
-			var err error
-			n, err = s.pruneRoom(tx, room)
-			return err
+			n = 0
+			for _, room := range chunk {
+				deleted, err := s.pruneRoom(tx, room)
+				if err != nil {
+					return fmt.Errorf("room %s: %w", room, err)
+				}
+				n += deleted
+			}
+			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("prune %s: %w", room, err)
+			return total, fmt.Errorf("prune: %w", err)
 		}
 		total += n
 	}
