@@ -1,0 +1,406 @@
+// Package bench is tincan's load generator (`tincan bench`): it drives a
+// running server over HTTP like real peers do (join, post, receive by
+// Server-Sent Events or long-poll, leave) and reports throughput, latency
+// percentiles, errors and lost messages, and what the server's /metrics say
+// about group commit, CPU, memory and the bbolt file.
+//
+// Workloads:
+//
+//	pingpong  R rooms x 2 peers; each pair bounces a message K times
+//	calls     call setups: join, offer, answer, candidates each way, bye, leave
+//	idle      R rooms x 2 peers holding event streams open (memory, CPU per stream)
+//	fill      R rooms x 2 peers, K messages per room left unread (for restart tests)
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type config struct {
+	url        string
+	workload   string
+	transport  string
+	rooms      int
+	k          int
+	think      time.Duration
+	duration   time.Duration
+	count      int
+	size       int
+	sdpSize    int
+	candidates int
+	timeout    time.Duration
+	pollWait   time.Duration
+	conc       int
+	settle     time.Duration
+	prefix     string
+	json       bool
+	progress   time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("tincan bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tincan bench [flags]\n\n"+
+			"Drives a running tincan over HTTP. Workloads: pingpong (R rooms x 2 peers bounce a message K times),\n"+
+			"calls (join, offer, answer, candidates, bye, leave), idle (hold R x 2 event streams open),\n"+
+			"fill (R rooms with K unread messages each, for restart tests).\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the tincan server")
+	fs.StringVar(&c.workload, "workload", "pingpong", "pingpong | calls | idle | fill")
+	fs.StringVar(&c.transport, "transport", "sse", "receive by sse | poll")
+	fs.IntVar(&c.rooms, "rooms", 100, "rooms (pingpong, idle, fill); concurrent calls (calls)")
+	fs.IntVar(&c.k, "k", 1000, "round trips per room (pingpong); messages per room (fill)")
+	fs.DurationVar(&c.think, "think", 0, "pause between round trips of a room (pingpong)")
+	fs.DurationVar(&c.duration, "duration", 60*time.Second, "stop starting new work after this long (idle: how long to hold)")
+	fs.IntVar(&c.count, "count", 0, "stop after this many round trips (pingpong) or calls (calls) in total; 0 = no limit")
+	fs.IntVar(&c.size, "size", 200, "bytes of each pingpong message body")
+	fs.IntVar(&c.sdpSize, "sdp-size", 4096, "bytes of the offer and answer SDP (calls)")
+	fs.IntVar(&c.candidates, "candidates", 20, "ICE candidates each way (calls)")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "a message not received within this long is lost; also each request's timeout")
+	fs.DurationVar(&c.pollWait, "poll-wait", 25*time.Second, "long-poll wait")
+	fs.IntVar(&c.conc, "conc", 32, "concurrent joins and stream opens while setting up (idle, fill, pingpong)")
+	fs.DurationVar(&c.settle, "settle", 5*time.Second, "idle: wait this long after the streams are open before measuring memory")
+	fs.StringVar(&c.prefix, "prefix", "bench", "room name prefix (a random run id is added)")
+	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
+	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr; 0 = none")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch c.workload {
+	case "pingpong", "calls", "idle", "fill":
+	default:
+		return c, fmt.Errorf("-workload %q: want pingpong, calls, idle or fill", c.workload)
+	}
+	if c.transport != "sse" && c.transport != "poll" {
+		return c, fmt.Errorf("-transport %q: want sse or poll", c.transport)
+	}
+	if c.rooms < 1 || c.rooms > 100000 {
+		return c, fmt.Errorf("-rooms %d: want 1 to 100000", c.rooms)
+	}
+	if c.k < 1 {
+		return c, fmt.Errorf("-k %d: want at least 1", c.k)
+	}
+	if c.duration <= 0 || c.timeout <= 0 || c.pollWait <= 0 {
+		return c, errors.New("-duration, -timeout and -poll-wait must be positive")
+	}
+	if c.size < 0 || c.size > 60000 || c.sdpSize < 0 || c.sdpSize > 60000 {
+		return c, errors.New("-size and -sdp-size: want 0 to 60000")
+	}
+	if c.candidates < 0 || c.candidates > 1000 || c.count < 0 || c.think < 0 || c.progress < 0 || c.settle < 0 {
+		return c, errors.New("-candidates, -count, -think, -progress and -settle must not be negative (-candidates at most 1000)")
+	}
+	c.conc = min(max(c.conc, 1), 1024)
+	if !validRoomPrefix(c.prefix) {
+		return c, fmt.Errorf("-prefix %q: want 1 to 32 of [A-Za-z0-9_-]", c.prefix)
+	}
+	return c, nil
+}
+
+func validRoomPrefix(p string) bool {
+	if len(p) < 1 || len(p) > 32 {
+		return false
+	}
+	for _, r := range p {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Run is `tincan bench`: it parses args, drives the server at -url until the
+// workload is done (or -duration passed, or ctx ends), then prints the result
+// to stdout and progress lines to stderr. It returns an error when the
+// workload could not be set up; lost messages and request errors are
+// reported in the result, not as an error.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	res, err := run(ctx, cfg, stderr)
+	if res != nil {
+		if cfg.json {
+			out, jerr := res.JSON()
+			if jerr != nil {
+				return jerr
+			}
+			fmt.Fprintf(stdout, "%s\n", out)
+		} else {
+			fmt.Fprint(stdout, res.Text())
+		}
+	}
+	return err
+}
+
+// bench is one run.
+type bench struct {
+	cfg      config
+	c        *counters
+	cl       *client
+	stderr   io.Writer
+	runID    string
+	rtt      *recorder
+	delivery *recorder
+	post     *recorder
+	setup    *recorder
+	budget   atomic.Int64 // -count left; negative: no limit
+	started  time.Time    // start of the measured phase
+}
+
+func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
+	b := &bench{
+		cfg:      cfg,
+		c:        &counters{},
+		stderr:   stderr,
+		runID:    strconv.FormatUint(rand.Uint64()%(36*36*36*36*36*36), 36),
+		rtt:      newRecorder(),
+		delivery: newRecorder(),
+		post:     newRecorder(),
+		setup:    newRecorder(),
+	}
+	b.budget.Store(-1)
+	if cfg.count > 0 {
+		b.budget.Store(int64(cfg.count))
+	}
+	// Connections: an event stream (or long-poll) and a post in flight per
+	// peer, two peers per room, and a few for /metrics.
+	b.cl = newClient(cfg.url, 4*cfg.rooms+16, b.c)
+	b.cl.wait = cfg.pollWait
+	defer b.cl.close()
+
+	res := &Result{Workload: cfg.workload, Transport: cfg.transport, Rooms: cfg.rooms}
+	var err error
+	switch cfg.workload {
+	case "pingpong":
+		res.K, res.Size = cfg.k, cfg.size
+		res.ThinkMs = ms(cfg.think)
+		err = b.pingpong(ctx, res)
+	case "calls":
+		err = b.calls(ctx, res)
+	case "idle":
+		res.Transport = "sse"
+		err = b.idle(ctx, res)
+	case "fill":
+		res.K = cfg.k
+		err = b.fill(ctx, res)
+	}
+	b.finish(res)
+	return res, err
+}
+
+// finish copies the counters into the result.
+func (b *bench) finish(res *Result) {
+	c := b.c
+	res.Messages, res.Events, res.Posted = c.messages.Load(), c.events.Load(), c.posted.Load()
+	res.RoundTrips, res.Calls = c.roundTrips.Load(), c.calls.Load()
+	if res.ElapsedSec > 0 {
+		res.MessagesPS = round2(float64(res.Messages) / res.ElapsedSec)
+		if res.Workload == "calls" {
+			res.CallsPS = round2(float64(res.Calls) / res.ElapsedSec)
+		}
+	}
+	res.RoundTrip, res.Delivery, res.Post, res.Setup = b.rtt.summary(), b.delivery.summary(), b.post.summary(), b.setup.summary()
+	res.Errors, res.ErrorKinds = c.errors.Load(), c.errorKinds()
+	res.Lost, res.Late, res.Duplicates = c.lost.Load(), c.late.Load(), c.dups.Load()
+	res.OutOfOrder, res.Unexpected, res.Reconnects = c.order.Load(), c.unexpected.Load(), c.reconnects.Load()
+	res.Heartbeats = c.heartbeats.Load()
+}
+
+// take reserves one unit of -count; false when it is used up.
+func (b *bench) take() bool {
+	for {
+		n := b.budget.Load()
+		if n < 0 {
+			return true
+		}
+		if n == 0 {
+			return false
+		}
+		if b.budget.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+// room names a room of this run.
+func (b *bench) room(kind string, i, j int) string {
+	name := fmt.Sprintf("%s-%s-%s%d", b.cfg.prefix, b.runID, kind, i)
+	if j >= 0 {
+		name += "-" + strconv.Itoa(j)
+	}
+	return name
+}
+
+// opCtx bounds one request.
+func (b *bench) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.cfg.timeout)
+}
+
+// send posts a registered bench message, recording how long the commit took.
+// A failed post is counted as an error and struck off the ledger.
+func (b *bench) send(ctx context.Context, p *peer, l *ledger, body func(seq uint64) []byte) bool {
+	start := time.Now()
+	seq := l.send(start)
+	octx, cancel := b.opCtx(ctx)
+	_, err := b.cl.post(octx, p, body(seq))
+	cancel()
+	if err != nil {
+		l.cancel(seq)
+		if ctx.Err() == nil {
+			b.c.fail(kind("post", err))
+		}
+		return false
+	}
+	b.post.add(time.Since(start))
+	b.c.posted.Add(1)
+	return true
+}
+
+// arrived accounts for a delivered message: server events are counted, bench
+// messages are struck off the ledger. It returns the message type and whether
+// it is a bench message arriving for the first time in time.
+func (b *bench) arrived(l *ledger, m message) (string, bool) {
+	seq, ok := jsonUint(m.data, `"seq":`)
+	typ := jsonType(m.data)
+	if !ok {
+		b.c.events.Add(1)
+		return typ, false
+	}
+	sent, st := l.arrive(seq)
+	switch st {
+	case arrivedOK:
+		b.c.messages.Add(1)
+		b.delivery.add(m.at.Sub(sent))
+		return typ, true
+	case arrivedLate:
+		b.c.late.Add(1)
+	case arrivedDuplicate:
+		b.c.dups.Add(1)
+	default:
+		b.c.unexpected.Add(1)
+	}
+	return typ, false
+}
+
+// benchBody is a bench message of about size bytes:
+// {"type":"ping","seq":N,"pad":"xxx…"}.
+func benchBody(typ string, seq uint64, size int) []byte {
+	b := make([]byte, 0, max(size, 64))
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"pad":"`...)
+	for n := size - len(b) - 2; n > 0; n-- {
+		b = append(b, 'x')
+	}
+	return append(b, `"}`...)
+}
+
+// progress prints a line every interval until stop is closed.
+func (b *bench) progress(stop <-chan struct{}, extra func() string) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	if b.cfg.progress <= 0 {
+		return &wg
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(b.cfg.progress)
+		defer t.Stop()
+		start := time.Now()
+		var lastMsgs, lastCalls int64
+		last := start
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				msgs, calls := b.c.messages.Load(), b.c.calls.Load()
+				dt := now.Sub(last).Seconds()
+				var s strings.Builder
+				fmt.Fprintf(&s, "[%6.1fs] messages %d (%.0f/s)", now.Sub(start).Seconds(), msgs, float64(msgs-lastMsgs)/dt)
+				if b.cfg.workload == "pingpong" {
+					fmt.Fprintf(&s, " round trips %d", b.c.roundTrips.Load())
+				}
+				if b.cfg.workload == "calls" {
+					fmt.Fprintf(&s, " calls %d (%.0f/s)", calls, float64(calls-lastCalls)/dt)
+				}
+				fmt.Fprintf(&s, " streams %d errors %d lost %d", b.c.streams.Load(), b.c.errors.Load(), b.c.lost.Load())
+				if extra != nil {
+					s.WriteString(extra())
+				}
+				fmt.Fprintln(b.stderr, s.String())
+				lastMsgs, lastCalls, last = msgs, calls, now
+			}
+		}
+	}()
+	return &wg
+}
+
+// parallel runs f(i) for i in [0, n) with at most conc at a time and
+// returns the first error (the others still run to their end).
+func parallel(ctx context.Context, n, conc int, f func(ctx context.Context, i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  atomic.Int64
+	)
+	for range min(n, conc) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(ctx, i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// scrape reads /metrics; nil (and a note on stderr) when it cannot.
+func (b *bench) scrape(ctx context.Context) metrics {
+	octx, cancel := b.opCtx(ctx)
+	defer cancel()
+	m, err := b.cl.scrape(octx)
+	if err != nil {
+		fmt.Fprintf(b.stderr, "bench: /metrics: %v\n", err)
+		return nil
+	}
+	return m
+}
