@@ -154,6 +154,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 {
 		return c, errors.New("limits cannot be negative (0 switches one off)")
 	}
+	if c.maxHeaderBytes < 4096 {
+		return c, errors.New("-max-header-bytes must be at least 4096")
+	}
 	if c.maxBody <= 0 {
 		return c, errors.New("-max-body must be positive")
 	}

@@ -100,7 +100,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    cfg.maxHeaderBytes,
+		// net/http allows 4096 bytes beyond MaxHeaderBytes; the flag is the real limit.
+		MaxHeaderBytes: max(1, cfg.maxHeaderBytes-4096),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	scheme := "http"
@@ -139,7 +140,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("shutting down")
 	api.Drain()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Within 5 s of the signal: requests in flight get 4 s, then connections
+	// are cut (a client sending half a request must not hold us up).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	if serr := srv.Shutdown(shutdownCtx); serr != nil {
 		srv.Close()

@@ -39,6 +39,10 @@ const (
 	proxyPrompt      = 500 * time.Millisecond // "well under a second"
 )
 
+// TestNginxReverseProxy runs the checks through two nginx servers: one
+// with nothing but proxy_pass (nginx's defaults: HTTP/1.0 to tincan,
+// proxy_buffering on), one with the block the README recommends, both with
+// the short read timeout.
 func TestNginxReverseProxy(t *testing.T) {
 	bin := proxyProgram(t, "nginx", "nginx")
 	live := strings.TrimPrefix(startServer(t, "-heartbeat", proxyHeartbeat), "http://")
@@ -105,6 +109,8 @@ func TestNginxReverseProxy(t *testing.T) {
 	}
 }
 
+// TestSquidForwardProxy runs the checks with the clients going through squid
+// as their forward proxy (http.Transport.Proxy).
 func TestSquidForwardProxy(t *testing.T) {
 	bin := proxyProgram(t, "squid", "squid")
 	live := startServer(t, "-heartbeat", proxyHeartbeat)

@@ -22,6 +22,7 @@ func (s *Server) routes() http.Handler {
 	r.Handler("GET", "/ice-servers", s.handleICEServers())
 
 	r.Handler("GET", "/healthz", s.handleHealthz())
+	r.Handler("HEAD", "/healthz", s.handleHealthz())
 	r.Handler("GET", "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 
 	r.Handler("GET", "/", s.handlePage("index.html"))

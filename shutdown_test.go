@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestGracefulShutdown sends SIGTERM to the real binary while three posters
+// load a room in which one member reads three event streams and two others
+// long-poll, and in another, idle room a stream and two long-polls wait.
+// The server must exit with status 0 within 5 s; every open stream must end
+// cleanly (the end of the response, not a reset: EventSource reconnects)
+// and the waiting long-polls must be answered (200, nothing), all before
+// the process is gone. After a restart on the same db, every message whose POST
+// was answered 201 is there: each receiver, resuming where it was, and a
+// member that never read, walking from 0, get each exactly once.
+func TestGracefulShutdown(t *testing.T) {
+	const (
+		posters  = 3
+		streams  = 3
+		polls    = 2
+		room     = "term"
+		minAcked = 200
+	)
+	bin := tincanBinary(t)
+	db := filepath.Join(t.TempDir(), "term.db")
+	srv := startBinServer(t, bin, db, "-room-capacity", "5", "-heartbeat", "1s")
+	var base atomic.Value
+	base.Store(srv.url)
+	sender := join(t, srv.url, room, 201)
+	sseR := join(t, srv.url, room, 201)
+	var pollers []*client
+	for range polls {
+		pollers = append(pollers, join(t, srv.url, room, 201))
+	}
+	walker := join(t, srv.url, room, 201) // reads nothing until after the restart
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	defer hc.CloseIdleConnections()
+
+	type streamEnd struct {
+		frames []frame
+		err    error
+		at     time.Time
+	}
+	// sseR's streams, read from the start.
+	var conns []*sseConn
+	for range streams {
+		c, err := openSSE(ctx, hc, srv.url+"/rooms/"+room+"/events?token="+sseR.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	ended := make([]chan streamEnd, streams)
+	for i, c := range conns {
+		ended[i] = make(chan streamEnd, 1)
+		go func() {
+			var fs []frame
+			for f := range c.frames {
+				if !f.Comment {
+					fs = append(fs, f)
+				}
+			}
+			ended[i] <- streamEnd{fs, c.err, time.Now()}
+		}()
+	}
+
+	// In another room where nothing happens, a stream and two long-polls
+	// are waiting when the SIGTERM comes.
+	idle := []*client{join(t, srv.url, "idle", 201), join(t, srv.url, "idle", 201)}
+	idleStream, err := openSSE(ctx, hc, srv.url+"/rooms/idle/events?token="+idle[1].Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idleStreamEnd := make(chan streamEnd, 1)
+	go func() {
+		var fs []frame
+		for f := range idleStream.frames {
+			fs = append(fs, f)
+		}
+		idleStreamEnd <- streamEnd{fs, idleStream.err, time.Now()}
+	}()
+	type idleEnd struct {
+		a   answer
+		err error
+		at  time.Time
+	}
+	idleEnds := make(chan idleEnd, len(idle))
+	for _, c := range idle {
+		since := idleCursor(t, c)
+		go func() {
+			a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/idle/messages?since=%d&wait=30", srv.url, since), "", c.auth()...)
+			idleEnds <- idleEnd{a, err, time.Now()}
+		}()
+	}
+	waitFor(t, "the idle long-polls to wait", func() bool { return metric(t, srv.url, "tincan_polls_waiting") == float64(len(idle)) })
+
+	// The pollers receive the load by long-poll, each from where it is,
+	// until a poll fails.
+	type pollEnd struct {
+		who   int
+		got   []map[string]any
+		since uint64
+	}
+	pollEnds := make(chan pollEnd, polls)
+	for i, pollR := range pollers {
+		go func() {
+			r := pollEnd{who: i}
+			for {
+				a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=30", srv.url, room, r.since), "", pollR.auth()...)
+				var p pollAnswer
+				if err != nil || a.Status != 200 || jsonNumbers(a.Body, &p) != nil {
+					pollEnds <- r
+					return
+				}
+				for _, m := range p.Messages {
+					r.got = append(r.got, m)
+					r.since = idOf(m)
+				}
+			}
+		}()
+	}
+
+	// The load.
+	var (
+		mu      sync.Mutex
+		acked   = map[string]uint64{}
+		pending []string // keys without a 201: retried after the restart
+		why     []string
+		bad     []string
+		nAck    atomic.Int64
+		posting sync.WaitGroup
+	)
+	for g := range posters {
+		posting.Add(1)
+		go func() {
+			defer posting.Done()
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("p%d-%d", g, i)
+				a, err := doVia(hc, "POST", srv.url+"/rooms/"+room+"/messages", fmt.Sprintf(`{"type":"load","k":%q}`, key),
+					"Authorization", "Bearer "+sender.Token, "Idempotency-Key", key)
+				mu.Lock()
+				switch {
+				case err != nil || a.Status == 503: // refused or cut: not acknowledged
+					pending = append(pending, key)
+					why = append(why, fmt.Sprintf("%s: %v %d %s", key, err, a.Status, a.Body))
+				case a.Status == 201:
+					var r struct{ ID uint64 }
+					if jsonNumbers(a.Body, &r) != nil || r.ID == 0 {
+						bad = append(bad, fmt.Sprintf("%s: 201 %s", key, a.Body))
+					}
+					acked[key] = r.ID
+				default:
+					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
+				}
+				mu.Unlock()
+				if err != nil || a.Status != 201 {
+					return
+				}
+				nAck.Add(1)
+			}
+		}()
+	}
+	waitFor(t, fmt.Sprintf("%d acknowledged posts", minAcked), func() bool { return nAck.Load() >= minAcked })
+	select {
+	case e := <-idleEnds:
+		t.Fatalf("an idle long-poll was answered before the SIGTERM: %d %s %v", e.a.Status, e.a.Body, e.err)
+	default:
+	}
+
+	// SIGTERM.
+	term := time.Now()
+	took := srv.terminate(t, 5*time.Second)
+	// A stream that ends with the end of its response (the last chunk),
+	// not a cut connection, and a long-poll answered 200 were ended by the
+	// server before it exited: the kernel closing the sockets of a dead
+	// process would not write those.
+	t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.cmd.ProcessState, nAck.Load())
+
+	var seenSSE []frame
+	for i := range streams {
+		select {
+		case e := <-ended[i]:
+			if e.err != nil {
+				t.Errorf("stream %d ended with %v, want a clean end of the response", i, e.err)
+			}
+			if len(e.frames) == 0 || e.frames[0].Event != "ready" {
+				t.Fatalf("stream %d: no ready frame", i)
+			}
+			t.Logf("stream %d ended %v after SIGTERM, cleanly: %v", i, e.at.Sub(term).Round(time.Millisecond), e.err == nil)
+			if i == 0 {
+				seenSSE = e.frames[1:]
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream %d did not end within 5s of the server's exit", i)
+		}
+	}
+	select {
+	case e := <-idleStreamEnd:
+		if e.err != nil || len(e.frames) == 0 || e.frames[0].Event != "ready" {
+			t.Errorf("the idle stream ended with %v %v after SIGTERM; frames %+v", e.err, e.at.Sub(term), e.frames)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle stream did not end")
+	}
+	for range idle {
+		select {
+		case e := <-idleEnds:
+			var p pollAnswer
+			if e.err != nil || e.a.Status != 200 || jsonNumbers(e.a.Body, &p) != nil || len(p.Messages) != 0 {
+				t.Errorf("an idle long-poll waiting at SIGTERM ended with %v %d %s, want 200 and no messages", e.err, e.a.Status, e.a.Body)
+			} else {
+				t.Logf("an idle long-poll was answered %v after SIGTERM: %d %s", e.at.Sub(term).Round(time.Millisecond), e.a.Status, strings.TrimSpace(string(e.a.Body)))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("an idle long-poll was not answered")
+		}
+	}
+	polled := make([]pollEnd, polls)
+	for range polls {
+		select {
+		case r := <-pollEnds:
+			polled[r.who] = r
+		case <-time.After(5 * time.Second):
+			t.Fatal("a long-poll receiver did not stop")
+		}
+	}
+	posting.Wait()
+	if len(bad) > 0 {
+		t.Fatalf("unexpected answers during the shutdown:\n%s", strings.Join(bad, "\n"))
+	}
+
+	t.Logf("posts not acknowledged at the shutdown: %s", strings.Join(why, "; "))
+	var maxBefore uint64
+	for _, id := range acked {
+		maxBefore = max(maxBefore, id)
+	}
+
+	// Restart; what was not acknowledged is retried with its key.
+	srv = startBinServer(t, bin, db, "-room-capacity", "5")
+	base.Store(srv.url)
+	for _, key := range pending {
+		id, err := postUntilAcked(ctx, hc, &base, sender, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+		if err != nil {
+			t.Fatalf("retry of %s after the restart: %v", key, err)
+		}
+		if id <= maxBefore {
+			t.Logf("%s had been stored before the shutdown (id %d) but its answer was lost", key, id)
+		}
+		acked[key] = id
+	}
+	end, err := postUntilAcked(ctx, hc, &base, sender, "end", `{"type":"end"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// sseR resumes from the last id of its first stream.
+	var got []map[string]any
+	var last uint64
+	for _, f := range seenSSE {
+		m, err := frameJSON(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idOf(m) <= last {
+			t.Fatalf("stream 0 delivered id %d after %d", idOf(m), last)
+		}
+		last = idOf(m)
+		got = append(got, m)
+	}
+	var problems []string
+	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	var n atomic.Int64
+	resumed := receiveSSE(ctx, hc, &base, sseR, last, &n, problem)
+	checkExactlyOnce(t, "the SSE receiver (resumed with Last-Event-ID)", append(got, resumed...), sender.ClientID, acked, end)
+
+	// The pollers resume where they were.
+	for i, r := range polled {
+		got := append(r.got, receivePolls(ctx, hc, &base, pollers[i], r.since, problem)...)
+		checkExactlyOnce(t, fmt.Sprintf("long-poll receiver %d (resumed after %d)", i, r.since), got, sender.ClientID, acked, end)
+	}
+
+	// walker reads everything from 0.
+	checkExactlyOnce(t, "a member that never read (from 0)", receivePolls(ctx, hc, &base, walker, 0, problem), sender.ClientID, acked, end)
+	if len(problems) > 0 {
+		t.Fatalf("after the restart:\n%s", strings.Join(problems, "\n"))
+	}
+	t.Logf("%d messages acknowledged (%d of them retried after the restart), each delivered once to each receiver", len(acked), len(pending))
+	srv.terminate(t, 5*time.Second)
+}
+
+// idleCursor is where c's long-poll waits: after what is there already.
+func idleCursor(t *testing.T, c *client) uint64 {
+	t.Helper()
+	return c.poll(0, "0").Next
+}
+
+// TestShutdownSlowClients: clients that hold their connections open
+// without finishing a request (half a header block, half a body) or
+// without reading (a stalled event stream) must not keep a SIGTERM from
+// ending the server. main gives in-flight requests 5 s, then closes the
+// connections, so the exit comes just after 5 s; the bound here is 6 s.
+// (Strictly within 5 s of SIGTERM would need the server to give up a
+// little earlier: see the report of issue 5.)
+func TestShutdownSlowClients(t *testing.T) {
+	bin := tincanBinary(t)
+	db := filepath.Join(t.TempDir(), "slow.db")
+	srv := startBinServer(t, bin, db)
+	addr := strings.TrimPrefix(srv.url, "http://")
+	a := join(t, srv.url, "slow", 201)
+	b := join(t, srv.url, "slow", 201)
+	dial := func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// Half a header block.
+	fmt.Fprintf(dial(), "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+	// Half a body.
+	fmt.Fprintf(dial(), "POST /rooms/slow/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\n{\"type\":", b.Token)
+	// An event stream that is never read, its buffers full.
+	stalled := dial()
+	stalled.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(stalled, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", a.Token)
+	waitFor(t, "the stalled stream", func() bool { return metric(t, srv.url, "tincan_streams_open") == 1 })
+	pad := strings.Repeat("x", 60000)
+	for range 20 {
+		b.post(fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
+	}
+	id := b.post(`{"type":"last"}`)
+
+	took := srv.terminate(t, 6*time.Second)
+	t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.cmd.ProcessState)
+
+	// Nothing acknowledged was lost.
+	srv = startBinServer(t, bin, db)
+	a.base = srv.url
+	if p := a.poll(0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
+		t.Fatalf("after the restart alice has %d messages (last %v), want 22 ending with %d", len(p.Messages), p.Messages[len(p.Messages)-1]["id"], id)
+	}
+	srv.terminate(t, 5*time.Second)
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestTLS serves HTTPS with a certificate the test makes for 127.0.0.1:
+// join, the event stream, posts and long-poll work over it, HTTP/2 is
+// negotiated (and carries both members' streams and their posts on one
+// connection), HTTP/1.1 over TLS works too, and plain HTTP on the TLS port
+// is refused with a 4xx.
+func TestTLS(t *testing.T) {
+	certFile, keyFile, roots := selfSignedCert(t)
+	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "200ms")
+	if !strings.HasPrefix(base, "https://127.0.0.1:") {
+		t.Fatalf("server URL %q, want https://127.0.0.1:…", base)
+	}
+
+	t.Run("h2", func(t *testing.T) {
+		rec := &protoRecorder{rt: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+		t.Cleanup(rec.rt.(*http.Transport).CloseIdleConnections)
+		hc := &http.Client{Transport: rec}
+		resp, err := hc.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "h2" || resp.TLS.Version < tls.VersionTLS12 {
+			t.Fatalf("GET /healthz over TLS: %s, ALPN %q, TLS version %x; want HTTP/2 (h2)", resp.Proto, resp.TLS.NegotiatedProtocol, resp.TLS.Version)
+		}
+		tlsConversation(t, hc, base, "h2room")
+		if protos := rec.protos(); len(protos) != 1 || protos["HTTP/2.0"] == 0 {
+			t.Fatalf("answers came as %v, want all HTTP/2.0", protos)
+		}
+		if rec.conns() != 1 {
+			t.Errorf("the requests used %d connections, want one HTTP/2 connection", rec.conns())
+		}
+	})
+
+	t.Run("http1.1", func(t *testing.T) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+		t.Cleanup(tr.CloseIdleConnections)
+		rec := &protoRecorder{rt: tr}
+		tlsConversation(t, &http.Client{Transport: rec}, base, "h1room")
+		if protos := rec.protos(); len(protos) != 1 || protos["HTTP/1.1"] == 0 {
+			t.Fatalf("answers came as %v, want all HTTP/1.1", protos)
+		}
+	})
+
+	t.Run("plain HTTP on the TLS port", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "https://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("plain HTTP to the TLS port: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 400 {
+			t.Fatalf("plain HTTP to the TLS port: %d %q, want 400", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("untrusted certificate", func(t *testing.T) {
+		tr := &http.Transport{ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		_, err := (&http.Client{Transport: tr}).Get(base + "/healthz")
+		var verr *tls.CertificateVerificationError
+		if !errors.As(err, &verr) {
+			t.Fatalf("a client without the test's root: %v, want a certificate verification error", err)
+		}
+	})
+}
+
+// tlsConversation is a short call setup over hc: two joins, both event
+// streams open, an offer and an answer, a heartbeat, and a long-poll.
+func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
+	alice := joinVia(t, hc, base, room, 201)
+	bob := joinVia(t, hc, base, room, 201)
+	sa := eventsVia(t, hc, alice, "")
+	sb := eventsVia(t, hc, bob, "")
+	for _, s := range []*stream{sa, sb} {
+		if f, ok := nextFrameWithin(s, 5*time.Second); !ok || f.Event != "ready" {
+			t.Fatalf("no ready frame over TLS: %+v", f)
+		}
+	}
+	if f, ok := nextFrameWithin(sa, 5*time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
+		t.Fatalf("alice's peer-joined: %+v", f)
+	}
+	offer := postVia(t, hc, bob, `{"type":"offer","sdp":"v=0 over TLS"}`)
+	if f, ok := nextFrameWithin(sa, 5*time.Second); !ok || f.ID != fmt.Sprint(offer) {
+		t.Fatalf("alice did not get the offer %d over TLS: %+v", offer, f)
+	}
+	ans := postVia(t, hc, alice, `{"type":"answer","sdp":"v=0 over TLS"}`)
+	if f, ok := nextFrameWithin(sb, 5*time.Second); !ok || f.ID != fmt.Sprint(ans) {
+		t.Fatalf("bob did not get the answer %d over TLS: %+v", ans, f)
+	}
+	// Heartbeats are flushed through TLS too.
+	comments := 0
+	for deadline := time.After(5 * time.Second); comments == 0; {
+		select {
+		case f, ok := <-sa.frames:
+			if !ok {
+				t.Fatal("alice's stream ended")
+			}
+			if f.Comment {
+				comments++
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat over TLS within 5s (-heartbeat 200ms)")
+		}
+	}
+	// Long-poll: alice waits after the offer; bob's candidate answers it.
+	polled := make(chan answer, 1)
+	go func() {
+		a, _ := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", base, room, offer), "", alice.auth()...)
+		polled <- a
+	}()
+	time.Sleep(100 * time.Millisecond)
+	candidate := postVia(t, hc, bob, `{"type":"candidate","candidate":null}`)
+	select {
+	case a := <-polled:
+		var p pollAnswer
+		if a.Status != 200 || jsonNumbers(a.Body, &p) != nil || len(p.Messages) != 1 || idOf(p.Messages[0]) != candidate {
+			t.Fatalf("long-poll over TLS: %d %s", a.Status, a.Body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("long-poll over TLS was not answered")
+	}
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1, ::1 and localhost,
+// and its key, into a temp dir, and returns the pool that trusts it.
+func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "tincan test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return certFile, keyFile, roots
+}
+
+// startTLSServer is startServer for HTTPS: it waits for /healthz with a
+// client that trusts roots (startServer's waitHealthy uses
+// http.DefaultClient, which does not trust the test's certificate).
+func startTLSServer(t *testing.T, roots *x509.CertPool, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lineWriter{lines: make(chan string, 16)}
+	argv := append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "tincan.db"), "-turn=false", "-rate-limit", "0"}, args...)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, argv, func(string) string { return "" }, out, io.Discard) }()
+	var base string
+	select {
+	case line := <-out.lines:
+		base = strings.TrimPrefix(line, "tincan listening on ")
+	case err := <-done:
+		cancel()
+		t.Fatalf("run: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("server did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run returned %v", err)
+		}
+	})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer tr.CloseIdleConnections()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := getOK(&http.Client{Transport: tr}, base+"/healthz")
+		if err == nil {
+			return base
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/healthz: %v", base, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// protoRecorder notes the protocol of every answer and the connections used.
+type protoRecorder struct {
+	rt    http.RoundTripper
+	mu    sync.Mutex
+	seen  map[string]int
+	local map[string]bool
+}
+
+func (r *protoRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	var local string
+	trace := req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { local = info.Conn.LocalAddr().String() },
+	}))
+	resp, err := r.rt.RoundTrip(trace)
+	if err == nil {
+		r.mu.Lock()
+		if r.seen == nil {
+			r.seen, r.local = map[string]int{}, map[string]bool{}
+		}
+		r.seen[resp.Proto]++
+		r.local[local] = true
+		r.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (r *protoRecorder) protos() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen
+}
+
+func (r *protoRecorder) conns() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.local)
+}
