@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       120 * time.Second,
 		// net/http allows 4096 bytes beyond MaxHeaderBytes; the flag is the real limit.
 		MaxHeaderBytes: max(1, cfg.maxHeaderBytes-4096),
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	scheme := "http"
 	if cfg.tlsCert != "" {

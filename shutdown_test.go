@@ -343,7 +343,7 @@ func TestShutdownSlowClients(t *testing.T) {
 	}
 	id := b.post(`{"type":"last"}`)
 
-	took := srv.terminate(t, 6*time.Second)
+	took := srv.terminate(t, 5*time.Second)
 	t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.cmd.ProcessState)
 
 	// Nothing acknowledged was lost.
