@@ -1,11 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -295,27 +294,9 @@ func TestEnvironmentTwins(t *testing.T) {
 	}
 }
 
-// logBuffer is a bytes.Buffer safe for the server's concurrent log writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestTokensNeverLogged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &logBuffer{}
+	logs := &syncBuffer{}
 	out := &lineWriter{lines: make(chan string, 4)}
 	done := make(chan error, 1)
 	go func() {
@@ -323,7 +304,7 @@ func TestTokensNeverLogged(t *testing.T) {
 			func(string) string { return "" }, out, logs)
 	}()
 	base := strings.TrimPrefix(<-out.lines, "tincan listening on ")
-	waitHealthy(t, base)
+	waitHealthy(t, http.DefaultClient, base)
 	a := join(t, base, "logs", 201)
 	b := join(t, base, "logs", 200, a.auth()...) // a resume
 	do(t, "POST", base+"/rooms/logs/join", `{"password":"sesame"}`)

@@ -1,22 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -45,20 +37,9 @@ func TestCrashRecovery(t *testing.T) {
 		killAt  = 300 // 201s before each kill
 		room    = "crash"
 	)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "tincan")
-	db := filepath.Join(dir, "crash.db")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the crash test needs the go command to build the binary: %v", err)
-	}
-	began := time.Now()
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	t.Logf("built the binary in %v", time.Since(began).Round(time.Millisecond))
-
-	srv := startProcess(t, bin, db)
+	bin := tincanBinary(t)
+	db := filepath.Join(t.TempDir(), "crash.db")
+	srv := startBinServer(t, bin, db, "-room-capacity", "3")
 	r1 := join(t, srv.url, room, 201)
 	r2 := join(t, srv.url, room, 201)
 	s := join(t, srv.url, room, 201)
@@ -79,7 +60,7 @@ func TestCrashRecovery(t *testing.T) {
 	restart := func() {
 		t.Helper()
 		began := time.Now()
-		srv = startProcess(t, bin, db)
+		srv = startBinServer(t, bin, db, "-room-capacity", "3")
 		t.Logf("restarted in %v", time.Since(began).Round(time.Millisecond))
 		for _, c := range members {
 			c.base = srv.url
@@ -87,9 +68,9 @@ func TestCrashRecovery(t *testing.T) {
 		checkResume(t, members)
 		stored := 0
 		for _, key := range inflight {
-			id, status, body, err := postKeyed(hc, srv.url, s, key)
-			if err != nil || status != 201 {
-				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, status, body)
+			id, a, err := postLoad(hc, srv.url, s, key)
+			if err != nil || a.Status != 201 {
+				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, a.Status, a.Body)
 			}
 			if want, ok := seen1[key]; ok && id != want {
 				t.Fatalf("retry of %s answered id %d, but the message was delivered before the crash as %d", key, id, want)
@@ -108,8 +89,8 @@ func TestCrashRecovery(t *testing.T) {
 				lastKey = k
 			}
 		}
-		if id, status, body, err := postKeyed(hc, srv.url, s, lastKey); err != nil || status != 201 || id != acked[lastKey] {
-			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, status, body)
+		if id, a, err := postLoad(hc, srv.url, s, lastKey); err != nil || a.Status != 201 || id != acked[lastKey] {
+			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, a.Status, a.Body)
 		}
 	}
 
@@ -123,7 +104,7 @@ func TestCrashRecovery(t *testing.T) {
 		if last1 > 0 {
 			header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
 		}
-		stream1 := openStream(t, r1, 1<<16, header...)
+		stream1 := r1.eventsBuffered(1<<16, "", header...)
 
 		l := loadUntilKill(t, hc, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
 		before := idBefore
@@ -142,7 +123,10 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
 		}
 		for _, f := range frames[1:] {
-			m := frameMessage(t, f)
+			m, err := frameMessage(f)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if id := idOf(m); id <= last1 {
 				t.Fatalf("R1's stream delivered id %d after %d", id, last1)
 			}
@@ -171,7 +155,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 
 	// (a) R1 resumes its stream with Last-Event-ID.
-	stream1 := openStream(t, r1, 1<<16, "Last-Event-ID", strconv.FormatUint(last1, 10))
+	stream1 := r1.eventsBuffered(1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
 	if got := stream1.ready(); got != last1 {
 		t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
 	}
@@ -187,7 +171,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	stream1.close()
-	checkDelivery(t, "R1 (SSE, resumed with Last-Event-ID)", got1, s.ClientID, acked, end)
+	checkExactlyOnce(t, "R1 (SSE, resumed with Last-Event-ID)", got1, s.ClientID, acked, end)
 
 	// (b) R2 walks the long-poll from since=0.
 	var got2 []map[string]any
@@ -204,10 +188,10 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("poll answered %d messages, next %d, after id %d", len(p.Messages), p.Next, since)
 		}
 	}
-	checkDelivery(t, "R2 (long-poll from 0)", got2, s.ClientID, acked, end)
+	checkExactlyOnce(t, "R2 (long-poll from 0)", got2, s.ClientID, acked, end)
 	t.Logf("each receiver got all %d acknowledged messages exactly once", len(acked))
 
-	srv.terminate(t)
+	srv.terminate(t, 10*time.Second)
 }
 
 // checkResume: after a restart, each member's token resumes it (200, same
@@ -242,7 +226,7 @@ type load struct {
 // loadUntilKill posts from s in several goroutines, each message with its
 // own Idempotency-Key, and kills p with SIGKILL once killAt posts were
 // answered 201, while posts are in flight.
-func loadUntilKill(t *testing.T, hc *http.Client, p *process, s *client, prefix string, posters, killAt int) load {
+func loadUntilKill(t *testing.T, hc *http.Client, p *binServer, s *client, prefix string, posters, killAt int) load {
 	t.Helper()
 	var (
 		mu      sync.Mutex
@@ -261,13 +245,13 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *process, s *client, prefix 
 			var prev uint64
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("%s-g%d-%d", prefix, g, i)
-				id, status, body, err := postKeyed(hc, p.url, s, key)
+				id, a, err := postLoad(hc, p.url, s, key)
 				mu.Lock()
 				switch {
 				case err != nil:
 					l.inflight = append(l.inflight, key)
-				case status != 201:
-					bad = append(bad, fmt.Sprintf("%s: %d %s", key, status, body))
+				case a.Status != 201:
+					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
 				case id <= prev:
 					bad = append(bad, fmt.Sprintf("%s: id %d after %d of the same poster", key, id, prev))
 				default:
@@ -275,7 +259,7 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *process, s *client, prefix 
 					prev = id
 				}
 				mu.Unlock()
-				if err != nil || status != 201 {
+				if err != nil || a.Status != 201 {
 					return
 				}
 				if n.Add(1) == int64(killAt) {
@@ -302,116 +286,22 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *process, s *client, prefix 
 	return l
 }
 
-// checkDelivery: got (in delivery order, ids checked increasing already)
-// holds every acknowledged message of sender exactly once, with the id its
-// POST was answered, then the end message.
-func checkDelivery(t *testing.T, who string, got []map[string]any, sender string, acked map[string]uint64, end uint64) {
-	t.Helper()
-	delivered := map[string]uint64{}
-	ends := 0
-	for _, m := range got {
-		if m["from"] != sender {
-			if m["from"] != nil || (m["type"] != "peer-joined" && m["type"] != "peer-left") {
-				t.Fatalf("%s received %v", who, m)
-			}
-			continue
-		}
-		switch m["type"] {
-		case "end":
-			ends++
-			if idOf(m) != end {
-				t.Fatalf("%s: end message has id %d, its POST answered %d", who, idOf(m), end)
-			}
-		case "load":
-			k, _ := m["k"].(string)
-			if prev, dup := delivered[k]; dup {
-				t.Fatalf("%s received %s twice: ids %d and %d", who, k, prev, idOf(m))
-			}
-			delivered[k] = idOf(m)
-			if want, ok := acked[k]; !ok || want != idOf(m) {
-				t.Fatalf("%s received %s as id %d; its POST answered %d (acknowledged: %v)", who, k, idOf(m), want, ok)
-			}
-		default:
-			t.Fatalf("%s received %v", who, m)
-		}
-	}
-	if ends != 1 {
-		t.Fatalf("%s received the end message %d times", who, ends)
-	}
-	var missing []string
-	for k, id := range acked {
-		if _, ok := delivered[k]; !ok {
-			missing = append(missing, fmt.Sprintf("%s=%d", k, id))
-		}
-	}
-	if len(missing) > 0 {
-		slices.Sort(missing)
-		t.Fatalf("%s never received %d acknowledged messages: %v", who, len(missing), missing)
-	}
-}
-
-// postKeyed posts one load message of c with Idempotency-Key key. A 429
-// rate_limited is no answer: it retries the same key after the hint.
-func postKeyed(hc *http.Client, base string, c *client, key string) (id uint64, status int, body []byte, err error) {
+// postLoad posts one load message of c with Idempotency-Key key (see
+// postKeyed). A 429 rate_limited is no answer: it retries the same key
+// after 50ms. id is that of a 201; a 201 without one is an error.
+func postLoad(hc *http.Client, base string, c *client, key string) (id uint64, a answer, err error) {
+	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, strings.Repeat("x", 200))
 	for range 100 {
-		id, status, body, err = postKeyedOnce(hc, base, c, key)
-		if err != nil || status != http.StatusTooManyRequests {
-			return id, status, body, err
+		a, err = postKeyed(hc, base, c, key, msg)
+		if err != nil || a.Status != http.StatusTooManyRequests {
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return id, status, body, err
-}
-
-func postKeyedOnce(hc *http.Client, base string, c *client, key string) (id uint64, status int, body []byte, err error) {
-	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, strings.Repeat("x", 200))
-	req, err := http.NewRequest("POST", base+"/rooms/"+c.Room+"/messages", strings.NewReader(msg))
-	if err != nil {
-		return 0, 0, nil, err
+	if err == nil && a.Status == 201 {
+		id, err = postedID(a)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	defer resp.Body.Close()
-	if body, err = io.ReadAll(resp.Body); err != nil {
-		return 0, 0, nil, err // the answer may or may not have been 201
-	}
-	var ans struct{ ID uint64 }
-	if resp.StatusCode == 201 {
-		if err := json.Unmarshal(body, &ans); err != nil || ans.ID == 0 {
-			return 0, resp.StatusCode, body, fmt.Errorf("201 with body %s", body)
-		}
-	}
-	return ans.ID, resp.StatusCode, body, nil
-}
-
-// openStream opens c's event stream with frames buffered up to size, so that
-// the stream is read at once even while nobody takes its frames.
-func openStream(t *testing.T, c *client, size int, header ...string) *stream {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/rooms/"+c.Room+"/events?token="+c.Token, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("events: status %d: %s", resp.StatusCode, body)
-	}
-	s := &stream{t: t, resp: resp, frames: make(chan frame, size), cancel: cancel}
-	go s.read()
-	t.Cleanup(s.close)
-	return s
+	return id, a, err
 }
 
 // drain returns the frames of a stream whose server is gone, without
@@ -432,111 +322,5 @@ func drain(t *testing.T, s *stream) []frame {
 		case <-timeout:
 			t.Fatal("the event stream did not end within 30s of the kill")
 		}
-	}
-}
-
-// frameMessage checks a message frame and decodes it.
-func frameMessage(t *testing.T, f frame) map[string]any {
-	t.Helper()
-	if f.Event != "" {
-		t.Fatalf("message frame with event %q: %+v", f.Event, f)
-	}
-	m := decodeMessage(t, f.Data)
-	if fmt.Sprint(m["id"]) != f.ID {
-		t.Fatalf("frame id %s, message id %v", f.ID, m["id"])
-	}
-	return m
-}
-
-// process is the server binary running.
-type process struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *lockedBuffer
-	done   chan struct{} // closed when it exited
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startProcess starts bin on db with a fresh port, the room capacity 3 and
-// no rate limit, and waits until /healthz answers. It is killed at the end of the test.
-func startProcess(t *testing.T, bin, db string) *process {
-	t.Helper()
-	// Every request comes from 127.0.0.1: the per-address rate limit is off.
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-room-capacity", "3", "-rate-limit", "0")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TINCAN_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	out := &lineWriter{lines: make(chan string, 16)}
-	p := &process{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = out, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("server log (pid %d):\n%s", cmd.Process.Pid, p.stderr)
-		}
-	})
-	select {
-	case line := <-out.lines:
-		var ok bool
-		if p.url, ok = strings.CutPrefix(line, "tincan listening on "); !ok {
-			t.Fatalf("first line on stdout: %q", line)
-		}
-	case <-p.done:
-		t.Fatalf("the server exited at start: %v\n%s", cmd.ProcessState, p.stderr)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not start within 30s")
-	}
-	waitHealthy(t, p.url)
-	return p
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *process) kill(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatal(err)
-	}
-	<-p.done
-	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the server ended with %v before it was killed", p.cmd.ProcessState)
-	}
-}
-
-// terminate sends SIGTERM and expects a clean exit within 10s.
-func (p *process) terminate(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-		if !p.cmd.ProcessState.Success() {
-			t.Errorf("after SIGTERM the server exited with %v", p.cmd.ProcessState)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("the server did not exit within 10s of SIGTERM")
 	}
 }

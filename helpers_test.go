@@ -1,14 +1,21 @@
 package main
 
+// Helpers of the tests that talk to the server over HTTP: the server run in
+// this process, the API client, the event-stream reader, and small checks.
+// The helpers of the tests that run the real binary (building, starting,
+// killing it, and what must survive that) are in binary_test.go.
+
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +37,13 @@ func startServer(t testing.TB, args ...string) string {
 // (as SIGTERM would) and waits for run to return.
 func startServerDB(t testing.TB, db string, args ...string) (url string, stop func()) {
 	t.Helper()
+	return startServerVia(t, http.DefaultClient, db, args...)
+}
+
+// startServerVia is startServerDB with the /healthz check made through hc:
+// for a server with -tls-cert, a client that trusts its certificate.
+func startServerVia(t testing.TB, hc *http.Client, db string, args ...string) (url string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lineWriter{lines: make(chan string, 16)}
 	argv := append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0"}, args...)
@@ -45,7 +59,6 @@ func startServerDB(t testing.TB, db string, args ...string) (url string, stop fu
 		cancel()
 		t.Fatal("server did not start")
 	}
-	waitHealthy(t, url)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -56,23 +69,38 @@ func startServerDB(t testing.TB, db string, args ...string) (url string, stop fu
 		})
 	}
 	t.Cleanup(stop)
+	waitHealthy(t, hc, url)
 	return url, stop
 }
 
-func waitHealthy(t testing.TB, url string) {
+// waitHealthy waits up to 30s for url's /healthz to answer 200 through hc.
+func waitHealthy(t testing.TB, hc *http.Client, url string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url + "/healthz")
+	for {
+		err := getOK(hc, url+"/healthz")
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/healthz never answered 200: %v", url, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s/healthz never answered 200", url)
+}
+
+// getOK GETs url through hc and reads the answer: an error unless it is 200.
+func getOK(hc *http.Client, url string) error {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // lineWriter passes whole lines written to it to a channel.
@@ -99,9 +127,30 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 }
 
-// client is a test client of the API.
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
+// output of a process, the server's log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// client is a test client of the API: a member of a room, whose requests go
+// through hc and fail t.
 type client struct {
 	t    testing.TB
+	hc   *http.Client
 	base string
 	Room string
 	joinAnswer
@@ -153,39 +202,70 @@ func (a answer) problem(t testing.TB) (code string) {
 	return p.Code
 }
 
-func do(t testing.TB, method, url string, body string, header ...string) answer {
-	t.Helper()
+// request makes one request through hc and reads the whole answer; header
+// holds names and values in turn. It returns errors rather than failing a
+// test, for goroutines and for requests that may meet a server that is gone.
+func request(hc *http.Client, method, url, body string, header ...string) (answer, error) {
+	return requestWithContext(context.Background(), hc, method, url, body, header...)
+}
+
+// requestWithContext is request ended early when ctx is done.
+func requestWithContext(ctx context.Context, hc *http.Client, method, url, body string, header ...string) (answer, error) {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, url, r)
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
-		t.Fatal(err)
+		return answer{}, err
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return answer{}, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
+		err = fmt.Errorf("reading body: %w", err)
 	}
-	return answer{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: data}, err
 }
 
-// join joins room and fails the test unless the answer is want.
+// do is request through http.DefaultClient, failing the test on an error.
+func do(t testing.TB, method, url, body string, header ...string) answer {
+	t.Helper()
+	return doVia(t, http.DefaultClient, method, url, body, header...)
+}
+
+// doVia is request through hc, failing the test on an error.
+func doVia(t testing.TB, hc *http.Client, method, url, body string, header ...string) answer {
+	t.Helper()
+	a, err := request(hc, method, url, body, header...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return a
+}
+
+// join joins room through http.DefaultClient and fails the test unless the
+// answer's status is wantStatus.
 func join(t testing.TB, base, room string, wantStatus int, header ...string) *client {
 	t.Helper()
-	a := do(t, "POST", base+"/rooms/"+room+"/join", "", header...)
+	return joinVia(t, http.DefaultClient, base, room, wantStatus, header...)
+}
+
+// joinVia is join through hc; the client's requests go through hc after it
+// too (a proxy, a TLS client).
+func joinVia(t testing.TB, hc *http.Client, base, room string, wantStatus int, header ...string) *client {
+	t.Helper()
+	a := doVia(t, hc, "POST", base+"/rooms/"+room+"/join", "", header...)
 	if a.Status != wantStatus {
-		t.Fatalf("join %s: status %d, want %d: %s", room, a.Status, wantStatus, a.Body)
+		t.Fatalf("join %s at %s: status %d, want %d: %s", room, base, a.Status, wantStatus, a.Body)
 	}
-	c := &client{t: t, base: base, Room: room}
+	c := &client{t: t, hc: hc, base: base, Room: room}
 	a.json(t, &c.joinAnswer)
 	return c
 }
@@ -195,9 +275,9 @@ func (c *client) auth() []string { return []string{"Authorization", "Bearer " + 
 // post posts a message and returns its id, failing unless 201.
 func (c *client) post(body string, header ...string) uint64 {
 	c.t.Helper()
-	a := do(c.t, "POST", c.base+"/rooms/"+c.Room+"/messages", body, append(c.auth(), header...)...)
+	a := doVia(c.t, c.hc, "POST", c.base+"/rooms/"+c.Room+"/messages", body, append(c.auth(), header...)...)
 	if a.Status != 201 {
-		c.t.Fatalf("post %s: status %d: %s", body, a.Status, a.Body)
+		c.t.Fatalf("post %s to %s: status %d: %s", body, c.base, a.Status, a.Body)
 	}
 	var r struct{ ID uint64 }
 	a.json(c.t, &r)
@@ -214,7 +294,7 @@ type pollAnswer struct {
 
 func (c *client) poll(since uint64, wait string) pollAnswer {
 	c.t.Helper()
-	a := do(c.t, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
+	a := doVia(c.t, c.hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
 	if a.Status != 200 {
 		c.t.Fatalf("poll: status %d: %s", a.Status, a.Body)
 	}
@@ -222,17 +302,15 @@ func (c *client) poll(since uint64, wait string) pollAnswer {
 		c.t.Errorf("poll Cache-Control %q", a.Header.Get("Cache-Control"))
 	}
 	var p pollAnswer
-	d := json.NewDecoder(bytes.NewReader(a.Body))
-	d.UseNumber()
-	if err := d.Decode(&p); err != nil {
-		c.t.Fatal(err)
+	if err := jsonNumbers(a.Body, &p); err != nil {
+		c.t.Fatalf("poll answered %s: %v", a.Body, err)
 	}
 	return p
 }
 
 func (c *client) leave() {
 	c.t.Helper()
-	if a := do(c.t, "POST", c.base+"/rooms/"+c.Room+"/leave", "", c.auth()...); a.Status != 204 {
+	if a := doVia(c.t, c.hc, "POST", c.base+"/rooms/"+c.Room+"/leave", "", c.auth()...); a.Status != 204 {
 		c.t.Fatalf("leave: %d %s", a.Status, a.Body)
 	}
 }
@@ -243,43 +321,90 @@ type frame struct {
 	Comment                bool
 }
 
-// stream is an open SSE connection.
+// stream is an open SSE connection, read into frames as it comes. err is how
+// the response ended (nil: a clean end), valid once frames is closed. t,
+// which the methods that fail use, is set by events.
 type stream struct {
 	t      testing.TB
 	resp   *http.Response
 	frames chan frame
+	err    error
 	cancel context.CancelFunc
 }
 
-// events opens the event stream with extra query and headers.
+// events opens c's event stream with extra query and request headers; it
+// fails the test unless the answer is 200, and closes at the end of it.
 func (c *client) events(query string, header ...string) *stream {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/rooms/"+c.Room+"/events?token="+c.Token+query, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
+	return c.eventsBuffered(1024, query, header...)
+}
+
+// eventsBuffered is events with room for size frames that the test has not
+// taken yet: up to that the stream is read at once, as a browser would.
+func (c *client) eventsBuffered(size int, query string, header ...string) *stream {
+	c.t.Helper()
+	s, err := openStream(context.Background(), c.hc, c.base+"/rooms/"+c.Room+"/events?token="+c.Token+query, size, header...)
 	if err != nil {
-		cancel()
-		c.t.Fatal(err)
+		c.t.Fatalf("events of %s at %s: %v", c.Room, c.base, err)
 	}
-	if resp.StatusCode != 200 {
-		body, _ := io.ReadAll(resp.Body)
-		cancel()
-		c.t.Fatalf("events: status %d: %s", resp.StatusCode, body)
-	}
-	s := &stream{t: c.t, resp: resp, frames: make(chan frame, 1024), cancel: cancel}
-	go s.read()
+	s.t = c.t
 	c.t.Cleanup(s.close)
 	return s
 }
 
+// streamHeaderTimeout bounds the wait for an event stream's response header:
+// a proxy that buffers the stream holds back even that.
+const streamHeaderTimeout = 5 * time.Second
+
+// openStream opens the event stream at url through hc with the given request
+// headers and reads it into frames, with room for size frames not taken yet,
+// until the response ends or ctx is done or the stream is closed. It returns
+// errors rather than failing a test, for goroutines and servers that may be
+// gone.
+func openStream(ctx context.Context, hc *http.Client, url string, size int, header ...string) (*stream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	headerTimer := time.AfterFunc(streamHeaderTimeout, cancel)
+	resp, err := hc.Do(req)
+	if !headerTimer.Stop() {
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, fmt.Errorf("no response header within %v (does a proxy buffer the stream?)", streamHeaderTimeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	s := &stream{resp: resp, frames: make(chan frame, size), cancel: cancel}
+	go func() {
+		defer resp.Body.Close()
+		s.err = readFrames(ctx, resp.Body, s.frames)
+		close(s.frames)
+	}()
+	return s, nil
+}
+
 func (s *stream) close() { s.cancel(); s.resp.Body.Close() }
 
-func (s *stream) read() {
-	defer close(s.frames)
-	sc := bufio.NewScanner(s.resp.Body)
+// readFrames parses the SSE frames of r into out until r ends or ctx is
+// done; it returns the read error (nil for a clean end of r).
+func readFrames(ctx context.Context, r io.Reader, out chan<- frame) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var f frame
 	var data []string
@@ -289,7 +414,11 @@ func (s *stream) read() {
 		if line == "" {
 			if !empty {
 				f.Data = strings.Join(data, "\n")
-				s.frames <- f
+				select {
+				case out <- f:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			f, data, empty = frame{}, nil, true
 			continue
@@ -310,40 +439,64 @@ func (s *stream) read() {
 			f.Retry = value
 		}
 	}
+	return sc.Err()
 }
 
-// next returns the next non-comment frame.
-func (s *stream) next() frame {
-	s.t.Helper()
-	timeout := time.After(30 * time.Second)
+// nextWithin returns the next non-comment frame, or false when the stream
+// ends or none comes within d.
+func (s *stream) nextWithin(d time.Duration) (frame, bool) {
+	timeout := time.After(d)
 	for {
 		select {
 		case f, ok := <-s.frames:
 			if !ok {
-				s.t.Fatal("stream ended")
+				return frame{}, false
 			}
 			if !f.Comment {
-				return f
+				return f, true
 			}
 		case <-timeout:
-			s.t.Fatal("no frame within 30s")
+			return frame{}, false
 		}
 	}
+}
+
+// next returns the next non-comment frame, failing the test when the stream
+// ends or none comes within 30s.
+func (s *stream) next() frame {
+	s.t.Helper()
+	f, ok := s.nextWithin(30 * time.Second)
+	if !ok {
+		s.t.Fatal("the stream ended, or sent no frame within 30s")
+	}
+	return f
 }
 
 // message returns the next frame's data as a message, checking that the
 // frame is a plain message frame whose id equals the message id.
 func (s *stream) message() map[string]any {
 	s.t.Helper()
-	f := s.next()
-	if f.Event != "" {
-		s.t.Fatalf("message frame has event %q: %+v", f.Event, f)
-	}
-	m := decodeMessage(s.t, f.Data)
-	if fmt.Sprint(m["id"]) != f.ID {
-		s.t.Fatalf("frame id %s, message id %v", f.ID, m["id"])
+	m, err := frameMessage(s.next())
+	if err != nil {
+		s.t.Fatal(err)
 	}
 	return m
+}
+
+// frameMessage decodes a message frame, checking that it has no event and
+// that its id is the message's.
+func frameMessage(f frame) (map[string]any, error) {
+	if f.Event != "" {
+		return nil, fmt.Errorf("message frame with event %q: %+v", f.Event, f)
+	}
+	var m map[string]any
+	if err := jsonNumbers([]byte(f.Data), &m); err != nil {
+		return nil, fmt.Errorf("frame %+v: %v", f, err)
+	}
+	if fmt.Sprint(m["id"]) != f.ID {
+		return nil, fmt.Errorf("frame id %s, message id %v", f.ID, m["id"])
+	}
+	return m, nil
 }
 
 // ready reads the ready frame and returns its cursor.
@@ -379,18 +532,56 @@ func (s *stream) quiet(d time.Duration) {
 	}
 }
 
+// decodeMessage decodes a message, keeping its numbers as json.Number.
 func decodeMessage(t testing.TB, data string) map[string]any {
 	t.Helper()
 	var m map[string]any
-	d := json.NewDecoder(strings.NewReader(data))
-	d.UseNumber()
-	if err := d.Decode(&m); err != nil {
+	if err := jsonNumbers([]byte(data), &m); err != nil {
 		t.Fatalf("message %q: %v", data, err)
 	}
 	return m
 }
 
+// jsonNumbers decodes data, one JSON value and nothing after it, into v
+// keeping numbers as json.Number.
+func jsonNumbers(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+// idOf is a decoded message's id (0 if it has none).
 func idOf(m map[string]any) uint64 {
 	n, _ := strconv.ParseUint(fmt.Sprint(m["id"]), 10, 64)
 	return n
+}
+
+// metric reads one sample of the server's /metrics.
+func metric(t testing.TB, base, name string) float64 {
+	t.Helper()
+	a := do(t, "GET", base+"/metrics", "")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(a.Body)
+	if m == nil {
+		t.Fatalf("metric %s not found", name)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// waitFor polls cond until it holds, failing the test after 30s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

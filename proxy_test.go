@@ -2,11 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -158,15 +154,15 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 
 	// The stream opens at once: the ready frame, then b's peer-joined.
 	began := time.Now()
-	s := eventsVia(t, hc, a, "")
+	s := a.events("")
 	if ct := s.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("event stream through the proxy has Content-Type %q", ct)
 	}
-	f, ok := nextFrameWithin(s, 2*time.Second)
+	f, ok := s.nextWithin(2 * time.Second)
 	if !ok || f.Event != "ready" {
 		t.Fatalf("no ready frame within 2s of opening the stream (the proxy buffers it?): %+v", f)
 	}
-	f, ok = nextFrameWithin(s, 2*time.Second)
+	f, ok = s.nextWithin(2 * time.Second)
 	if m := decodeMessage(t, f.Data); !ok || m["type"] != "peer-joined" || m["peer"] != b.ClientID {
 		t.Fatalf("second frame %+v, want b's peer-joined", f)
 	}
@@ -176,8 +172,8 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	var worst time.Duration
 	for i := range 5 {
 		began := time.Now()
-		id := postVia(t, hc, b, fmt.Sprintf(`{"type":"chat","n":%d}`, i))
-		f, ok := nextFrameWithin(s, 5*time.Second)
+		id := b.post(fmt.Sprintf(`{"type":"chat","n":%d}`, i))
+		f, ok := s.nextWithin(5 * time.Second)
 		took := time.Since(began)
 		if !ok {
 			t.Fatalf("message %d (id %d) did not arrive within 5s of its POST", i, id)
@@ -204,7 +200,7 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 		ch := make(chan polled, 1)
 		go func() {
 			began := time.Now()
-			a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
+			a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
 			r := polled{status: a.Status, took: time.Since(began), err: err}
 			if err == nil && a.Status == 200 {
 				r.err = jsonNumbers(a.Body, &r.p)
@@ -216,7 +212,7 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	waiting := poll(b, 0, "2")
 	time.Sleep(300 * time.Millisecond)
 	began = time.Now()
-	id := postVia(t, hc, a, `{"type":"chat","to-b":true}`)
+	id := a.post(`{"type":"chat","to-b":true}`)
 	select {
 	case r := <-waiting:
 		if r.err != nil || r.status != 200 || len(r.p.Messages) != 1 || idOf(r.p.Messages[0]) != id || r.p.Next != id {
@@ -240,8 +236,8 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	// the live server heartbeats keep the stream open well past it.
 	c := joinVia(t, hc, quiet, room, 201)
 	d := joinVia(t, hc, quiet, room, 201)
-	qs := eventsVia(t, hc, c, "")
-	if f, ok := nextFrameWithin(qs, 2*time.Second); !ok || f.Event != "ready" {
+	qs := c.events("")
+	if f, ok := qs.nextWithin(2 * time.Second); !ok || f.Event != "ready" {
 		t.Fatalf("quiet stream: no ready frame: %+v", f)
 	}
 	cut := make(chan time.Duration, 1)
@@ -275,8 +271,8 @@ wait:
 		t.Fatalf("only %d heartbeat comments in %v with -heartbeat %s", comments, hold, proxyHeartbeat)
 	}
 	began = time.Now()
-	id = postVia(t, hc, b, `{"type":"chat","after":"idle"}`)
-	if f, ok := nextFrameWithin(s, 5*time.Second); !ok || f.ID != fmt.Sprint(id) {
+	id = b.post(`{"type":"chat","after":"idle"}`)
+	if f, ok := s.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(id) {
 		t.Fatalf("after idling %v the stream did not deliver message %d: %+v", hold, id, f)
 	}
 	if took := time.Since(began); took > proxyPrompt {
@@ -423,143 +419,4 @@ func (p *proxyProcess) output() string {
 		fmt.Fprintf(&b, "--- %s\n%s", l, data)
 	}
 	return b.String()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func getOK(hc *http.Client, url string) error {
-	resp, err := hc.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-// doVia is do through hc, returning errors instead of failing.
-func doVia(hc *http.Client, method, url, body string, header ...string) (answer, error) {
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, r)
-	if err != nil {
-		return answer{}, err
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return answer{Status: resp.StatusCode, Header: resp.Header, Body: data}, err
-}
-
-func joinVia(t *testing.T, hc *http.Client, base, room string, want int, header ...string) *client {
-	t.Helper()
-	a, err := doVia(hc, "POST", base+"/rooms/"+room+"/join", "", header...)
-	if err != nil {
-		t.Fatalf("join %s via %s: %v", room, base, err)
-	}
-	if a.Status != want {
-		t.Fatalf("join %s via %s: %d %s, want %d", room, base, a.Status, a.Body, want)
-	}
-	c := &client{t: t, base: base, Room: room}
-	a.json(t, &c.joinAnswer)
-	return c
-}
-
-func postVia(t *testing.T, hc *http.Client, c *client, body string, header ...string) uint64 {
-	t.Helper()
-	a, err := doVia(hc, "POST", c.base+"/rooms/"+c.Room+"/messages", body, append(c.auth(), header...)...)
-	if err != nil || a.Status != 201 {
-		t.Fatalf("post %s via %s: %v %d %s", body, c.base, err, a.Status, a.Body)
-	}
-	var r struct{ ID uint64 }
-	a.json(t, &r)
-	return r.ID
-}
-
-// eventsVia opens c's event stream through hc.
-func eventsVia(t *testing.T, hc *http.Client, c *client, query string, header ...string) *stream {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/rooms/"+c.Room+"/events?token="+c.Token+query, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	// A proxy that buffers the stream holds back even its header.
-	headers := time.AfterFunc(5*time.Second, cancel)
-	resp, err := hc.Do(req)
-	if !headers.Stop() {
-		t.Fatalf("events via %s: no response header within 5s (does the proxy buffer the stream?)", c.base)
-	}
-	if err != nil {
-		cancel()
-		t.Fatalf("events via %s: %v", c.base, err)
-	}
-	if resp.StatusCode != 200 {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("events via %s: %d %s", c.base, resp.StatusCode, body)
-	}
-	s := &stream{t: t, resp: resp, frames: make(chan frame, 1024), cancel: cancel}
-	go s.read()
-	t.Cleanup(s.close)
-	return s
-}
-
-// nextFrameWithin returns the next non-comment frame, or false when the
-// stream ends or none comes within d.
-func nextFrameWithin(s *stream, d time.Duration) (frame, bool) {
-	timeout := time.After(d)
-	for {
-		select {
-		case f, ok := <-s.frames:
-			if !ok {
-				return frame{}, false
-			}
-			if !f.Comment {
-				return f, true
-			}
-		case <-timeout:
-			return frame{}, false
-		}
-	}
-}
-
-// jsonNumbers decodes data into v keeping numbers as json.Number.
-func jsonNumbers(data []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return errors.New("data after the JSON value")
-	}
-	return nil
 }

@@ -54,9 +54,9 @@ func TestGracefulShutdown(t *testing.T) {
 		at     time.Time
 	}
 	// sseR's streams, read from the start.
-	var conns []*sseConn
+	var conns []*stream
 	for range streams {
-		c, err := openSSE(ctx, hc, srv.url+"/rooms/"+room+"/events?token="+sseR.Token)
+		c, err := openStream(ctx, hc, srv.url+"/rooms/"+room+"/events?token="+sseR.Token, 1<<16)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +79,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// In another room where nothing happens, a stream and two long-polls
 	// are waiting when the SIGTERM comes.
 	idle := []*client{join(t, srv.url, "idle", 201), join(t, srv.url, "idle", 201)}
-	idleStream, err := openSSE(ctx, hc, srv.url+"/rooms/idle/events?token="+idle[1].Token)
+	idleStream, err := openStream(ctx, hc, srv.url+"/rooms/idle/events?token="+idle[1].Token, 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestGracefulShutdown(t *testing.T) {
 	for _, c := range idle {
 		since := idleCursor(t, c)
 		go func() {
-			a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/idle/messages?since=%d&wait=30", srv.url, since), "", c.auth()...)
+			a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/idle/messages?since=%d&wait=30", srv.url, since), "", c.auth()...)
 			idleEnds <- idleEnd{a, err, time.Now()}
 		}()
 	}
@@ -118,7 +118,7 @@ func TestGracefulShutdown(t *testing.T) {
 		go func() {
 			r := pollEnd{who: i}
 			for {
-				a, err := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=30", srv.url, room, r.since), "", pollR.auth()...)
+				a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=30", srv.url, room, r.since), "", pollR.auth()...)
 				var p pollAnswer
 				if err != nil || a.Status != 200 || jsonNumbers(a.Body, &p) != nil {
 					pollEnds <- r
@@ -148,19 +148,18 @@ func TestGracefulShutdown(t *testing.T) {
 			defer posting.Done()
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				a, err := doVia(hc, "POST", srv.url+"/rooms/"+room+"/messages", fmt.Sprintf(`{"type":"load","k":%q}`, key),
-					"Authorization", "Bearer "+sender.Token, "Idempotency-Key", key)
+				a, err := postKeyed(hc, srv.url, sender, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
 				mu.Lock()
 				switch {
 				case err != nil || a.Status == 503: // refused or cut: not acknowledged
 					pending = append(pending, key)
 					why = append(why, fmt.Sprintf("%s: %v %d %s", key, err, a.Status, a.Body))
 				case a.Status == 201:
-					var r struct{ ID uint64 }
-					if jsonNumbers(a.Body, &r) != nil || r.ID == 0 {
-						bad = append(bad, fmt.Sprintf("%s: 201 %s", key, a.Body))
+					id, idErr := postedID(a)
+					if idErr != nil {
+						bad = append(bad, fmt.Sprintf("%s: %v", key, idErr))
 					}
-					acked[key] = r.ID
+					acked[key] = id
 				default:
 					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
 				}
@@ -269,7 +268,7 @@ func TestGracefulShutdown(t *testing.T) {
 	var got []map[string]any
 	var last uint64
 	for _, f := range seenSSE {
-		m, err := frameJSON(f)
+		m, err := frameMessage(f)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,37 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 )
-
-// metric reads one sample of the server's /metrics.
-func metric(t testing.TB, base, name string) float64 {
-	t.Helper()
-	a := do(t, "GET", base+"/metrics", "")
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(a.Body)
-	if m == nil {
-		t.Fatalf("metric %s not found", name)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // A reader that never reads its stream must not hold up anyone else, and is
 // evicted; on reconnect it catches up from the store.

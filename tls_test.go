@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -103,22 +102,22 @@ func TestTLS(t *testing.T) {
 func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
 	alice := joinVia(t, hc, base, room, 201)
 	bob := joinVia(t, hc, base, room, 201)
-	sa := eventsVia(t, hc, alice, "")
-	sb := eventsVia(t, hc, bob, "")
+	sa := alice.events("")
+	sb := bob.events("")
 	for _, s := range []*stream{sa, sb} {
-		if f, ok := nextFrameWithin(s, 5*time.Second); !ok || f.Event != "ready" {
+		if f, ok := s.nextWithin(5 * time.Second); !ok || f.Event != "ready" {
 			t.Fatalf("no ready frame over TLS: %+v", f)
 		}
 	}
-	if f, ok := nextFrameWithin(sa, 5*time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
+	if f, ok := sa.nextWithin(5 * time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
 		t.Fatalf("alice's peer-joined: %+v", f)
 	}
-	offer := postVia(t, hc, bob, `{"type":"offer","sdp":"v=0 over TLS"}`)
-	if f, ok := nextFrameWithin(sa, 5*time.Second); !ok || f.ID != fmt.Sprint(offer) {
+	offer := bob.post(`{"type":"offer","sdp":"v=0 over TLS"}`)
+	if f, ok := sa.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(offer) {
 		t.Fatalf("alice did not get the offer %d over TLS: %+v", offer, f)
 	}
-	ans := postVia(t, hc, alice, `{"type":"answer","sdp":"v=0 over TLS"}`)
-	if f, ok := nextFrameWithin(sb, 5*time.Second); !ok || f.ID != fmt.Sprint(ans) {
+	ans := alice.post(`{"type":"answer","sdp":"v=0 over TLS"}`)
+	if f, ok := sb.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(ans) {
 		t.Fatalf("bob did not get the answer %d over TLS: %+v", ans, f)
 	}
 	// Heartbeats are flushed through TLS too.
@@ -139,11 +138,11 @@ func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
 	// Long-poll: alice waits after the offer; bob's candidate answers it.
 	polled := make(chan answer, 1)
 	go func() {
-		a, _ := doVia(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", base, room, offer), "", alice.auth()...)
+		a, _ := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", base, room, offer), "", alice.auth()...)
 		polled <- a
 	}()
 	time.Sleep(100 * time.Millisecond)
-	candidate := postVia(t, hc, bob, `{"type":"candidate","candidate":null}`)
+	candidate := bob.post(`{"type":"candidate","candidate":null}`)
 	select {
 	case a := <-polled:
 		var p pollAnswer
@@ -201,46 +200,15 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPoo
 	return certFile, keyFile, roots
 }
 
-// startTLSServer is startServer for HTTPS: it waits for /healthz with a
-// client that trusts roots (startServer's waitHealthy uses
-// http.DefaultClient, which does not trust the test's certificate).
+// startTLSServer is startServer for HTTPS: its /healthz check goes
+// through a client that trusts roots (http.DefaultClient does not trust
+// the test's certificate).
 func startTLSServer(t *testing.T, roots *x509.CertPool, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &lineWriter{lines: make(chan string, 16)}
-	argv := append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "tincan.db"), "-turn=false", "-rate-limit", "0"}, args...)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, argv, func(string) string { return "" }, out, io.Discard) }()
-	var base string
-	select {
-	case line := <-out.lines:
-		base = strings.TrimPrefix(line, "tincan listening on ")
-	case err := <-done:
-		cancel()
-		t.Fatalf("run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("server did not start")
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run returned %v", err)
-		}
-	})
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
 	defer tr.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := getOK(&http.Client{Transport: tr}, base+"/healthz")
-		if err == nil {
-			return base
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/healthz: %v", base, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base, _ := startServerVia(t, &http.Client{Transport: tr}, filepath.Join(t.TempDir(), "tincan.db"), args...)
+	return base
 }
 
 // protoRecorder notes the protocol of every answer and the connections used.

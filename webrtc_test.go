@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -276,89 +273,49 @@ func (p *rtcPeer) deliver(ctx context.Context, m map[string]any, events chan<- a
 
 // receiveSSE reads the event stream, resuming with Last-Event-ID.
 func (p *rtcPeer) receiveSSE(ctx context.Context, since uint64, events chan<- any) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", p.base+"/rooms/"+p.room+"/events?token="+p.token, nil)
+	var header []string
 	if since > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatUint(since, 10))
+		header = []string{"Last-Event-ID", strconv.FormatUint(since, 10)}
 	}
-	resp, err := p.hc.Do(req)
+	s, err := openStream(ctx, p.hc, p.base+"/rooms/"+p.room+"/events?token="+p.token, 1024, header...)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.fail("events: %v", err)
 		}
 		return
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		body, _ := io.ReadAll(resp.Body)
-		p.fail("events: status %d: %s", resp.StatusCode, body)
-		return
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var f frame
-	var data []string
+	defer s.close()
 	frames := 0
-	for sc.Scan() {
-		line := sc.Text()
-		if line != "" {
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "id":
-				f.ID = value
-			case "event":
-				f.Event = value
-			case "data":
-				data = append(data, value)
-			case "retry":
-				f.Retry = value
-			}
+	for f := range s.frames {
+		if f.Comment {
 			continue
 		}
-		if f.ID == "" && f.Event == "" && data == nil {
-			f = frame{} // a comment
-			continue
-		}
-		f.Data = strings.Join(data, "\n")
 		frames++
 		if frames == 1 {
 			if f.Event != "ready" || f.ID != strconv.FormatUint(since, 10) || f.Data != fmt.Sprintf(`{"next":%d}`, since) {
 				p.fail("first frame %+v, want ready at %d", f, since)
 				return
 			}
-		} else {
-			var m map[string]any
-			d := json.NewDecoder(strings.NewReader(f.Data))
-			d.UseNumber()
-			if err := d.Decode(&m); err != nil || f.Event != "" || f.ID != fmt.Sprint(m["id"]) {
-				p.fail("bad message frame %+v (%v)", f, err)
-				return
-			}
-			if !p.deliver(ctx, m, events) {
-				return
-			}
+			continue
 		}
-		f, data = frame{}, nil
+		m, err := frameMessage(f)
+		if err != nil {
+			p.fail("bad message frame: %v", err)
+			return
+		}
+		if !p.deliver(ctx, m, events) {
+			return
+		}
 	}
 	if ctx.Err() == nil {
-		p.fail("event stream ended: %v", sc.Err())
+		p.fail("event stream ended: %v", s.err)
 	}
 }
 
 // receivePoll long-polls from since on.
 func (p *rtcPeer) receivePoll(ctx context.Context, since uint64, events chan<- any) {
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", p.base, p.room, since), nil)
-		req.Header.Set("Authorization", "Bearer "+p.token)
-		resp, err := p.hc.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.fail("poll: %v", err)
-			}
-			return
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		a, err := requestWithContext(ctx, p.hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", p.base, p.room, since), "", p.auth()...)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.fail("poll: %v", err)
@@ -366,10 +323,8 @@ func (p *rtcPeer) receivePoll(ctx context.Context, since uint64, events chan<- a
 			return
 		}
 		var ans pollAnswer
-		d := json.NewDecoder(bytes.NewReader(body))
-		d.UseNumber()
-		if resp.StatusCode != 200 || d.Decode(&ans) != nil {
-			p.fail("poll: status %d: %s", resp.StatusCode, body)
+		if a.Status != 200 || jsonNumbers(a.Body, &ans) != nil {
+			p.fail("poll: status %d: %s", a.Status, a.Body)
 			return
 		}
 		for _, m := range ans.Messages {
@@ -395,23 +350,21 @@ func (p *rtcPeer) send(ctx context.Context, out <-chan map[string]any) {
 			return
 		}
 		body, _ := json.Marshal(m)
-		req, _ := http.NewRequestWithContext(ctx, "POST", p.base+"/rooms/"+p.room+"/messages", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+p.token)
-		resp, err := p.hc.Do(req)
+		a, err := requestWithContext(ctx, p.hc, "POST", p.base+"/rooms/"+p.room+"/messages", string(body), p.auth()...)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.fail("post: %v", err)
 			}
 			return
 		}
-		ans, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 201 {
-			p.fail("post %s: status %d: %s", body, resp.StatusCode, ans)
+		if a.Status != 201 {
+			p.fail("post %s: status %d: %s", body, a.Status, a.Body)
 			return
 		}
 	}
 }
+
+func (p *rtcPeer) auth() []string { return []string{"Authorization", "Bearer " + p.token} }
 
 // handle owns the PeerConnection: it reacts to received messages and to
 // local candidates, and makes the offer when asked to.
