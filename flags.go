@@ -28,6 +28,7 @@ type config struct {
 	maxHeaderBytes  int
 	allowOrigins    stringList
 	debug           bool
+	pprofAddr       string
 	ssePadding      int
 	rateLimit       float64
 	rateBurst       int
@@ -81,6 +82,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
 	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
 	fs.BoolVar(&c.debug, "debug", false, "log every request")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address for profiling (keep it on loopback); unset = off")
 
 	fs.BoolVar(&c.turn, "turn", true, "run the embedded STUN/TURN server")
 	fs.StringVar(&c.turnAddr, "turn-addr", ":3478", "STUN/TURN UDP and TCP listen address")

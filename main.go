@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -123,6 +124,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
+	if cfg.pprofAddr != "" {
+		stopPprof, err := servePprof(cfg.pprofAddr, log)
+		if err != nil {
+			srv.Close()
+			stopBackground()
+			return err
+		}
+		defer stopPprof()
+	}
 	if cfg.redirectAddr != "" {
 		stopRedirect, err := serveRedirect(cfg.redirectAddr, ln.Addr(), log)
 		if err != nil {
@@ -216,5 +226,23 @@ func serveRedirect(addr string, tlsAddr net.Addr, log *slog.Logger) (stop func()
 	}
 	go srv.Serve(ln)
 	log.Info("redirecting plain HTTP", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
+
+// servePprof serves the Go profiler on its own listener, apart from the API.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving pprof", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
 }

@@ -45,6 +45,7 @@ type config struct {
 	prefix     string
 	json       bool
 	progress   time.Duration
+	idem       bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -74,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.conc, "conc", 32, "concurrent joins and stream opens while setting up (idle, fill, pingpong)")
 	fs.DurationVar(&c.settle, "settle", 5*time.Second, "idle: wait this long after the streams are open before measuring memory")
 	fs.StringVar(&c.prefix, "prefix", "bench", "room name prefix (a random run id is added)")
+	fs.BoolVar(&c.idem, "idempotency", true, "send every post with an Idempotency-Key, as tincan.js does")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr; 0 = none")
 	if err := fs.Parse(args); err != nil {
@@ -163,8 +165,9 @@ type bench struct {
 	delivery *recorder
 	post     *recorder
 	setup    *recorder
-	budget   atomic.Int64 // -count left; negative: no limit
-	started  time.Time    // start of the measured phase
+	budget   atomic.Int64  // -count left; negative: no limit
+	keyN     atomic.Uint64 // Idempotency-Keys handed out
+	started  time.Time     // start of the measured phase
 }
 
 func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
@@ -201,7 +204,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 		res.Transport = "sse"
 		err = b.idle(ctx, res)
 	case "fill":
-		res.K = cfg.k
+		res.K, res.Transport = cfg.k, "none"
 		err = b.fill(ctx, res)
 	}
 	b.finish(res)
@@ -256,13 +259,27 @@ func (b *bench) opCtx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, b.cfg.timeout)
 }
 
-// send posts a registered bench message, recording how long the commit took.
-// A failed post is counted as an error and struck off the ledger.
+// send posts a registered bench message to every other member, recording
+// how long the commit took. A failed post is counted as an error and struck
+// off the ledger.
 func (b *bench) send(ctx context.Context, p *peer, l *ledger, body func(seq uint64) []byte) bool {
+	return b.sendTo(ctx, p, "", l, body)
+}
+
+// sendTo is send to one member (to: its client id).
+func (b *bench) sendTo(ctx context.Context, p *peer, to string, l *ledger, body func(seq uint64) []byte) bool {
 	start := time.Now()
 	seq := l.send(start)
+	data := body(seq)
+	if to != "" { // {"to":"…",<the rest>
+		data = append([]byte(`{"to":"`+to+`",`), data[1:]...)
+	}
+	var key string
+	if b.cfg.idem {
+		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
+	}
 	octx, cancel := b.opCtx(ctx)
-	_, err := b.cl.post(octx, p, body(seq))
+	_, err := b.cl.post(octx, p, data, key)
 	cancel()
 	if err != nil {
 		l.cancel(seq)

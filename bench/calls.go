@@ -132,18 +132,18 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 		case <-life.Done():
 			return
 		}
-		if !b.send(life, a, l, func(seq uint64) []byte { return sdpBody(answer, seq) }) {
+		if !b.sendTo(life, a, bp.id, l, func(seq uint64) []byte { return sdpBody(answer, seq) }) {
 			return
 		}
 		for i := range cfg.candidates {
-			if !b.send(life, a, l, func(seq uint64) []byte { return candidateBody(seq, i) }) {
+			if !b.sendTo(life, a, bp.id, l, func(seq uint64) []byte { return candidateBody(seq, i) }) {
 				return
 			}
 		}
 	}()
-	ok := b.send(life, bp, l, func(seq uint64) []byte { return sdpBody(offer, seq) })
+	ok := b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return sdpBody(offer, seq) })
 	for i := 0; ok && i < cfg.candidates; i++ {
-		ok = b.send(life, bp, l, func(seq uint64) []byte { return candidateBody(seq, i) })
+		ok = b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return candidateBody(seq, i) })
 	}
 	if ok {
 		t := time.NewTimer(cfg.timeout)
@@ -166,7 +166,7 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 	}
 
 	// Hang up: B says bye and leaves; A leaves once the bye is there.
-	ok = b.send(life, bp, l, func(seq uint64) []byte { return byeBody(seq) })
+	ok = b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return byeBody(seq) })
 	rb.closing.Store(true)
 	b.leave(ctx, bp)
 	rb.finish(time.Second)

@@ -80,7 +80,7 @@ func kind(op string, err error) string {
 	return op + ": " + msg
 }
 
-func (c *client) do(ctx context.Context, op, method, path, auth string, body []byte, want ...int) ([]byte, int, error) {
+func (c *client) do(ctx context.Context, op, method, path, auth, idemKey string, body []byte, want ...int) ([]byte, int, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -94,6 +94,9 @@ func (c *client) do(ctx context.Context, op, method, path, auth string, body []b
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -118,7 +121,7 @@ func (c *client) do(ctx context.Context, op, method, path, auth string, body []b
 
 // join takes a new seat in room.
 func (c *client) join(ctx context.Context, room string) (*peer, error) {
-	out, _, err := c.do(ctx, "join", "POST", "/rooms/"+room+"/join", "", nil, 201)
+	out, _, err := c.do(ctx, "join", "POST", "/rooms/"+room+"/join", "", "", nil, 201)
 	if err != nil {
 		return nil, err
 	}
@@ -134,8 +137,9 @@ func (c *client) join(ctx context.Context, room string) (*peer, error) {
 }
 
 // post sends a message and returns its id once the server committed it.
-func (c *client) post(ctx context.Context, p *peer, body []byte) (uint64, error) {
-	out, _, err := c.do(ctx, "post", "POST", "/rooms/"+p.room+"/messages", p.auth, body, 201)
+// A non-empty key is sent as its Idempotency-Key, as tincan.js does.
+func (c *client) post(ctx context.Context, p *peer, body []byte, key string) (uint64, error) {
+	out, _, err := c.do(ctx, "post", "POST", "/rooms/"+p.room+"/messages", p.auth, key, body, 201)
 	if err != nil {
 		return 0, err
 	}
@@ -147,7 +151,7 @@ func (c *client) post(ctx context.Context, p *peer, body []byte) (uint64, error)
 }
 
 func (c *client) leave(ctx context.Context, p *peer) error {
-	_, _, err := c.do(ctx, "leave", "POST", "/rooms/"+p.room+"/leave", p.auth, nil, 204)
+	_, _, err := c.do(ctx, "leave", "POST", "/rooms/"+p.room+"/leave", p.auth, "", nil, 204)
 	return err
 }
 
@@ -327,7 +331,7 @@ func (r *receiver) poll(ctx context.Context) error {
 			wait = strconv.FormatFloat(r.c.wait.Seconds(), 'f', -1, 64)
 		}
 		path := "/rooms/" + r.p.room + "/messages?since=" + strconv.FormatUint(r.last, 10) + "&wait=" + wait
-		out, _, err := r.c.do(ctx, "poll", "GET", path, r.p.auth, nil, 200)
+		out, _, err := r.c.do(ctx, "poll", "GET", path, r.p.auth, "", nil, 200)
 		if err != nil {
 			return err
 		}

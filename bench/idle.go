@@ -87,7 +87,8 @@ func (b *bench) idle(ctx context.Context, res *Result) error {
 		res.Server.DBBytesBefore = mJoined[mDBBytes]
 		res.Server.RSSBytes = mOpen[mRSS]
 		res.Server.RSSPerStream = round2((mOpen[mRSS] - mJoined[mRSS]) / n)
-		res.Server.HeapStackPerStrm = round2((mOpen[mHeapInuse] + mOpen[mStackInuse] - mJoined[mHeapInuse] - mJoined[mStackInuse]) / n)
+		res.Server.HeapPerStream = round2((mOpen[mHeapInuse] - mJoined[mHeapInuse]) / n)
+		res.Server.StackPerStream = round2((mOpen[mStackInuse] - mJoined[mStackInuse]) / n)
 		res.Server.Goroutines = mOpen[mGoroutines]
 		res.Server.GoroutinesPerStr = round2((mOpen[mGoroutines] - mJoined[mGoroutines]) / n)
 		res.Server.StreamsOpen = mOpen[mStreamsOpen]

@@ -194,7 +194,8 @@ type Server struct {
 	CPUCores         float64 `json:"cpu_cores,omitempty"`
 	RSSBytes         float64 `json:"rss_bytes,omitempty"`
 	RSSPerStream     float64 `json:"rss_bytes_per_stream,omitempty"`
-	HeapStackPerStrm float64 `json:"heap_stack_bytes_per_stream,omitempty"`
+	HeapPerStream    float64 `json:"heap_bytes_per_stream,omitempty"`  // Go heap in use
+	StackPerStream   float64 `json:"stack_bytes_per_stream,omitempty"` // goroutine stacks
 	Goroutines       float64 `json:"goroutines,omitempty"`
 	GoroutinesPerStr float64 `json:"goroutines_per_stream,omitempty"`
 	StreamsOpen      float64 `json:"streams_open,omitempty"`
@@ -269,7 +270,7 @@ func (r *Result) Text() string {
 		if s.RSSBytes > 0 {
 			fmt.Fprintf(&b, "server rss   %s", fmtBytes(s.RSSBytes))
 			if s.RSSPerStream > 0 {
-				fmt.Fprintf(&b, ", %s per stream (heap+stacks %s per stream)", fmtBytes(s.RSSPerStream), fmtBytes(s.HeapStackPerStrm))
+				fmt.Fprintf(&b, ", %s per stream (Go heap %s + stacks %s)", fmtBytes(s.RSSPerStream), fmtBytes(s.HeapPerStream), fmtBytes(s.StackPerStream))
 			}
 			if s.Goroutines > 0 {
 				fmt.Fprintf(&b, ", %.0f goroutines", s.Goroutines)
