@@ -43,8 +43,8 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 		}
 		var idemKey []byte
 		if p.IdempotencyKey != "" {
-			idemKey = []byte(p.From.ID + "\x00" + p.IdempotencyKey)
-			if v := rb.Bucket(bucketIdem).Get(idemKey); len(v) >= 8 {
+			idemKey = []byte(p.From.Room + "\x00" + p.From.ID + "\x00" + p.IdempotencyKey)
+			if v := tx.Bucket(bucketIdem).Get(idemKey); len(v) >= 8 {
 				id = binary.BigEndian.Uint64(v)
 				return nil
 			}
@@ -62,27 +62,22 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 			}
 			to = peers
 		}
-		info, _, err := readInfo(tx, p.From.Room)
-		if err != nil {
-			return err
-		}
-		if s.opts.MaxRoomMessages > 0 && info.Messages >= s.opts.MaxRoomMessages {
-			return refuse(ErrTooManyMessages, "room %q holds %d undelivered messages", p.From.Room, info.Messages)
+		if n, _ := s.countsInTx(p.From.Room); s.opts.MaxRoomMessages > 0 && n >= s.opts.MaxRoomMessages {
+			return refuse(ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
 		}
 
 		// Checks done; from here on, write.
-		if id, err = s.appendRecord(rb, &info, to, len(to) == 0, func(id uint64) []byte {
+		var err error
+		if id, err = s.appendRecord(tx, p.From.Room, to, len(to) == 0, func(id uint64) []byte {
 			return fmt.Appendf(nil, `{"id":%d,"from":%q,%s}`, id, p.From.ID, p.Fields)
 		}); err != nil {
 			return err
 		}
 		if idemKey != nil {
 			v := binary.BigEndian.AppendUint64(u64(id), uint64(s.opts.Now().UnixNano()))
-			if err := rb.Bucket(bucketIdem).Put(idemKey, v); err != nil {
-				return err
-			}
+			return tx.Bucket(bucketIdem).Put(idemKey, v)
 		}
-		return writeInfo(rb, info)
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("append to %s: %w", p.From.Room, err)
@@ -92,11 +87,11 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 
 // emit stores a server event (fields without braces and id) for recipients.
 // An event nobody is there to receive is not stored.
-func (s *Store) emit(rb *bolt.Bucket, info *roomInfo, recipients []string, fields []byte) error {
+func (s *Store) emit(tx *bolt.Tx, room string, recipients []string, fields []byte) error {
 	if len(recipients) == 0 {
 		return nil
 	}
-	_, err := s.appendRecord(rb, info, recipients, false, func(id uint64) []byte {
+	_, err := s.appendRecord(tx, room, recipients, false, func(id uint64) []byte {
 		return fmt.Appendf(nil, `{"id":%d,%s}`, id, fields)
 	})
 	return err
@@ -104,20 +99,28 @@ func (s *Store) emit(rb *bolt.Bucket, info *roomInfo, recipients []string, field
 
 // appendRecord allocates the next id (global, so ids never repeat in a room,
 // not even after it was deleted and made again) and stores the record.
-func (s *Store) appendRecord(rb *bolt.Bucket, info *roomInfo, to []string, pending bool, data func(id uint64) []byte) (uint64, error) {
-	id, err := rb.Tx().Bucket(bucketMeta).NextSequence()
+func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool, data func(id uint64) []byte) (uint64, error) {
+	id, err := tx.Bucket(bucketMeta).NextSequence()
 	if err != nil {
 		return 0, err
 	}
-	rec := record{created: s.opts.Now(), pending: pending, recipients: to, data: data(id)}
-	if err := rb.Bucket(bucketMsgs).Put(u64(id), rec.encode()); err != nil {
+	rec := record{room: room, created: s.opts.Now(), pending: pending, recipients: to, data: data(id)}
+	if err := tx.Bucket(bucketMsgs).Put(u64(id), rec.encode()); err != nil {
 		return 0, err
 	}
-	info.Messages++
-	if pending {
-		info.Pending++
-	}
+	s.staged.add(room, id, pending)
+	s.afterCommit(func() { s.index.add(room, id, pending) })
 	return id, nil
+}
+
+// idsInTx lists a room's messages as the transaction being built sees them.
+func (s *Store) idsInTx(room string) []uint64 {
+	return append(s.index.after(room, 0), s.staged.ids[room]...)
+}
+
+func (s *Store) countsInTx(room string) (messages, pending int) {
+	n, p := s.index.counts(room)
+	return n + len(s.staged.ids[room]), p + s.staged.pending[room]
 }
 
 // Read returns up to limit messages addressed to m with an id greater than
@@ -129,6 +132,7 @@ func (s *Store) appendRecord(rb *bolt.Bucket, info *roomInfo, to []string, pendi
 // Refusals: ErrUnauthorized (the member is gone).
 func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Message, cursor uint64, err error) {
 	var acked uint64
+	ids := s.index.after(m.Room, after) // before the transaction: see index.go
 	err = s.db.View(func(tx *bolt.Tx) error {
 		rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
 		if rb == nil {
@@ -141,14 +145,24 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 		acked = max(rec.Acked, s.unsavedAck(m))
 		cursor = max(after, acked)
 		oldest := s.opts.Now().Add(-s.opts.MessageTTL)
-		c := rb.Bucket(bucketMsgs).Cursor()
-		for k, v := c.Seek(u64(cursor + 1)); k != nil && len(msgs) < limit; k, v = c.Next() {
+		bucket := tx.Bucket(bucketMsgs)
+		for _, id := range ids {
+			if id <= cursor {
+				continue
+			}
+			if len(msgs) == limit {
+				break
+			}
+			v := bucket.Get(u64(id))
+			if v == nil {
+				continue // pruned meanwhile
+			}
 			r, err := decodeRecord(v)
 			if err != nil {
-				return fmt.Errorf("message %x: %w", k, err)
+				return fmt.Errorf("message %d: %w", id, err)
 			}
 			if r.addressedTo(m.ID) && r.created.After(oldest) {
-				msgs = append(msgs, Message{ID: binary.BigEndian.Uint64(k), Data: clone(r.data)})
+				msgs = append(msgs, Message{ID: id, Data: clone(r.data)})
 			}
 		}
 		return nil
@@ -182,7 +196,7 @@ func (s *Store) ack(m Member, upto uint64) {
 			return nil
 		}
 		rec.Acked = upto
-		return putJSON(rb.Bucket(bucketMembers), []byte(m.ID), rec)
+		return rb.Bucket(bucketMembers).Put([]byte(m.ID), rec.encode())
 	}}
 	select {
 	case s.ops <- o:
@@ -216,22 +230,7 @@ func (s *Store) LastID() uint64 {
 // messages deleted.
 func (s *Store) Prune(ctx context.Context) (int, error) {
 	const roomsPerWrite = 64
-	var rooms []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRooms).ForEachBucket(func(k []byte) error {
-			rb := tx.Bucket(bucketRooms).Bucket(k)
-			if k, _ := rb.Bucket(bucketMsgs).Cursor().First(); k == nil {
-				if k, _ := rb.Bucket(bucketIdem).Cursor().First(); k == nil {
-					return nil // nothing to prune
-				}
-			}
-			rooms = append(rooms, string(k))
-			return nil
-		})
-	})
-	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
+	rooms := s.index.roomNames()
 	total := 0
 	for len(rooms) > 0 {
 		chunk := rooms[:min(roomsPerWrite, len(rooms))]
@@ -253,75 +252,76 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 		}
 		total += n
 	}
+	if err := s.pruneIdempotencyKeys(ctx); err != nil {
+		return total, fmt.Errorf("prune: %w", err)
+	}
 	return total, nil
 }
 
 func (s *Store) pruneRoom(tx *bolt.Tx, room string) (int, error) {
-	rb := tx.Bucket(bucketRooms).Bucket([]byte(room))
-	if rb == nil {
-		return 0, nil
-	}
-	info, _, err := readInfo(tx, room)
-	if err != nil {
-		return 0, err
-	}
 	acked := map[string]uint64{}
-	err = rb.Bucket(bucketMembers).ForEach(func(k, _ []byte) error {
-		rec, _ := readMember(rb, string(k))
-		acked[string(k)] = rec.Acked
-		return nil
-	})
-	if err != nil {
-		return 0, err
+	if rb := tx.Bucket(bucketRooms).Bucket([]byte(room)); rb != nil {
+		err := rb.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+			rec, _ := decodeMember(v)
+			acked[string(k)] = rec.Acked
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
 	}
 	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
-	var doomed [][]byte
+	msgs := tx.Bucket(bucketMsgs)
+	var doomed []uint64
 	pending := 0
-	err = rb.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-		r, err := decodeRecord(v)
-		if err != nil {
-			doomed = append(doomed, clone(k))
-			return nil
+	for _, id := range s.index.after(room, 0) {
+		v := msgs.Get(u64(id))
+		if v == nil {
+			continue
 		}
-		id := binary.BigEndian.Uint64(k)
-		done := !r.created.After(oldest) || (!r.pending && deliveredToAll(r.recipients, acked, id))
-		if done {
-			doomed = append(doomed, clone(k))
-		} else if r.pending {
+		r, err := decodeRecord(v)
+		done := err != nil || !r.created.After(oldest) || (!r.pending && deliveredToAll(r.recipients, acked, id))
+		if !done {
+			continue
+		}
+		if err := msgs.Delete(u64(id)); err != nil {
+			return 0, err
+		}
+		doomed = append(doomed, id)
+		if r.pending {
 			pending++
 		}
+	}
+	if len(doomed) > 0 {
+		s.afterCommit(func() { s.index.remove(room, doomed, pending) })
+	}
+	return len(doomed), nil
+}
+
+// pruneIdempotencyKeys deletes keys older than the message TTL: a retry
+// later than that would find its message gone anyway.
+func (s *Store) pruneIdempotencyKeys(ctx context.Context) error {
+	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
+	var stale [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
+			if len(v) >= 16 && time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).Before(oldest) {
+				stale = append(stale, clone(k))
+			}
+			return nil
+		})
+	})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		for _, k := range stale {
+			if err := tx.Bucket(bucketIdem).Delete(k); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	for _, k := range doomed {
-		if err := rb.Bucket(bucketMsgs).Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	var staleKeys [][]byte
-	idem := rb.Bucket(bucketIdem)
-	err = idem.ForEach(func(k, v []byte) error {
-		if len(v) >= 16 && time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).Before(oldest) {
-			staleKeys = append(staleKeys, clone(k))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, k := range staleKeys {
-		if err := idem.Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	if len(doomed) == 0 && len(staleKeys) == 0 {
-		return 0, nil
-	}
-	info.Messages = max(0, info.Messages-len(doomed))
-	info.Pending = pending
-	return len(doomed), writeInfo(rb, info)
 }
 
 // deliveredToAll: every recipient has acknowledged id, or is no longer a member.

@@ -10,12 +10,14 @@ import (
 //
 //	created  8 bytes, unix nanoseconds, big-endian
 //	flags    1 byte (flagPending: kept for the next member who joins)
+//	room     1 byte length + room name
 //	n        1 byte, number of recipients
 //	n times  1 byte length + client id
 //	data     the JSON object exactly as it is delivered, id and from included
 //
 // so that a delivery is a slice of the stored bytes, never a re-encoding.
 type record struct {
+	room       string
 	created    time.Time
 	pending    bool
 	recipients []string
@@ -27,7 +29,7 @@ const flagPending = 1
 var errBadRecord = errors.New("corrupt message record")
 
 func (r record) encode() []byte {
-	n := 10 + len(r.data)
+	n := 11 + len(r.room) + len(r.data)
 	for _, id := range r.recipients {
 		n += 1 + len(id)
 	}
@@ -37,7 +39,9 @@ func (r record) encode() []byte {
 	if r.pending {
 		flags |= flagPending
 	}
-	b = append(b, flags, byte(len(r.recipients)))
+	b = append(b, flags, byte(len(r.room)))
+	b = append(b, r.room...)
+	b = append(b, byte(len(r.recipients)))
 	for _, id := range r.recipients {
 		b = append(b, byte(len(id)))
 		b = append(b, id...)
@@ -48,15 +52,17 @@ func (r record) encode() []byte {
 // decodeRecord reads a record without copying: its slices alias b, which is
 // only valid inside the transaction that read it.
 func decodeRecord(b []byte) (record, error) {
-	if len(b) < 10 {
+	if len(b) < 11 || len(b) < 11+int(b[9]) {
 		return record{}, errBadRecord
 	}
 	r := record{
 		created: time.Unix(0, int64(binary.BigEndian.Uint64(b))),
 		pending: b[8]&flagPending != 0,
+		room:    string(b[10 : 10+b[9]]),
 	}
-	n := int(b[9])
-	b = b[10:]
+	b = b[10+b[9]:]
+	n := int(b[0])
+	b = b[1:]
 	for range n {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return record{}, errBadRecord

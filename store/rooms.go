@@ -17,14 +17,28 @@ import (
 type roomInfo struct {
 	Password []byte `json:"pw,omitempty"` // bcrypt hash; empty: no password
 	NextJoin uint64 `json:"nj"`           // join order counter
-	Pending  int    `json:"pending,omitempty"`
-	Messages int    `json:"n,omitempty"` // retained messages
 }
 
+// memberRecord is stored as 48 bytes: token hash, join place, acknowledged
+// id. Binary, because every post and every read decodes it.
 type memberRecord struct {
-	Token []byte `json:"t"`           // sha256 of the token
-	Join  uint64 `json:"j"`           // place in join order
-	Acked uint64 `json:"a,omitempty"` // highest id the member acknowledged
+	Token []byte // sha256 of the token
+	Join  uint64 // place in join order
+	Acked uint64 // highest id the member acknowledged
+}
+
+func (m memberRecord) encode() []byte {
+	b := make([]byte, 0, 48)
+	b = append(b, m.Token...)
+	b = binary.BigEndian.AppendUint64(b, m.Join)
+	return binary.BigEndian.AppendUint64(b, m.Acked)
+}
+
+func decodeMember(v []byte) (memberRecord, bool) {
+	if len(v) != 48 {
+		return memberRecord{}, false
+	}
+	return memberRecord{Token: v[:32], Join: binary.BigEndian.Uint64(v[32:]), Acked: binary.BigEndian.Uint64(v[40:])}, true
 }
 
 // Member identifies one member of one room.
@@ -108,10 +122,7 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 					return Joined{}, err
 				}
 				event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, m.ID)
-				if err := s.emit(rb, &info, peers, event); err != nil {
-					return Joined{}, err
-				}
-				return Joined{Member: m, Token: req.Token, Resumed: true, Peers: peers}, writeInfo(rb, info)
+				return Joined{Member: m, Token: req.Token, Resumed: true, Peers: peers}, s.emit(tx, req.Room, peers, event)
 			}
 		}
 	}
@@ -140,10 +151,8 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 		if rb, err = rooms.CreateBucket([]byte(req.Room)); err != nil {
 			return Joined{}, err
 		}
-		for _, name := range [][]byte{bucketMembers, bucketMsgs, bucketIdem} {
-			if _, err := rb.CreateBucket(name); err != nil {
-				return Joined{}, err
-			}
+		if _, err := rb.CreateBucket(bucketMembers); err != nil {
+			return Joined{}, err
 		}
 		info = roomInfo{Password: newHash}
 	}
@@ -154,47 +163,40 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	id, token := newSecret(12), newSecret(24)
 	info.NextJoin++
 	rec := memberRecord{Token: HashToken(token), Join: info.NextJoin}
-	if err := putJSON(rb.Bucket(bucketMembers), []byte(id), rec); err != nil {
+	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
 		return Joined{}, err
 	}
 	if err := tx.Bucket(bucketTokens).Put(HashToken(token), []byte(req.Room+"\x00"+id)); err != nil {
 		return Joined{}, err
 	}
-	if info.Pending > 0 {
-		if err := claimPending(rb, id); err != nil {
+	if _, pending := s.countsInTx(req.Room); pending > 0 {
+		if err := s.claimPending(tx, req.Room, id); err != nil {
 			return Joined{}, err
 		}
-		info.Pending = 0
 	}
 	event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, id)
-	if err := s.emit(rb, &info, peers, event); err != nil {
+	if err := s.emit(tx, req.Room, peers, event); err != nil {
 		return Joined{}, err
 	}
 	return Joined{Member: Member{Room: req.Room, ID: id}, Token: token, Peers: peers}, writeInfo(rb, info)
 }
 
 // claimPending hands every message kept for "the next member who joins" to id.
-func claimPending(rb *bolt.Bucket, id string) error {
-	msgs := rb.Bucket(bucketMsgs)
-	type change struct{ k, v []byte }
-	var changes []change
-	err := msgs.ForEach(func(k, v []byte) error {
+func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
+	msgs := tx.Bucket(bucketMsgs)
+	for _, k := range s.idsInTx(room) {
+		v := msgs.Get(u64(k))
 		r, err := decodeRecord(v)
-		if err != nil || !r.pending {
-			return nil
+		if v == nil || err != nil || !r.pending {
+			continue
 		}
 		r.pending, r.recipients = false, []string{id}
-		changes = append(changes, change{clone(k), r.encode()})
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, c := range changes {
-		if err := msgs.Put(c.k, c.v); err != nil {
+		if err := msgs.Put(u64(k), r.encode()); err != nil {
 			return err
 		}
 	}
+	delete(s.staged.pending, room)
+	s.afterCommit(func() { s.index.claimed(room) })
 	return nil
 }
 
@@ -233,29 +235,38 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		}
 		if len(peers) == 0 {
 			roomDeleted = true
-			if err := addRoomCount(tx, -1); err != nil {
-				return err
-			}
-			return rooms.DeleteBucket([]byte(m.Room))
+			return s.deleteRoom(tx, m.Room)
 		}
-		if err := deletePrefix(rb.Bucket(bucketIdem), []byte(m.ID+"\x00")); err != nil {
-			return err
-		}
-		info, _, err := readInfo(tx, m.Room)
-		if err != nil {
+		if err := deletePrefix(tx.Bucket(bucketIdem), []byte(m.Room+"\x00"+m.ID+"\x00")); err != nil {
 			return err
 		}
 		event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
-		if err := s.emit(rb, &info, peers, event); err != nil {
-			return err
-		}
-		return writeInfo(rb, info)
+		return s.emit(tx, m.Room, peers, event)
 	})
 	if err != nil {
 		return false, fmt.Errorf("leave %s: %w", m.Room, err)
 	}
 	s.forgetAck(m)
 	return roomDeleted, nil
+}
+
+// deleteRoom deletes an empty room with its messages and idempotency keys.
+func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
+	for _, id := range s.idsInTx(room) {
+		if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
+			return err
+		}
+	}
+	if err := deletePrefix(tx.Bucket(bucketIdem), []byte(room+"\x00")); err != nil {
+		return err
+	}
+	if err := addRoomCount(tx, -1); err != nil {
+		return err
+	}
+	delete(s.staged.ids, room)
+	delete(s.staged.pending, room)
+	s.afterCommit(func() { s.index.drop(room) })
+	return tx.Bucket(bucketRooms).DeleteBucket([]byte(room))
 }
 
 // Authenticate finds the member a token belongs to.
@@ -339,12 +350,7 @@ func readInfo(tx *bolt.Tx, room string) (roomInfo, bool, error) {
 func writeInfo(rb *bolt.Bucket, info roomInfo) error { return putJSON(rb, keyInfo, info) }
 
 func readMember(rb *bolt.Bucket, id string) (memberRecord, bool) {
-	var rec memberRecord
-	v := rb.Bucket(bucketMembers).Get([]byte(id))
-	if v == nil || json.Unmarshal(v, &rec) != nil {
-		return rec, false
-	}
-	return rec, true
+	return decodeMember(rb.Bucket(bucketMembers).Get([]byte(id)))
 }
 
 // peersOf lists the room's members except one, in join order.
@@ -355,9 +361,9 @@ func peersOf(rb *bolt.Bucket, except string) ([]string, error) {
 	}
 	var all []entry
 	err := rb.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
-		var rec memberRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("member %s: %w", k, err)
+		rec, ok := decodeMember(v)
+		if !ok {
+			return fmt.Errorf("member %s: corrupt record", k)
 		}
 		if string(k) != except {
 			all = append(all, entry{string(k), rec.Join})

@@ -24,12 +24,16 @@ import (
 
 // Bucket layout (hidden from callers):
 //
-//	meta                     "seq" sequence for message ids; secrets
+//	meta                     sequence for message ids; room count; secrets
 //	tokens                   sha256(token) -> room \x00 client id
 //	rooms/<room>             "info" -> roomInfo (JSON)
-//	rooms/<room>/members     client id -> memberRecord (JSON)
-//	rooms/<room>/msgs        big-endian id -> message record (see record.go)
-//	rooms/<room>/idem        client id \x00 key -> id, unix nanos
+//	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
+//	msgs                     big-endian id -> message record (see record.go)
+//	idem                     room \x00 client id \x00 key -> id, unix nanos
+//
+// Messages of every room share one bucket keyed by a global sequence, so a
+// group commit appends to the same few pages however many rooms it touches;
+// an in-memory index (index.go) finds a room's messages.
 var (
 	bucketMeta    = []byte("meta")
 	bucketTokens  = []byte("tokens")
@@ -65,6 +69,12 @@ type Store struct {
 	acksMu sync.Mutex
 	acks   map[Member]uint64
 
+	index *index
+	// Owned by the commit loop, for the transaction being built: index
+	// changes it staged, and what to do once it has committed.
+	staged staged
+	hooks  []func()
+
 	// Commit statistics, read by Stats.
 	mu      sync.Mutex
 	commits uint64
@@ -99,7 +109,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketTokens, bucketRooms} {
+		for _, name := range [][]byte{bucketMeta, bucketTokens, bucketRooms, bucketMsgs, bucketIdem} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -117,6 +127,11 @@ func Open(path string, opts Options) (*Store, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		acks:    map[Member]uint64{},
+		index:   newIndex(),
+	}
+	if err := s.loadIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	go s.commitLoop()
 	return s, nil
@@ -210,6 +225,8 @@ func (s *Store) commitLoop() {
 
 func (s *Store) commit(batch []*op) {
 	start := time.Now()
+	s.staged.reset()
+	s.hooks = s.hooks[:0]
 	errs := make([]error, len(batch))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, o := range batch {
@@ -228,6 +245,11 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
+	if err == nil {
+		for _, h := range s.hooks {
+			h()
+		}
+	}
 	d := time.Since(start)
 	s.mu.Lock()
 	s.commits++
@@ -243,6 +265,24 @@ func (s *Store) commit(batch []*op) {
 			o.err <- errs[i]
 		}
 	}
+}
+
+// afterCommit runs f once the transaction being built has committed. Only
+// for writes, which run in the commit loop.
+func (s *Store) afterCommit(f func()) { s.hooks = append(s.hooks, f) }
+
+// loadIndex rebuilds the index from the msgs bucket.
+func (s *Store) loadIndex() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("message %x: %w", k, err)
+			}
+			s.index.add(r.room, binary.BigEndian.Uint64(k), r.pending)
+			return nil
+		})
+	})
 }
 
 // Secret returns the secret stored under name, creating it with n random bytes
