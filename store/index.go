@@ -24,8 +24,9 @@ type roomIndex struct {
 
 func newIndex() *index { return &index{rooms: map[string]*roomIndex{}} }
 
-// after returns the room's ids greater than cursor.
-func (x *index) after(room string, cursor uint64) []uint64 {
+// after returns the room's ids greater than cursor, at most n of them
+// (n = 0: all).
+func (x *index) after(room string, cursor uint64, n int) []uint64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	r := x.rooms[room]
@@ -33,7 +34,21 @@ func (x *index) after(room string, cursor uint64) []uint64 {
 		return nil
 	}
 	i, _ := slices.BinarySearch(r.ids, cursor+1)
-	return slices.Clone(r.ids[i:])
+	ids := r.ids[i:]
+	if n > 0 && len(ids) > n {
+		ids = ids[:n]
+	}
+	return slices.Clone(ids)
+}
+
+// last is the room's highest id (0: none).
+func (x *index) last(room string) uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if r := x.rooms[room]; r != nil && len(r.ids) > 0 {
+		return r.ids[len(r.ids)-1]
+	}
+	return 0
 }
 
 func (x *index) counts(room string) (messages, pending int) {
@@ -108,9 +123,12 @@ func (x *index) roomNames() []string {
 type staged struct {
 	ids     map[string][]uint64
 	pending map[string]int
+	idem    map[string]uint64 // idempotency key -> id
 }
 
-func (st *staged) reset() { st.ids, st.pending = map[string][]uint64{}, map[string]int{} }
+func (st *staged) reset() {
+	st.ids, st.pending, st.idem = map[string][]uint64{}, map[string]int{}, map[string]uint64{}
+}
 
 func (st *staged) add(room string, id uint64, pending bool) {
 	st.ids[room] = append(st.ids[room], id)

@@ -41,11 +41,11 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 		if _, ok := readMember(rb, p.From.ID); !ok {
 			return ErrUnauthorized
 		}
-		var idemKey []byte
+		var idemKey string
 		if p.IdempotencyKey != "" {
-			idemKey = []byte(p.From.Room + "\x00" + p.From.ID + "\x00" + p.IdempotencyKey)
-			if v := tx.Bucket(bucketIdem).Get(idemKey); len(v) >= 8 {
-				id = binary.BigEndian.Uint64(v)
+			idemKey = p.From.Room + "\x00" + p.From.ID + "\x00" + p.IdempotencyKey
+			if known, ok := s.idemInTx(idemKey); ok {
+				id = known
 				return nil
 			}
 		}
@@ -73,9 +73,8 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 		}); err != nil {
 			return err
 		}
-		if idemKey != nil {
-			v := binary.BigEndian.AppendUint64(u64(id), uint64(s.opts.Now().UnixNano()))
-			return tx.Bucket(bucketIdem).Put(idemKey, v)
+		if idemKey != "" {
+			return s.putIdem(tx, idemKey, id)
 		}
 		return nil
 	})
@@ -105,7 +104,9 @@ func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool
 		return 0, err
 	}
 	rec := record{room: room, created: s.opts.Now(), pending: pending, recipients: to, data: data(id)}
-	if err := tx.Bucket(bucketMsgs).Put(u64(id), rec.encode()); err != nil {
+	msgs := tx.Bucket(bucketMsgs)
+	msgs.FillPercent = 1 // keys only ever grow: fill pages, do not split them in half
+	if err := msgs.Put(u64(id), rec.encode()); err != nil {
 		return 0, err
 	}
 	s.staged.add(room, id, pending)
@@ -115,7 +116,7 @@ func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool
 
 // idsInTx lists a room's messages as the transaction being built sees them.
 func (s *Store) idsInTx(room string) []uint64 {
-	return append(s.index.after(room, 0), s.staged.ids[room]...)
+	return append(s.index.after(room, 0, 0), s.staged.ids[room]...)
 }
 
 func (s *Store) countsInTx(room string) (messages, pending int) {
@@ -132,7 +133,8 @@ func (s *Store) countsInTx(room string) (messages, pending int) {
 // Refusals: ErrUnauthorized (the member is gone).
 func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Message, cursor uint64, err error) {
 	var acked uint64
-	ids := s.index.after(m.Room, after) // before the transaction: see index.go
+	// Only ids committed before the transaction begins: see index.go.
+	ceiling := s.index.last(m.Room)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
 		if rb == nil {
@@ -146,23 +148,31 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 		cursor = max(after, acked)
 		oldest := s.opts.Now().Add(-s.opts.MessageTTL)
 		bucket := tx.Bucket(bucketMsgs)
-		for _, id := range ids {
-			if id <= cursor {
-				continue
-			}
-			if len(msgs) == limit {
+		// The room's ids a chunk at a time: a deep backlog is not copied whole.
+		for next := cursor; len(msgs) < limit && next < ceiling; {
+			ids := s.index.after(m.Room, next, 4*limit)
+			if len(ids) == 0 {
 				break
 			}
-			v := bucket.Get(u64(id))
-			if v == nil {
-				continue // pruned meanwhile
+			for _, id := range ids {
+				if id > ceiling || len(msgs) == limit {
+					break
+				}
+				next = id
+				v := bucket.Get(u64(id))
+				if v == nil {
+					continue // pruned meanwhile
+				}
+				r, err := decodeRecord(v)
+				if err != nil {
+					return fmt.Errorf("message %d: %w", id, err)
+				}
+				if r.addressedTo(m.ID) && r.created.After(oldest) {
+					msgs = append(msgs, Message{ID: id, Data: clone(r.data)})
+				}
 			}
-			r, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("message %d: %w", id, err)
-			}
-			if r.addressedTo(m.ID) && r.created.After(oldest) {
-				msgs = append(msgs, Message{ID: id, Data: clone(r.data)})
+			if ids[len(ids)-1] > ceiling {
+				break
 			}
 		}
 		return nil
@@ -177,30 +187,58 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 }
 
 // ack records that m acknowledged upto. Reads take it into account at once;
-// the disk follows with the next group commit, without the caller waiting.
+// the disk follows within AckFlush, one write for all acknowledgements (a
+// long-poll acknowledges with every request: a write each would double the
+// writes per message). A crash can lose the last AckFlush of them: then a
+// client that reconnects without a cursor may get those messages again; one
+// that sends its cursor, as clients do, cannot.
 func (s *Store) ack(m Member, upto uint64) {
 	s.acksMu.Lock()
-	if upto <= s.acks[m] {
-		s.acksMu.Unlock()
-		return
+	defer s.acksMu.Unlock()
+	if upto > s.acks[m] {
+		s.acks[m] = upto
+		s.unsaved[m] = upto
 	}
-	s.acks[m] = upto
+}
+
+// FlushAcks writes the acknowledgements not yet on disk.
+func (s *Store) FlushAcks(ctx context.Context) error {
+	s.acksMu.Lock()
+	batch := s.unsaved
+	s.unsaved = map[Member]uint64{}
 	s.acksMu.Unlock()
-	o := &op{err: make(chan error, 1), fn: func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
-		if rb == nil {
-			return nil
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		for m, upto := range batch {
+			rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
+			if rb == nil {
+				continue
+			}
+			rec, ok := readMember(rb, m.ID)
+			if !ok || rec.Acked >= upto {
+				continue
+			}
+			rec.Acked = upto
+			if err := rb.Bucket(bucketMembers).Put([]byte(m.ID), rec.encode()); err != nil {
+				return err
+			}
 		}
-		rec, ok := readMember(rb, m.ID)
-		if !ok || rec.Acked >= upto {
-			return nil
+		return nil
+	})
+}
+
+func (s *Store) ackLoop() {
+	t := time.NewTicker(s.opts.AckFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.FlushAcks(context.Background())
+		case <-s.closing:
+			return
 		}
-		rec.Acked = upto
-		return rb.Bucket(bucketMembers).Put([]byte(m.ID), rec.encode())
-	}}
-	select {
-	case s.ops <- o:
-	case <-s.closing:
 	}
 }
 
@@ -214,6 +252,7 @@ func (s *Store) forgetAck(m Member) {
 	s.acksMu.Lock()
 	defer s.acksMu.Unlock()
 	delete(s.acks, m)
+	delete(s.unsaved, m)
 }
 
 // LastID is the highest message id handed out so far, in any room.
@@ -230,6 +269,9 @@ func (s *Store) LastID() uint64 {
 // messages deleted.
 func (s *Store) Prune(ctx context.Context) (int, error) {
 	const roomsPerWrite = 64
+	if err := s.FlushAcks(ctx); err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
 	rooms := s.index.roomNames()
 	total := 0
 	for len(rooms) > 0 {
@@ -274,7 +316,7 @@ func (s *Store) pruneRoom(tx *bolt.Tx, room string) (int, error) {
 	msgs := tx.Bucket(bucketMsgs)
 	var doomed []uint64
 	pending := 0
-	for _, id := range s.index.after(room, 0) {
+	for _, id := range s.index.after(room, 0, 0) {
 		v := msgs.Get(u64(id))
 		if v == nil {
 			continue
@@ -298,27 +340,64 @@ func (s *Store) pruneRoom(tx *bolt.Tx, room string) (int, error) {
 	return len(doomed), nil
 }
 
-// pruneIdempotencyKeys deletes keys older than the message TTL: a retry
-// later than that would find its message gone anyway.
-func (s *Store) pruneIdempotencyKeys(ctx context.Context) error {
-	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
-	var stale [][]byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
-			if len(v) >= 16 && time.Unix(0, int64(binary.BigEndian.Uint64(v[8:]))).Before(oldest) {
-				stale = append(stale, clone(k))
-			}
-			return nil
-		})
-	})
-	if err != nil || len(stale) == 0 {
+// Idempotency keys are stored under the id of their message, so that they
+// append to the idem bucket as messages do to msgs (keyed by room, client
+// and key they would land on scattered pages: most of the bytes a commit
+// wrote). A map in memory, rebuilt at Open, finds them.
+
+func (s *Store) idemInTx(key string) (uint64, bool) {
+	if id, ok := s.staged.idem[key]; ok {
+		return id, true
+	}
+	s.idemMu.Lock()
+	defer s.idemMu.Unlock()
+	id, ok := s.idem[key]
+	return id, ok
+}
+
+func (s *Store) putIdem(tx *bolt.Tx, key string, id uint64) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(s.opts.Now().UnixNano()))
+	idem := tx.Bucket(bucketIdem)
+	idem.FillPercent = 1
+	if err := idem.Put(u64(id), append(v, key...)); err != nil {
 		return err
 	}
+	s.staged.idem[key] = id
+	s.afterCommit(func() {
+		s.idemMu.Lock()
+		defer s.idemMu.Unlock()
+		s.idem[key] = id
+	})
+	return nil
+}
+
+// pruneIdempotencyKeys deletes keys older than the message TTL: a retry
+// later than that would find its message gone anyway. Keys are in id order,
+// which is commit order, so the stale ones come first.
+func (s *Store) pruneIdempotencyKeys(ctx context.Context) error {
+	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
 	return s.update(ctx, func(tx *bolt.Tx) error {
-		for _, k := range stale {
-			if err := tx.Bucket(bucketIdem).Delete(k); err != nil {
+		c := tx.Bucket(bucketIdem).Cursor()
+		var gone []string
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			if len(v) >= 8 && time.Unix(0, int64(binary.BigEndian.Uint64(v))).After(oldest) {
+				break
+			}
+			if len(v) >= 8 {
+				gone = append(gone, string(v[8:]))
+			}
+			if err := c.Delete(); err != nil {
 				return err
 			}
+		}
+		if len(gone) > 0 {
+			s.afterCommit(func() {
+				s.idemMu.Lock()
+				defer s.idemMu.Unlock()
+				for _, key := range gone {
+					delete(s.idem, key)
+				}
+			})
 		}
 		return nil
 	})

@@ -237,9 +237,6 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 			roomDeleted = true
 			return s.deleteRoom(tx, m.Room)
 		}
-		if err := deletePrefix(tx.Bucket(bucketIdem), []byte(m.Room+"\x00"+m.ID+"\x00")); err != nil {
-			return err
-		}
 		event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
 		return s.emit(tx, m.Room, peers, event)
 	})
@@ -250,15 +247,13 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 	return roomDeleted, nil
 }
 
-// deleteRoom deletes an empty room with its messages and idempotency keys.
+// deleteRoom deletes an empty room with its messages. (Its idempotency keys
+// expire with the message TTL; no later client can send them again.)
 func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 	for _, id := range s.idsInTx(room) {
 		if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
 			return err
 		}
-	}
-	if err := deletePrefix(tx.Bucket(bucketIdem), []byte(room+"\x00")); err != nil {
-		return err
 	}
 	if err := addRoomCount(tx, -1); err != nil {
 		return err
@@ -384,14 +379,4 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 		return err
 	}
 	return b.Put(key, data)
-}
-
-func deletePrefix(b *bolt.Bucket, prefix []byte) error {
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -51,6 +51,7 @@ type Options struct {
 	MaxRoomMessages int           // retained messages per room; 0 = unlimited
 	MaxRooms        int           // rooms in total; 0 = unlimited
 	MaxBatch        int           // writes per group commit (default 1000)
+	AckFlush        time.Duration // how often acknowledgements are written (default 500ms)
 	Now             func() time.Time
 }
 
@@ -66,8 +67,13 @@ type Store struct {
 
 	// The latest acknowledgement of each member since the start: Read honours
 	// it at once, before its group commit reaches the disk.
-	acksMu sync.Mutex
-	acks   map[Member]uint64
+	acksMu  sync.Mutex
+	acks    map[Member]uint64
+	unsaved map[Member]uint64 // not yet on disk
+
+	// Idempotency key (room \x00 client \x00 key) -> message id.
+	idemMu sync.Mutex
+	idem   map[string]uint64
 
 	index *index
 	// Owned by the commit loop, for the transaction being built: index
@@ -98,12 +104,17 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1000
 	}
+	if opts.AckFlush == 0 {
+		opts.AckFlush = 500 * time.Millisecond
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      2 * time.Second, // another process holds the file lock
-		FreelistType: bolt.FreelistMapType,
+		Timeout:        2 * time.Second, // another process holds the file lock
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+		MmapFlags:      mmapFlags, // a cold start reads the file at once, not a fault per page
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -127,6 +138,8 @@ func Open(path string, opts Options) (*Store, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		acks:    map[Member]uint64{},
+		unsaved: map[Member]uint64{},
+		idem:    map[string]uint64{},
 		index:   newIndex(),
 	}
 	if err := s.loadIndex(); err != nil {
@@ -134,11 +147,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	go s.commitLoop()
+	go s.ackLoop()
 	return s, nil
 }
 
-// Close waits for queued writes, stops the commit loop and closes the file.
+// Close writes the acknowledgements, waits for queued writes, stops the
+// commit loop and closes the file.
 func (s *Store) Close() error {
+	s.FlushAcks(context.Background())
 	s.once.Do(func() { close(s.closing) })
 	<-s.done
 	return s.db.Close()
@@ -271,15 +287,24 @@ func (s *Store) commit(batch []*op) {
 // for writes, which run in the commit loop.
 func (s *Store) afterCommit(f func()) { s.hooks = append(s.hooks, f) }
 
-// loadIndex rebuilds the index from the msgs bucket.
+// loadIndex rebuilds the index and the idempotency keys from the disk.
 func (s *Store) loadIndex() error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
 			r, err := decodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("message %x: %w", k, err)
 			}
 			s.index.add(r.room, binary.BigEndian.Uint64(k), r.pending)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
+			if len(k) == 8 && len(v) >= 8 {
+				s.idem[string(v[8:])] = binary.BigEndian.Uint64(k)
+			}
 			return nil
 		})
 	})

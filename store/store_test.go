@@ -123,6 +123,11 @@ func TestReopen(t *testing.T) {
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
 	id := mustAppend(t, s, a.Member, `"type":"x"`)
+	keyed, err := s.Append(context.Background(), Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Read(b.Member, id, 10, true) // b acknowledges id; Close writes it
 	secret, err := s.Secret(context.Background(), "turn", 32)
 	if err != nil {
 		t.Fatal(err)
@@ -133,9 +138,12 @@ func TestReopen(t *testing.T) {
 	if m, err := s.Authenticate(b.Token); err != nil || m != b.Member {
 		t.Fatalf("token lost: %v %v", m, err)
 	}
-	msgs, _, err := s.Read(b.Member, 0, 10, false)
-	if err != nil || len(msgs) != 1 || msgs[0].ID != id || !bytes.Contains(msgs[0].Data, []byte(`"from":"`+a.ID+`"`)) {
-		t.Fatalf("messages lost: %v %+v", err, msgs)
+	msgs, cursor, err := s.Read(b.Member, 0, 10, false)
+	if err != nil || cursor != id || len(msgs) != 1 || msgs[0].ID != keyed || !bytes.Contains(msgs[0].Data, []byte(`"from":"`+a.ID+`"`)) {
+		t.Fatalf("messages or acknowledgement lost: %v cursor %d %+v", err, cursor, msgs)
+	}
+	if again, err := s.Append(context.Background(), Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)}); err != nil || again != keyed {
+		t.Fatalf("idempotency key lost: %d %v, want %d", again, err, keyed)
 	}
 	again, _ := s.Secret(context.Background(), "turn", 32)
 	if !bytes.Equal(secret, again) || len(secret) != 32 {
