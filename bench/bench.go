@@ -335,6 +335,26 @@ func benchBody(typ string, seq uint64, size int) []byte {
 }
 
 // progress prints a line every interval until stop is closed.
+// measure runs work between two scrapes of the server's metrics, with a
+// progress line (extra adds to it; nil for none), and records in res the
+// time it took, this process's CPU and what the server did meanwhile. It
+// returns the scrape taken after the work (nil when /metrics failed).
+func (b *bench) measure(ctx context.Context, res *Result, extra func() string, work func()) metrics {
+	m0 := b.scrape(ctx)
+	stopProgress := make(chan struct{})
+	pw := b.progress(stopProgress, extra)
+	start, cpu0 := time.Now(), cpuTime()
+	work()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	pw.Wait()
+	res.ElapsedSec = round2(elapsed.Seconds())
+	res.BenchCPUCores = cores(cpuTime()-cpu0, elapsed)
+	m1 := b.scrape(ctx)
+	res.Server = serverDelta(m0, m1, elapsed.Seconds())
+	return m1
+}
+
 func (b *bench) progress(stop <-chan struct{}, extra func() string) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	if b.cfg.progress <= 0 {

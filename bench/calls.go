@@ -21,39 +21,30 @@ import (
 func (b *bench) calls(ctx context.Context, res *Result) error {
 	cfg := b.cfg
 	offer, answer := sdpTemplate("offer", cfg.sdpSize), sdpTemplate("answer", cfg.sdpSize)
-	m0 := b.scrape(ctx)
-	stopProgress := make(chan struct{})
-	pw := b.progress(stopProgress, nil)
 	stop, cancelStop := context.WithTimeout(ctx, cfg.duration)
 	defer cancelStop()
-	start, cpu0 := time.Now(), cpuTime()
-	var wg sync.WaitGroup
-	for w := range cfg.rooms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			failures := 0
-			for n := 0; stop.Err() == nil && failures < 10 && b.take(); n++ {
-				if b.call(ctx, b.room("c", w, n), offer, answer) {
-					failures = 0
-				} else {
-					failures++
-					sleep(stop, 10*time.Millisecond)
+	b.measure(ctx, res, nil, func() {
+		var wg sync.WaitGroup
+		for w := range cfg.rooms {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				failures := 0
+				for n := 0; stop.Err() == nil && failures < 10 && b.take(); n++ {
+					if b.call(ctx, b.room("c", w, n), offer, answer) {
+						failures = 0
+					} else {
+						failures++
+						sleep(stop, 10*time.Millisecond)
+					}
 				}
-			}
-			if failures >= 10 {
-				b.c.fail("call worker stopped after 10 failed calls")
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stopProgress)
-	pw.Wait()
-	res.ElapsedSec = round2(elapsed.Seconds())
-	res.BenchCPUCores = cores(cpuTime()-cpu0, elapsed)
-	m1 := b.scrape(ctx)
-	res.Server = serverDelta(m0, m1, elapsed.Seconds())
+				if failures >= 10 {
+					b.c.fail("call worker stopped after 10 failed calls")
+				}
+			}()
+		}
+		wg.Wait()
+	})
 	return ctx.Err()
 }
 

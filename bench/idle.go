@@ -106,29 +106,21 @@ func (b *bench) idle(ctx context.Context, res *Result) error {
 // the silent members.
 func (b *bench) fill(ctx context.Context, res *Result) error {
 	cfg := b.cfg
-	m0 := b.scrape(ctx)
-	stopProgress := make(chan struct{})
-	pw := b.progress(stopProgress, func() string { return fmt.Sprintf(" posted %d", b.c.posted.Load()) })
-	start, cpu0 := time.Now(), cpuTime()
 	stop, cancelStop := context.WithTimeout(ctx, cfg.duration)
 	defer cancelStop()
-	err := parallel(stop, cfg.rooms, cfg.conc, func(ctx context.Context, i int) error {
-		p, err := b.openPair(ctx, ctx, b.room("f", i, -1), "", nil, nil)
-		if err != nil {
-			return fmt.Errorf("join room %d: %w", i, err)
-		}
-		for j := 0; j < cfg.k && ctx.Err() == nil; j++ {
-			b.send(ctx, p.a, p.l, func(seq uint64) []byte { return benchBody("fill", seq, cfg.size) })
-		}
-		return nil
+	var err error
+	m1 := b.measure(ctx, res, func() string { return fmt.Sprintf(" posted %d", b.c.posted.Load()) }, func() {
+		err = parallel(stop, cfg.rooms, cfg.conc, func(ctx context.Context, i int) error {
+			p, err := b.openPair(ctx, ctx, b.room("f", i, -1), "", nil, nil)
+			if err != nil {
+				return fmt.Errorf("join room %d: %w", i, err)
+			}
+			for j := 0; j < cfg.k && ctx.Err() == nil; j++ {
+				b.send(ctx, p.a, p.l, func(seq uint64) []byte { return benchBody("fill", seq, cfg.size) })
+			}
+			return nil
+		})
 	})
-	elapsed := time.Since(start)
-	close(stopProgress)
-	pw.Wait()
-	res.ElapsedSec = round2(elapsed.Seconds())
-	res.BenchCPUCores = cores(cpuTime()-cpu0, elapsed)
-	m1 := b.scrape(ctx)
-	res.Server = serverDelta(m0, m1, elapsed.Seconds())
 	if res.Server != nil {
 		res.Server.DBBytesAfter = m1[mDBBytes]
 	}

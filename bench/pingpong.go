@@ -118,31 +118,22 @@ func (b *bench) pingpong(ctx context.Context, res *Result) error {
 		b.teardown(ctx, pairs)
 		return err
 	}
-	m0 := b.scrape(ctx)
-	stopProgress := make(chan struct{})
-	pw := b.progress(stopProgress, nil)
 	stop, cancelStop := context.WithTimeout(ctx, cfg.duration)
 	defer cancelStop()
-	start, cpu0 := time.Now(), cpuTime()
-	var wg sync.WaitGroup
-	for i, p := range pairs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.pingpongRoom(ctx, stop, p, states[i].pong)
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stopProgress)
-	pw.Wait()
-	res.ElapsedSec = round2(elapsed.Seconds())
-	res.BenchCPUCores = cores(cpuTime()-cpu0, elapsed)
-	m1 := b.scrape(ctx)
+	b.measure(ctx, res, nil, func() {
+		var wg sync.WaitGroup
+		for i, p := range pairs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.pingpongRoom(ctx, stop, p, states[i].pong)
+			}()
+		}
+		wg.Wait()
+	})
 
 	b.teardown(ctx, pairs)
 	m2 := b.scrape(ctx)
-	res.Server = serverDelta(m0, m1, elapsed.Seconds())
 	if res.Server != nil && m2 != nil {
 		res.Server.DBBytesAfter = m2[mDBBytes]
 	}
