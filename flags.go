@@ -77,7 +77,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxRooms, "max-rooms", 100000, "rooms in total; 0 = unlimited")
 	fs.BoolVar(&c.trustProxy, "trust-proxy", false, "take the client IP from X-Forwarded-For (only behind a proxy you run)")
 	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "with TLS: also listen here with plain HTTP and redirect to HTTPS (e.g. :80); unset = plain HTTP refused")
-	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained messages per room; 0 = unlimited")
+	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained (unacknowledged) messages per room; 0 = unlimited")
 	fs.Int64Var(&c.maxBody, "max-body", 65536, "largest message body in bytes")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
 	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
