@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -18,12 +19,14 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(rec, r)
 		}
 		s.metrics.requests.WithLabelValues(strconv.Itoa(rec.status)).Inc()
-		level := s.log.Debug
+		level := slog.LevelDebug
 		if rec.status >= 500 {
-			level = s.log.Error
+			level = slog.LevelError
 		}
-		level("request", "method", r.Method, "path", r.URL.Path, "query", redactQuery(r.URL.RawQuery),
-			"status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+		if s.log.Enabled(r.Context(), level) { // redacting the query costs: only when logged
+			s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "query", redactQuery(r.URL.RawQuery),
+				"status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+		}
 	})
 }
 
