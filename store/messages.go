@@ -391,16 +391,18 @@ func (s *Store) pruneIdempotencyKeys(ctx context.Context) error {
 			}
 		}
 		if len(gone) > 0 {
-			s.afterCommit(func() {
-				s.idemMu.Lock()
-				defer s.idemMu.Unlock()
-				for _, key := range gone {
-					delete(s.idem, key)
-				}
-			})
+			s.afterCommit(func() { s.forgetIdem(gone) })
 		}
 		return nil
 	})
+}
+
+func (s *Store) forgetIdem(keys []string) {
+	s.idemMu.Lock()
+	defer s.idemMu.Unlock()
+	for _, key := range keys {
+		delete(s.idem, key)
+	}
 }
 
 // deliveredToAll: every recipient has acknowledged id, or is no longer a member.

@@ -247,12 +247,20 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 	return roomDeleted, nil
 }
 
-// deleteRoom deletes an empty room with its messages. (Its idempotency keys
-// expire with the message TTL; no later client can send them again.)
+// deleteRoom deletes an empty room with its messages and their idempotency
+// keys (stored under the message ids).
 func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
+	idem := tx.Bucket(bucketIdem)
+	var keys []string
 	for _, id := range s.idsInTx(room) {
 		if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
 			return err
+		}
+		if v := idem.Get(u64(id)); len(v) >= 8 {
+			keys = append(keys, string(v[8:]))
+			if err := idem.Delete(u64(id)); err != nil {
+				return err
+			}
 		}
 	}
 	if err := addRoomCount(tx, -1); err != nil {
@@ -260,7 +268,10 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 	}
 	delete(s.staged.ids, room)
 	delete(s.staged.pending, room)
-	s.afterCommit(func() { s.index.drop(room) })
+	s.afterCommit(func() {
+		s.index.drop(room)
+		s.forgetIdem(keys)
+	})
 	return tx.Bucket(bucketRooms).DeleteBucket([]byte(room))
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func open(t testing.TB, path string, opts Options) *Store {
@@ -203,9 +205,25 @@ func TestPrune(t *testing.T) {
 			}
 		}
 	}
-	// The last member leaving deletes the room and its messages.
+	// The last member leaving deletes the room, its messages and their
+	// idempotency keys.
+	if _, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil {
+		t.Fatal(err)
+	}
 	s.Leave(ctx, a.Member, ReasonLeft)
 	s.Leave(ctx, b.Member, ReasonLeft)
+	if n := len(s.idem); n != 0 {
+		t.Fatalf("%d idempotency keys survive their room", n)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketMsgs).Cursor().First(); k != nil {
+			t.Errorf("message %x survives its room", k)
+		}
+		if k, _ := tx.Bucket(bucketIdem).Cursor().First(); k != nil {
+			t.Errorf("idempotency key %x survives its room", k)
+		}
+		return nil
+	})
 	if n, _ := s.Occupants("r"); n != 0 {
 		t.Fatal("room survives its members")
 	}
