@@ -150,7 +150,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 			return
 		}
 	}
-	woken := s.hub.wait(m.Room)
+	woken := s.hub.wait(m)
 	msgs, start, err := s.store.Read(m, cursor, readBatch, true)
 	if err != nil {
 		return
@@ -161,7 +161,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 		return
 	}
 	last := start
-	beat := s.beat.wait("")
+	beat := s.beat.wait()
 	for {
 		for _, msg := range msgs {
 			if !s.publish(ctx, w, id, &sse.Event{ID: strconv.AppendUint(nil, msg.ID, 10), Data: msg.Data}) {
@@ -174,7 +174,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 			select {
 			case <-woken:
 			case <-beat:
-				beat = s.beat.wait("")
+				beat = s.beat.wait()
 				if !s.publish(ctx, w, id, &sse.Event{Comment: []byte("keepalive")}) {
 					return
 				}
@@ -188,7 +188,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 			}
 			break
 		}
-		woken = s.hub.wait(m.Room)
+		woken = s.hub.wait(m)
 		if msgs, _, err = s.store.Read(m, last, readBatch, false); err != nil {
 			return // the member left or was removed
 		}

@@ -35,14 +35,16 @@ func (s *Server) handlePost() http.Handler {
 			return
 		}
 		start := time.Now()
-		id, err := s.store.Append(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
+		id, to, err := s.store.AppendTo(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
 		if err != nil {
 			fail(w, err)
 			return
 		}
 		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.stored.Inc()
-		s.hub.wake(m.Room)
+		if len(to) > 0 {
+			s.hub.wake(m.Room, to...)
+		}
 		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), id, 10), '}'))
 	})
 }
@@ -79,7 +81,7 @@ func (s *Server) handlePoll() http.Handler {
 		timeout := time.NewTimer(wait)
 		defer timeout.Stop()
 		for first := true; ; first = false {
-			woken := s.hub.wait(m.Room)
+			woken := s.hub.wait(m)
 			msgs, _, err := s.store.Read(m, since, readBatch, first)
 			if err != nil {
 				fail(w, err)

@@ -87,7 +87,7 @@ type Server struct {
 	events   *sse.Server
 	handler  http.Handler
 
-	beat     *hub          // fires every heartbeat interval, room ""
+	beat     broadcast     // fires every heartbeat interval
 	draining chan struct{} // closed by Drain
 	streamN  atomic.Uint64
 	subs     subscriptions
@@ -101,7 +101,6 @@ func New(cfg Config, st *store.Store) *Server {
 		store:    st,
 		log:      cfg.Logger,
 		hub:      newHub(),
-		beat:     newHub(),
 		presence: newPresence(cfg.Now),
 		draining: make(chan struct{}),
 		limits:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
@@ -135,7 +134,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-heartbeat.C:
-			s.beat.wake("")
+			s.beat.fire()
 		case now := <-reap.C:
 			s.removeSilent(ctx)
 			s.limits.sweep(now.Add(-time.Minute))

@@ -7,37 +7,81 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// hub wakes the readers of a room (SSE feeders and long-polls) after a commit.
-// A reader takes the room's channel *before* reading the store; a writer
-// closes it *after* committing. So a reader either sees the new message in its
-// read or is woken to read again: nothing is missed, and since every read
-// starts after the last id sent, nothing is sent twice.
+// hub wakes readers (SSE feeders and long-polls) after a commit. A reader
+// takes its channel *before* reading the store; a writer closes it *after*
+// committing. So a reader either sees the new message in its read or is
+// woken to read again: nothing is missed, and since every read starts after
+// the last id sent, nothing is sent twice. A post wakes only its recipients;
+// joins and leaves wake the whole room.
 type hub struct {
 	mu    sync.Mutex
-	rooms map[string]chan struct{}
+	rooms map[string]map[string]chan struct{} // room -> client id -> channel
 }
 
-func newHub() *hub { return &hub{rooms: map[string]chan struct{}{}} }
+func newHub() *hub { return &hub{rooms: map[string]map[string]chan struct{}{}} }
 
-// wait returns a channel that is closed at the next wake of room.
-func (h *hub) wait(room string) <-chan struct{} {
+// wait returns a channel that is closed at the next wake of m.
+func (h *hub) wait(m store.Member) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ch, ok := h.rooms[room]
+	members := h.rooms[m.Room]
+	if members == nil {
+		members = map[string]chan struct{}{}
+		h.rooms[m.Room] = members
+	}
+	ch, ok := members[m.ID]
 	if !ok {
 		ch = make(chan struct{})
-		h.rooms[room] = ch
+		members[m.ID] = ch
 	}
 	return ch
 }
 
-// wake tells every reader of room to read again.
-func (h *hub) wake(room string) {
+// wake tells the readers of the given members of room to read again; with
+// no ids, every reader of the room.
+func (h *hub) wake(room string, ids ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if ch, ok := h.rooms[room]; ok {
-		close(ch)
+	members := h.rooms[room]
+	if len(ids) == 0 {
+		for _, ch := range members {
+			close(ch)
+		}
 		delete(h.rooms, room)
+		return
+	}
+	for _, id := range ids {
+		if ch, ok := members[id]; ok {
+			close(ch)
+			delete(members, id)
+		}
+	}
+	if len(members) == 0 {
+		delete(h.rooms, room)
+	}
+}
+
+// broadcast is a signal that many wait for: the heartbeat.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
 	}
 }
 

@@ -31,9 +31,16 @@ type Post struct {
 // returns the first id and stores nothing.
 // Refusals: ErrUnauthorized (sender gone), ErrUnknownPeer, ErrTooManyMessages.
 func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
-	var id uint64
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		id = 0
+	id, _, err := s.AppendTo(ctx, p)
+	return id, err
+}
+
+// AppendTo is Append that also says who the message went to: the members
+// to wake. It names nobody for a message kept for the next joiner, or for a
+// repeated idempotency key (the first post woke them).
+func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []string, err error) {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		id, recipients = 0, nil
 		rb := tx.Bucket(bucketRooms).Bucket([]byte(p.From.Room))
 		if rb == nil {
 			return ErrUnauthorized
@@ -68,6 +75,7 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 
 		// Checks done; from here on, write.
 		var err error
+		recipients = to
 		if id, err = s.appendRecord(tx, p.From.Room, to, len(to) == 0, func(id uint64) []byte {
 			return fmt.Appendf(nil, `{"id":%d,"from":%q,%s}`, id, p.From.ID, p.Fields)
 		}); err != nil {
@@ -79,9 +87,9 @@ func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("append to %s: %w", p.From.Room, err)
+		return 0, nil, fmt.Errorf("append to %s: %w", p.From.Room, err)
 	}
-	return id, nil
+	return id, recipients, nil
 }
 
 // emit stores a server event (fields without braces and id) for recipients.
