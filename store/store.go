@@ -29,11 +29,13 @@ import (
 //	rooms/<room>             "info" -> roomInfo (JSON)
 //	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
 //	msgs                     big-endian id -> message record (see record.go)
-//	idem                     room \x00 client id \x00 key -> id, unix nanos
+//	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key
 //
 // Messages of every room share one bucket keyed by a global sequence, so a
 // group commit appends to the same few pages however many rooms it touches;
-// an in-memory index (index.go) finds a room's messages.
+// an in-memory index (index.go) finds a room's messages. Idempotency keys
+// are stored under their message's id for the same reason, and found
+// through a map in memory.
 var (
 	bucketMeta    = []byte("meta")
 	bucketTokens  = []byte("tokens")
