@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +78,9 @@ func TestMessageDelivery(t *testing.T) {
 	a := join(t, base, "d", 201)
 	b := join(t, base, "d", 201)
 	c := join(t, base, "d", 201)
+	if !slices.Equal(c.Peers, []string{a.ClientID, b.ClientID}) {
+		t.Fatalf("peers %v, want join order [%s %s]", c.Peers, a.ClientID, b.ClientID)
+	}
 	sb, sc := b.events(""), c.events("")
 	sb.ready()
 	sc.ready()
@@ -206,6 +212,49 @@ func TestSSEResume(t *testing.T) {
 		ans := do(t, "GET", base+"/rooms/res/events?token="+b.Token+bad, "")
 		if ans.Status != 400 || ans.problem(t) != "bad_request" {
 			t.Errorf("cursor %s: %d", bad, ans.Status)
+		}
+	}
+}
+
+// An HTTP/1.0 client (or proxy) gets the stream too, delimited by the
+// connection: no chunked encoding, frames as they come.
+func TestSSEHTTP10(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "old", 201)
+	b := join(t, base, "old", 201)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /rooms/old/events?token=%s HTTP/1.0\r\n\r\n", b.Token)
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	status, _ := r.ReadString('\n')
+	if !strings.HasPrefix(status, "HTTP/1.0 200") {
+		t.Fatalf("status line %q", status)
+	}
+	for { // headers
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(strings.ToLower(line), "transfer-encoding") {
+			t.Fatalf("HTTP/1.0 answer with %q", line)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	id := a.post(`{"type":"hello"}`)
+	want := fmt.Sprintf(`data: {"id":%d,`, id)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before message %d: %v", id, err)
+		}
+		if strings.HasPrefix(line, want) {
+			return
 		}
 	}
 }
