@@ -84,52 +84,52 @@ type message struct {
 // parseMessage validates a posted message per the API contract and returns
 // its members in their original order with values byte-for-byte as posted
 // (only whitespace between tokens is dropped, so numbers keep their digits).
+// It checks the body with json.Valid once, then splits the object's
+// members with a scanner that may assume valid JSON.
 func parseMessage(body []byte) (message, error) {
 	var m message
 	if !utf8.Valid(body) {
 		return m, errorf(400, "bad_json", "body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	if !json.Valid(body) {
+		return m, errorf(400, "bad_json", "body is not valid JSON")
+	}
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
 		return m, errorf(400, "bad_json", "body must be a JSON object")
 	}
-	var out bytes.Buffer
-	seen := map[string]bool{}
-	values := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return m, errorf(400, "bad_json", "body is not valid JSON")
+	out := bytes.NewBuffer(make([]byte, 0, len(body)))
+	seen := make(map[string]bool, 8)
+	values := make(map[string][]byte, 4) // the members checked below
+	for i = skipSpace(body, i+1); body[i] != '}'; {
+		keyEnd := stringEnd(body, i)
+		rawKey := body[i:keyEnd]
+		key := string(rawKey[1 : len(rawKey)-1])
+		if bytes.IndexByte(rawKey, '\\') >= 0 {
+			json.Unmarshal(rawKey, &key) // valid JSON: cannot fail
 		}
-		key := tok.(string) // object keys are always strings
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return m, errorf(400, "bad_json", "body is not valid JSON")
+		i = skipSpace(body, skipSpace(body, keyEnd)+1) // past the colon
+		valueEnd := valueEnd(body, i)
+		raw := body[i:valueEnd]
+		if i = skipSpace(body, valueEnd); body[i] == ',' {
+			i = skipSpace(body, i+1)
 		}
 		if seen[key] {
 			return m, errorf(400, "bad_json", "member %.40q appears twice", key)
 		}
 		seen[key] = true
-		if key == "id" || key == "from" {
+		switch key {
+		case "id", "from":
 			continue // the server's own
+		case "type", "sdp", "candidate", "to":
+			values[key] = raw
 		}
-		values[key] = raw
 		if out.Len() > 0 {
 			out.WriteByte(',')
 		}
-		k, _ := json.Marshal(key)
-		out.Write(k)
+		out.Write(rawKey)
 		out.WriteByte(':')
-		if err := json.Compact(&out, raw); err != nil {
-			return m, errorf(400, "bad_json", "body is not valid JSON")
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return m, errorf(400, "bad_json", "body is not valid JSON")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return m, errorf(400, "bad_json", "body has data after the JSON object")
+		json.Compact(out, raw) // valid JSON: cannot fail
 	}
 
 	var typ string
@@ -139,7 +139,9 @@ func parseMessage(body []byte) (message, error) {
 	switch typ {
 	case "offer", "answer":
 		var sdp string
-		if json.Unmarshal(values["sdp"], &sdp) != nil || !strings.HasPrefix(sdp, "v=0") {
+		raw := values["sdp"]
+		plain := bytes.HasPrefix(raw, []byte(`"v=0`)) // no need to decode a whole SDP
+		if !plain && (json.Unmarshal(raw, &sdp) != nil || !strings.HasPrefix(sdp, "v=0")) {
 			return m, errorf(400, "bad_message", `%s must carry a string "sdp" that starts with v=0`, typ)
 		}
 	case "candidate":
@@ -156,6 +158,56 @@ func parseMessage(body []byte) (message, error) {
 	}
 	m.fields = out.Bytes()
 	return m, nil
+}
+
+// The scanners below assume valid JSON (checked first): they find where a
+// token ends without validating it.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; ; j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+}
+
+// valueEnd returns the index just past the value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch b[j] {
+			case '"':
+				j = stringEnd(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	default: // number, true, false, null
+		j := i
+		for j < len(b) && strings.IndexByte(",}] \t\r\n", b[j]) < 0 {
+			j++
+		}
+		return j
+	}
 }
 
 // readBody reads at most limit bytes of the request body.

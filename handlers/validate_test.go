@@ -110,3 +110,21 @@ func FuzzParseMessage(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseMessage(b *testing.B) {
+	offer := []byte(`{"type":"offer","sdp":"v=0\r\n` + strings.Repeat(`a=candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host\r\n`, 60) + `","sid":"A-1234"}`)
+	candidate := []byte(`{"type":"candidate","candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMid":"0","sdpMLineIndex":0}`)
+	for _, c := range []struct {
+		name string
+		body []byte
+	}{{"offer", offer}, {"candidate", candidate}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.body)))
+			for b.Loop() {
+				if _, err := parseMessage(c.body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
