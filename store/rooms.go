@@ -133,9 +133,15 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	if !passwordOK {
 		return Joined{}, refuse(ErrBadPassword, "wrong password for room %q", req.Room)
 	}
+	var peers []string
 	if rb != nil {
-		if n := rb.Bucket(bucketMembers).Stats().KeyN; n >= s.opts.Capacity {
-			return Joined{}, refuse(ErrRoomFull, "room %q is full (%d of %d)", req.Room, n, s.opts.Capacity)
+		// Count by iterating: Bucket.Stats reads committed pages only and
+		// would miss members who joined earlier in this group commit.
+		if peers, err = peersOf(rb, ""); err != nil {
+			return Joined{}, err
+		}
+		if len(peers) >= s.opts.Capacity {
+			return Joined{}, refuse(ErrRoomFull, "room %q is full (%d of %d)", req.Room, len(peers), s.opts.Capacity)
 		}
 	}
 
@@ -155,10 +161,6 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 			return Joined{}, err
 		}
 		info = roomInfo{Password: newHash}
-	}
-	peers, err := peersOf(rb, "")
-	if err != nil {
-		return Joined{}, err
 	}
 	id, token := newSecret(12), newSecret(24)
 	info.NextJoin++

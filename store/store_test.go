@@ -244,3 +244,34 @@ func TestMaxRoomMessages(t *testing.T) {
 		t.Fatalf("message 1001: %v", err)
 	}
 }
+
+// Joins that share a group commit must still respect the capacity.
+func TestConcurrentJoinsRespectCapacity(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "cap.db"), Options{Capacity: 2})
+	mustJoin(t, s, "r") // the room exists: the others race for the last seat
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Join(context.Background(), JoinRequest{Room: "r"})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	joined := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			joined++
+		case !errors.Is(err, ErrRoomFull):
+			t.Fatalf("join: %v", err)
+		}
+	}
+	if occupants, _ := s.Occupants("r"); joined != 1 || occupants != 2 {
+		t.Fatalf("%d joins admitted, %d occupants; capacity is 2", joined, occupants)
+	}
+}
