@@ -109,6 +109,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes: max(1, cfg.maxHeaderBytes-4096),
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// The side listeners first, so that a failure leaves nothing running.
+	if cfg.pprofAddr != "" {
+		stopPprof, err := servePprof(cfg.pprofAddr, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopPprof()
+	}
+	if cfg.redirectAddr != "" {
+		stopRedirect, err := serveRedirect(cfg.redirectAddr, ln.Addr(), log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopRedirect()
+	}
+
 	scheme := "http"
 	if cfg.tlsCert != "" {
 		scheme = "https"
@@ -128,28 +146,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
-	if cfg.pprofAddr != "" {
-		stopPprof, err := servePprof(cfg.pprofAddr, log)
-		if err != nil {
-			srv.Close()
-			stopBackground()
-			return err
-		}
-		defer stopPprof()
-	}
-	if cfg.redirectAddr != "" {
-		stopRedirect, err := serveRedirect(cfg.redirectAddr, ln.Addr(), log)
-		if err != nil {
-			srv.Close()
-			stopBackground()
-			return err
-		}
-		defer stopRedirect()
-	}
-
+	backgroundDone := false
 	select {
 	case err = <-served:
 	case err = <-background:
+		backgroundDone = true
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -161,7 +162,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if serr := srv.Shutdown(shutdownCtx); serr != nil {
 		srv.Close()
 	}
+	// The background work writes to the store: it ends before the store closes.
 	stopBackground()
+	if !backgroundDone {
+		<-background
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
