@@ -194,7 +194,11 @@ func TestLeave(t *testing.T) {
 	if ans := do(t, "POST", base+"/rooms/bye/messages", `{"type":"x"}`, b.auth()...); ans.Status != 401 {
 		t.Fatalf("token after leave: %d", ans.Status)
 	}
-	a.leave()
+	a.leave() // while its stream is open: the stream ends, a is not counted again
+	waitFor(t, "the stream to close", func() bool { return metric(t, base, "tincan_streams_open") == 0 })
+	if n := metric(t, base, "tincan_members"); n != 0 {
+		t.Fatalf("%v members counted after everyone left", n)
+	}
 	var info struct{ Occupants int }
 	do(t, "GET", base+"/rooms/bye", "").json(t, &info)
 	if info.Occupants != 0 {

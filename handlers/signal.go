@@ -127,9 +127,11 @@ func (p *presence) open(m store.Member) (closed func()) {
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		l := p.get(m)
-		l.open--
-		l.last = p.now()
+		// A member that left while listening is gone: do not bring it back.
+		if l, ok := p.members[m]; ok {
+			l.open--
+			l.last = p.now()
+		}
 	}
 }
 
