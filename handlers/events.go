@@ -95,7 +95,7 @@ func (s *Server) handleEvents() http.Handler {
 		subscribed := s.subs.expect(id)
 		s.events.CreateStream(id)
 		ctx, end := context.WithCancel(r.Context())
-		dw := &deadlineWriter{ResponseWriter: w, timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
+		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
 			if stalled {
 				s.metrics.evicted.Inc()
 				s.log.Info("evicted stalled stream", "stream", id)
@@ -169,7 +169,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 			}
 			last = msg.ID
 		}
-		s.metrics.delivered.WithLabelValues("sse").Add(float64(len(msgs)))
+		s.metrics.deliveredSSE.Add(float64(len(msgs)))
 		for len(msgs) < readBatch { // else: more backlog, read on at once
 			select {
 			case <-woken:
@@ -200,6 +200,7 @@ func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cu
 // then every write fails at once.
 type deadlineWriter struct {
 	http.ResponseWriter
+	rc      *http.ResponseController
 	timeout time.Duration
 	evicted atomic.Bool
 	once    sync.Once
@@ -210,7 +211,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	if d.evicted.Load() {
 		return 0, errEvicted
 	}
-	http.NewResponseController(d.ResponseWriter).SetWriteDeadline(time.Now().Add(d.timeout))
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
 	n, err := d.ResponseWriter.Write(p)
 	d.check(err)
 	return n, err
@@ -220,9 +221,8 @@ func (d *deadlineWriter) Flush() {
 	if d.evicted.Load() {
 		return
 	}
-	rc := http.NewResponseController(d.ResponseWriter)
-	rc.SetWriteDeadline(time.Now().Add(d.timeout))
-	d.check(rc.Flush())
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.check(d.rc.Flush())
 }
 
 // check ends the stream at the first failed write: net/http keeps the error,
@@ -237,7 +237,7 @@ func (d *deadlineWriter) check(err error) {
 // evict unblocks a write stuck on a full TCP buffer and fails later ones.
 func (d *deadlineWriter) evict() {
 	d.evicted.Store(true)
-	http.NewResponseController(d.ResponseWriter).SetWriteDeadline(time.Now())
+	d.rc.SetWriteDeadline(time.Now())
 }
 
 func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }

@@ -88,7 +88,7 @@ func (s *Server) handlePoll() http.Handler {
 				return
 			}
 			if len(msgs) > 0 {
-				s.metrics.delivered.WithLabelValues("poll").Add(float64(len(msgs)))
+				s.metrics.deliveredPoll.Add(float64(len(msgs)))
 				writePollAnswer(w, msgs, msgs[len(msgs)-1].ID)
 				return
 			}

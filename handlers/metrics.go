@@ -11,7 +11,8 @@ type metrics struct {
 	streams       prometheus.Gauge
 	pollsWaiting  prometheus.Gauge
 	stored        prometheus.Counter
-	delivered     *prometheus.CounterVec
+	deliveredSSE  prometheus.Counter
+	deliveredPoll prometheus.Counter
 	evicted       prometheus.Counter
 	pruned        prometheus.Counter
 	appendSeconds prometheus.Histogram
@@ -31,9 +32,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		stored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_messages_stored_total", Help: "Messages posted and committed to disk.",
 		}),
-		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tincan_messages_delivered_total", Help: "Messages handed to clients, by transport.",
-		}, []string{"transport"}),
+
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_streams_evicted_total", Help: "SSE streams closed because their reader stopped reading.",
 		}),
@@ -45,6 +44,11 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	delivered := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tincan_messages_delivered_total", Help: "Messages handed to clients, by transport.",
+	}, []string{"transport"})
+	m.deliveredSSE = delivered.WithLabelValues("sse") // resolved once: counted per delivery
+	m.deliveredPoll = delivered.WithLabelValues("poll")
 	commitSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tincan_commit_seconds", Help: "Duration of one group commit (transaction and fsync).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -57,7 +61,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		commitSeconds.Observe(d.Seconds())
 		commitWrites.Observe(float64(n))
 	})
-	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, m.delivered, m.evicted, m.pruned,
+	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.pruned,
 		m.appendSeconds, commitSeconds, commitWrites,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_members", Help: "Members of rooms."},
 			func() float64 { n, _ := s.presence.counts(); return float64(n) }),
