@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -50,8 +49,8 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []s
 		}
 		var idemKey string
 		if p.IdempotencyKey != "" {
-			idemKey = p.From.Room + "\x00" + p.From.ID + "\x00" + p.IdempotencyKey
-			if known, ok := s.idemInTx(idemKey); ok {
+			idemKey = p.From.ID + "\x00" + p.IdempotencyKey
+			if known, ok := s.idemInTx(p.From.Room, idemKey); ok {
 				id = known
 				return nil
 			}
@@ -82,7 +81,7 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []s
 			return err
 		}
 		if idemKey != "" {
-			return s.putIdem(tx, idemKey, id)
+			return s.putIdem(tx, p.From.Room, idemKey, id)
 		}
 		return nil
 	})
@@ -272,26 +271,50 @@ func (s *Store) LastID() uint64 {
 
 // Prune deletes messages that nobody will receive any more: every recipient
 // acknowledged them or left, or they are older than the message TTL; and
-// idempotency keys older than the TTL. Rooms are pruned a few dozen per
-// write, so pruning never holds up posts for long. It returns the number of
-// messages deleted.
+// idempotency keys older than the TTL. It decides in a read transaction and
+// writes only where there is something to delete, a few dozen rooms per
+// write, so pruning never holds up posts for long and an idle server does
+// not fsync for nothing. (A message once prunable stays so: acknowledgements
+// only grow, members only leave, time only passes.) It returns the number
+// of messages deleted.
 func (s *Store) Prune(ctx context.Context) (int, error) {
 	const roomsPerWrite = 64
 	if err := s.FlushAcks(ctx); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
-	rooms := s.index.roomNames()
+	type roomIDs struct {
+		room string
+		ids  []uint64
+	}
+	var doomed []roomIDs
+	var staleKeys bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, room := range s.index.roomNames() {
+			ids, err := s.prunable(tx, room)
+			if err != nil {
+				return fmt.Errorf("room %s: %w", room, err)
+			}
+			if len(ids) > 0 {
+				doomed = append(doomed, roomIDs{room, ids})
+			}
+		}
+		staleKeys = s.staleIdempotencyKeys(tx)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
 	total := 0
-	for len(rooms) > 0 {
-		chunk := rooms[:min(roomsPerWrite, len(rooms))]
-		rooms = rooms[len(chunk):]
+	for len(doomed) > 0 {
+		chunk := doomed[:min(roomsPerWrite, len(doomed))]
+		doomed = doomed[len(chunk):]
 		var n int
 		err := s.update(ctx, func(tx *bolt.Tx) error {
 			n = 0
-			for _, room := range chunk {
-				deleted, err := s.pruneRoom(tx, room)
+			for _, r := range chunk {
+				deleted, err := s.deleteMessages(tx, r.room, r.ids)
 				if err != nil {
-					return fmt.Errorf("room %s: %w", room, err)
+					return fmt.Errorf("room %s: %w", r.room, err)
 				}
 				n += deleted
 			}
@@ -302,13 +325,16 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 		}
 		total += n
 	}
-	if err := s.pruneIdempotencyKeys(ctx); err != nil {
-		return total, fmt.Errorf("prune: %w", err)
+	if staleKeys {
+		if err := s.update(ctx, s.pruneIdempotencyKeys); err != nil {
+			return total, fmt.Errorf("prune: %w", err)
+		}
 	}
 	return total, nil
 }
 
-func (s *Store) pruneRoom(tx *bolt.Tx, room string) (int, error) {
+// prunable lists the room's messages that nobody will receive any more.
+func (s *Store) prunable(tx *bolt.Tx, room string) ([]uint64, error) {
 	acked := map[string]uint64{}
 	if rb := tx.Bucket(bucketRooms).Bucket([]byte(room)); rb != nil {
 		err := rb.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
@@ -317,100 +343,47 @@ func (s *Store) pruneRoom(tx *bolt.Tx, room string) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
 	msgs := tx.Bucket(bucketMsgs)
 	var doomed []uint64
-	pending := 0
 	for _, id := range s.index.after(room, 0, 0) {
 		v := msgs.Get(u64(id))
 		if v == nil {
 			continue
 		}
 		r, err := decodeRecord(v)
-		done := err != nil || !r.created.After(oldest) || (!r.pending && deliveredToAll(r.recipients, acked, id))
-		if !done {
+		if err != nil || !r.created.After(oldest) || (!r.pending && deliveredToAll(r.recipients, acked, id)) {
+			doomed = append(doomed, id)
+		}
+	}
+	return doomed, nil
+}
+
+// deleteMessages deletes a room's messages (those still there).
+func (s *Store) deleteMessages(tx *bolt.Tx, room string, ids []uint64) (int, error) {
+	msgs := tx.Bucket(bucketMsgs)
+	var deleted []uint64
+	pending := 0
+	for _, id := range ids {
+		v := msgs.Get(u64(id))
+		if v == nil {
 			continue
+		}
+		if r, err := decodeRecord(v); err == nil && r.pending {
+			pending++
 		}
 		if err := msgs.Delete(u64(id)); err != nil {
 			return 0, err
 		}
-		doomed = append(doomed, id)
-		if r.pending {
-			pending++
-		}
+		deleted = append(deleted, id)
 	}
-	if len(doomed) > 0 {
-		s.afterCommit(func() { s.index.remove(room, doomed, pending) })
+	if len(deleted) > 0 {
+		s.afterCommit(func() { s.index.remove(room, deleted, pending) })
 	}
-	return len(doomed), nil
-}
-
-// Idempotency keys are stored under the id of their message, so that they
-// append to the idem bucket as messages do to msgs (keyed by room, client
-// and key they would land on scattered pages: most of the bytes a commit
-// wrote). A map in memory, rebuilt at Open, finds them.
-
-func (s *Store) idemInTx(key string) (uint64, bool) {
-	if id, ok := s.staged.idem[key]; ok {
-		return id, true
-	}
-	s.idemMu.Lock()
-	defer s.idemMu.Unlock()
-	id, ok := s.idem[key]
-	return id, ok
-}
-
-func (s *Store) putIdem(tx *bolt.Tx, key string, id uint64) error {
-	v := binary.BigEndian.AppendUint64(nil, uint64(s.opts.Now().UnixNano()))
-	idem := tx.Bucket(bucketIdem)
-	idem.FillPercent = 1
-	if err := idem.Put(u64(id), append(v, key...)); err != nil {
-		return err
-	}
-	s.staged.idem[key] = id
-	s.afterCommit(func() {
-		s.idemMu.Lock()
-		defer s.idemMu.Unlock()
-		s.idem[key] = id
-	})
-	return nil
-}
-
-// pruneIdempotencyKeys deletes keys older than the message TTL: a retry
-// later than that would find its message gone anyway. Keys are in id order,
-// which is commit order, so the stale ones come first.
-func (s *Store) pruneIdempotencyKeys(ctx context.Context) error {
-	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketIdem).Cursor()
-		var gone []string
-		for k, v := c.First(); k != nil; k, v = c.First() {
-			if len(v) >= 8 && time.Unix(0, int64(binary.BigEndian.Uint64(v))).After(oldest) {
-				break
-			}
-			if len(v) >= 8 {
-				gone = append(gone, string(v[8:]))
-			}
-			if err := c.Delete(); err != nil {
-				return err
-			}
-		}
-		if len(gone) > 0 {
-			s.afterCommit(func() { s.forgetIdem(gone) })
-		}
-		return nil
-	})
-}
-
-func (s *Store) forgetIdem(keys []string) {
-	s.idemMu.Lock()
-	defer s.idemMu.Unlock()
-	for _, key := range keys {
-		delete(s.idem, key)
-	}
+	return len(deleted), nil
 }
 
 // deliveredToAll: every recipient has acknowledged id, or is no longer a member.

@@ -249,31 +249,22 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 	return roomDeleted, nil
 }
 
-// deleteRoom deletes an empty room with its messages and their idempotency
-// keys (stored under the message ids).
+// deleteRoom deletes an empty room with its messages and idempotency keys.
 func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
-	idem := tx.Bucket(bucketIdem)
-	var keys []string
 	for _, id := range s.idsInTx(room) {
 		if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
 			return err
 		}
-		if v := idem.Get(u64(id)); len(v) >= 8 {
-			keys = append(keys, string(v[8:]))
-			if err := idem.Delete(u64(id)); err != nil {
-				return err
-			}
-		}
+	}
+	if err := s.deleteRoomKeys(tx, room); err != nil {
+		return err
 	}
 	if err := addRoomCount(tx, -1); err != nil {
 		return err
 	}
 	delete(s.staged.ids, room)
 	delete(s.staged.pending, room)
-	s.afterCommit(func() {
-		s.index.drop(room)
-		s.forgetIdem(keys)
-	})
+	s.afterCommit(func() { s.index.drop(room) })
 	return tx.Bucket(bucketRooms).DeleteBucket([]byte(room))
 }
 

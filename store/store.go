@@ -29,13 +29,12 @@ import (
 //	rooms/<room>             "info" -> roomInfo (JSON)
 //	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
 //	msgs                     big-endian id -> message record (see record.go)
-//	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key
+//	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key (idem.go)
 //
 // Messages of every room share one bucket keyed by a global sequence, so a
 // group commit appends to the same few pages however many rooms it touches;
 // an in-memory index (index.go) finds a room's messages. Idempotency keys
-// are stored under their message's id for the same reason, and found
-// through a map in memory.
+// are stored under their message's id for the same reason (idem.go).
 var (
 	bucketMeta    = []byte("meta")
 	bucketTokens  = []byte("tokens")
@@ -73,9 +72,7 @@ type Store struct {
 	acks    map[Member]uint64
 	unsaved map[Member]uint64 // not yet on disk
 
-	// Idempotency key (room \x00 client \x00 key) -> message id.
-	idemMu sync.Mutex
-	idem   map[string]uint64
+	idem *idemKeys
 
 	index *index
 	// Owned by the commit loop, for the transaction being built: index
@@ -141,7 +138,7 @@ func Open(path string, opts Options) (*Store, error) {
 		done:    make(chan struct{}),
 		acks:    map[Member]uint64{},
 		unsaved: map[Member]uint64{},
-		idem:    map[string]uint64{},
+		idem:    newIdemKeys(),
 		index:   newIndex(),
 	}
 	if err := s.loadIndex(); err != nil {
@@ -304,8 +301,8 @@ func (s *Store) loadIndex() error {
 			return err
 		}
 		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
-			if len(k) == 8 && len(v) >= 8 {
-				s.idem[string(v[8:])] = binary.BigEndian.Uint64(k)
+			if _, room, key, ok := idemEntry(v); ok && len(k) == 8 {
+				s.idem.set(room, key, binary.BigEndian.Uint64(k))
 			}
 			return nil
 		})

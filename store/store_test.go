@@ -164,7 +164,10 @@ func TestPrune(t *testing.T) {
 	b := mustJoin(t, s, "r")
 	c := mustJoin(t, s, "r")
 	id1 := mustAppend(t, s, a.Member, `"type":"one"`) // for b and c
-	id2 := mustAppend(t, s, a.Member, `"type":"two"`)
+	id2, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// b acknowledges id1; c has not: nothing goes.
 	s.Read(b.Member, id1, 10, true)
@@ -174,7 +177,6 @@ func TestPrune(t *testing.T) {
 	// c acknowledges id2: id1 is done for both (and the peer-joined events
 	// before it, which b and c have acknowledged too).
 	s.Read(c.Member, id2, 10, true)
-	s.Ping(ctx) // the acknowledgements are committed
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("nothing pruned after every recipient acknowledged")
 	}
@@ -188,6 +190,19 @@ func TestPrune(t *testing.T) {
 	}
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("expired message not pruned")
+	}
+	// Its idempotency key expired with it: the same key makes a new message.
+	if again, _ := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)}); again == id2 {
+		t.Fatal("idempotency key outlived the message TTL")
+	}
+	// With nothing to delete, pruning writes nothing.
+	s.Prune(ctx)
+	commits, _ := s.Stats()
+	if n, _ := s.Prune(ctx); n != 0 {
+		t.Fatalf("second prune deleted %d", n)
+	}
+	if after, _ := s.Stats(); after != commits {
+		t.Fatalf("a prune with nothing to delete made %d commits", after-commits)
 	}
 	// A recipient who left no longer holds a message back.
 	id3 := mustAppend(t, s, a.Member, `"type":"three"`)
@@ -211,7 +226,7 @@ func TestPrune(t *testing.T) {
 	}
 	s.Leave(ctx, a.Member, ReasonLeft)
 	s.Leave(ctx, b.Member, ReasonLeft)
-	if n := len(s.idem); n != 0 {
+	if n := len(s.idem.rooms); n != 0 {
 		t.Fatalf("%d idempotency keys survive their room", n)
 	}
 	s.db.View(func(tx *bolt.Tx) error {

@@ -1,0 +1,162 @@
+package store
+
+import (
+	"encoding/binary"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Idempotency keys are stored under the id of their message, so that they
+// append to the idem bucket as messages do to msgs (keyed by room, client
+// and key they would land on scattered pages: most of the bytes a commit
+// wrote). A map in memory, rebuilt at Open, finds them. An entry is
+//
+//	key    big-endian message id
+//	value  unix nanos, room \x00 client id \x00 idempotency key
+//
+// Keys live for the message TTL, longer than their message when it is
+// pruned early (a retry may come after the recipients acknowledged), and
+// go with their room.
+
+// idemKeys maps room -> client id \x00 key -> message id.
+type idemKeys struct {
+	mu    sync.Mutex
+	rooms map[string]map[string]uint64
+}
+
+func newIdemKeys() *idemKeys { return &idemKeys{rooms: map[string]map[string]uint64{}} }
+
+func (k *idemKeys) get(room, key string) (uint64, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	id, ok := k.rooms[room][key]
+	return id, ok
+}
+
+func (k *idemKeys) set(room, key string, id uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := k.rooms[room]
+	if keys == nil {
+		keys = map[string]uint64{}
+		k.rooms[room] = keys
+	}
+	keys[key] = id
+}
+
+func (k *idemKeys) forget(room, key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.rooms[room], key)
+	if len(k.rooms[room]) == 0 {
+		delete(k.rooms, room)
+	}
+}
+
+// ids lists the message ids under which a room's keys are stored.
+func (k *idemKeys) ids(room string) []uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ids := make([]uint64, 0, len(k.rooms[room]))
+	for _, id := range k.rooms[room] {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (k *idemKeys) dropRoom(room string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.rooms, room)
+}
+
+// idemEntry splits a stored value.
+func idemEntry(v []byte) (created time.Time, room, key string, ok bool) {
+	if len(v) < 8 {
+		return time.Time{}, "", "", false
+	}
+	room, key, ok = strings.Cut(string(v[8:]), "\x00")
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), room, key, ok
+}
+
+// idemInTx finds a key as the transaction being built sees it.
+func (s *Store) idemInTx(room, key string) (uint64, bool) {
+	if id, ok := s.staged.idem[room+"\x00"+key]; ok {
+		return id, true
+	}
+	return s.idem.get(room, key)
+}
+
+func (s *Store) putIdem(tx *bolt.Tx, room, key string, id uint64) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(s.opts.Now().UnixNano()))
+	v = append(append(append(v, room...), 0), key...)
+	b := tx.Bucket(bucketIdem)
+	b.FillPercent = 1 // keys only ever grow
+	if err := b.Put(u64(id), v); err != nil {
+		return err
+	}
+	s.staged.idem[room+"\x00"+key] = id
+	s.afterCommit(func() { s.idem.set(room, key, id) })
+	return nil
+}
+
+// deleteRoomKeys deletes every idempotency key of a room.
+func (s *Store) deleteRoomKeys(tx *bolt.Tx, room string) error {
+	ids := s.idem.ids(room)
+	for full, id := range s.staged.idem {
+		if strings.HasPrefix(full, room+"\x00") {
+			ids = append(ids, id)
+			delete(s.staged.idem, full)
+		}
+	}
+	for _, id := range ids {
+		if err := tx.Bucket(bucketIdem).Delete(u64(id)); err != nil {
+			return err
+		}
+	}
+	s.afterCommit(func() { s.idem.dropRoom(room) })
+	return nil
+}
+
+// pruneIdempotencyKeys deletes keys older than the message TTL: a retry
+// later than that would find its message gone anyway. Keys are in id order,
+// which is commit order, so the stale ones come first.
+func (s *Store) pruneIdempotencyKeys(tx *bolt.Tx) error {
+	c := tx.Bucket(bucketIdem).Cursor()
+	type roomKey struct{ room, key string }
+	var gone []roomKey
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		created, room, key, ok := idemEntry(v)
+		if ok && !s.expired(created) {
+			break
+		}
+		if ok {
+			gone = append(gone, roomKey{room, key})
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	if len(gone) > 0 {
+		s.afterCommit(func() {
+			for _, g := range gone {
+				s.idem.forget(g.room, g.key)
+			}
+		})
+	}
+	return nil
+}
+
+// staleIdempotencyKeys reports whether the oldest key has expired.
+func (s *Store) staleIdempotencyKeys(tx *bolt.Tx) bool {
+	_, v := tx.Bucket(bucketIdem).Cursor().First()
+	created, _, _, ok := idemEntry(v)
+	return ok && s.expired(created)
+}
+
+func (s *Store) expired(created time.Time) bool {
+	return created.Before(s.opts.Now().Add(-s.opts.MessageTTL))
+}
