@@ -44,6 +44,16 @@ func (s *Server) member(r *http.Request, allowQuery bool) (store.Member, error) 
 	if err != nil {
 		return store.Member{}, err
 	}
+	m, err := s.authenticate(r, allowQuery)
+	if err == nil && m.Room != room {
+		return store.Member{}, errorf(403, "not_member", "the token belongs to another room, not %q", room)
+	}
+	return m, err
+}
+
+// authenticate finds the member whose token the request carries, and
+// counts the request as a sign of life.
+func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, error) {
 	token := bearer(r, allowQuery)
 	if token == "" {
 		return store.Member{}, errorf(401, "unauthorized", "this call needs the member's token (Authorization: Bearer …)")
@@ -51,9 +61,6 @@ func (s *Server) member(r *http.Request, allowQuery bool) (store.Member, error) 
 	m, err := s.store.Authenticate(token)
 	if err != nil {
 		return store.Member{}, err
-	}
-	if m.Room != room {
-		return store.Member{}, errorf(403, "not_member", "the token belongs to another room, not %q", room)
 	}
 	s.presence.touch(m)
 	return m, nil
@@ -168,17 +175,11 @@ func (s *Server) handleRoom() http.Handler {
 
 func (s *Server) handleICEServers() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token := bearer(r, true)
-		if token == "" {
-			fail(w, errorf(401, "unauthorized", "this call needs a member's token (Authorization: Bearer …)"))
-			return
-		}
-		m, err := s.store.Authenticate(token)
+		m, err := s.authenticate(r, true)
 		if err != nil {
 			fail(w, err)
 			return
 		}
-		s.presence.touch(m)
 		encode(w, http.StatusOK, map[string]any{"ice_servers": s.cfg.ICEServers(m.ID)})
 	})
 }
