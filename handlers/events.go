@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,10 +22,20 @@ import (
 
 // The event stream. r3labs/sse only formats and flushes frames here (see
 // ../shared/notes/r3labs-sse.md): every connection gets its own r3labs
-// stream, fed by a goroutine of ours that reads the store, so replay and
-// resume come from disk, a slow reader can block only its own stream, and a
-// reader that takes no frame for StallTimeout is evicted (it reconnects and
-// resumes from its last id).
+// stream, so a slow reader can block only its own stream.
+//
+// Nothing of ours waits while a stream is idle, because 10,000 idle streams
+// must stay cheap. A commit that concerns the member kicks its streams, and a
+// short-lived delivery goroutine reads the store after the last id sent and
+// publishes what it finds; replay and resume therefore come from disk. The
+// heartbeat is published to every stream by Run. A reader that takes no frame
+// for StallTimeout is evicted (it reconnects and resumes from its last id).
+//
+// Over HTTP/1.x the handler hijacks the connection and returns, so that
+// net/http's buffers and its goroutines for the connection are freed; the
+// stream writes to the socket itself and ends with the connection
+// (Connection: close). Over HTTP/2, which cannot be hijacked, the stream
+// stays in the handler.
 
 // retryMillis is the reconnect delay the ready frame asks for.
 const retryMillis = "2000"
@@ -42,7 +53,7 @@ func newEventServer(subs *subscriptions) *sse.Server {
 	return srv
 }
 
-// subscriptions tells a feeder when r3labs has registered its connection:
+// subscriptions tells a stream when r3labs has registered its connection:
 // events published to a stream before that are dropped.
 type subscriptions struct{ m sync.Map } // stream id -> chan struct{}
 
@@ -78,121 +89,262 @@ func (s *Server) handleEvents() http.Handler {
 			fail(w, err)
 			return
 		}
-		if s.isDraining() {
-			fail(w, errorf(503, "shutting_down", "server is shutting down"))
-			return
-		}
 		release, ok := s.openListener(w, r)
 		if !ok {
 			return
 		}
-		defer release()
-		defer s.presence.open(m)()
-		s.metrics.streams.Inc()
-		defer s.metrics.streams.Dec()
-
-		id := fmt.Sprintf("%s-%d", m.ID, s.streamN.Add(1))
-		subscribed := s.subs.expect(id)
-		s.events.CreateStream(id)
-		ctx, end := context.WithCancel(r.Context())
-		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
-			if stalled {
-				s.metrics.evicted.Inc()
-				s.log.Info("evicted stalled stream", "stream", id)
-			}
-			end()
-		}}
-		fed := make(chan struct{})
-		go func() {
-			defer close(fed)
-			defer end()
-			s.feed(ctx, dw, m, cursor, id, subscribed)
-		}()
-
-		// r3labs takes the stream name from ?stream= and would answer a
-		// Last-Event-ID itself: hand it a request with neither of ours.
-		req := r.WithContext(ctx)
-		u := *r.URL
-		u.RawQuery = "stream=" + url.QueryEscape(id)
-		req.URL = &u
-		req.Header = r.Header.Clone()
-		req.Header.Del("Last-Event-ID")
-		s.events.ServeHTTP(dw, req)
-
-		end()
-		<-fed
-		s.subs.forget(id)
-		s.events.RemoveStream(id) // only now: see the notes on the goroutine leak
+		if !s.admitStream() {
+			release()
+			fail(w, errorf(503, "shutting_down", "server is shutting down"))
+			return
+		}
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			// The head is written by rawResponse; the CORS headers set so
+			// far go with it.
+			st := s.newEventStream(context.Background(), m, cursor, release, conn, &rawResponse{conn: conn, proto: r.Proto, header: w.Header().Clone()})
+			go st.serve()
+			go st.watch()
+			return
+		}
+		s.newEventStream(r.Context(), m, cursor, release, nil, w).serve()
 	})
 }
 
-// feed sends the ready frame, the backlog after cursor, then every new
-// message for m, and heartbeats, until ctx ends, the server drains, the
-// member is gone, the stream reaches its lifetime, or the reader stalls.
-func (s *Server) feed(ctx context.Context, w *deadlineWriter, m store.Member, cursor uint64, id string, subscribed <-chan struct{}) {
-	select {
-	case <-subscribed:
-	case <-ctx.Done():
-		return
+// eventStream is one open event stream.
+type eventStream struct {
+	s          *Server
+	id         string // its r3labs stream
+	m          store.Member
+	ctx        context.Context
+	cancel     context.CancelFunc
+	w          *deadlineWriter
+	conn       net.Conn // the hijacked connection; nil over HTTP/2
+	subscribed <-chan struct{}
+	lifetime   *time.Timer
+	closed     func() // undoes the bookkeeping of the open stream
+
+	// Kicks not yet served. The delivery goroutine runs while it is above
+	// zero, so there is at most one, and it reads again if a kick came
+	// while it read.
+	pending atomic.Int64
+	// Owned by the delivery goroutine of the moment (pending orders them).
+	last  uint64 // the last id sent, or where reading starts
+	ready bool   // the ready frame is out
+
+	mu         sync.Mutex
+	ending     bool
+	deliveries sync.WaitGroup
+}
+
+// newEventStream registers a stream for m, admitted by admitStream, that
+// starts after cursor; the caller then runs serve. release is called when
+// the stream ends.
+func (s *Server) newEventStream(parent context.Context, m store.Member, cursor uint64, release func(), conn net.Conn, w http.ResponseWriter) *eventStream {
+	st := &eventStream{s: s, m: m, conn: conn, last: cursor}
+	st.id = strconv.FormatUint(s.streamN.Add(1), 10)
+	st.ctx, st.cancel = context.WithCancel(parent)
+	st.w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
+		if stalled {
+			s.metrics.evicted.Inc()
+			s.log.Info("evicted stalled stream", "room", m.Room, "client", m.ID, "stream", st.id)
+		}
+		st.end()
+	}}
+	st.subscribed = s.subs.expect(st.id)
+	s.events.CreateStream(st.id)
+	presenceClosed := s.presence.open(m)
+	s.metrics.streams.Inc()
+	st.closed = func() {
+		s.metrics.streams.Dec()
+		presenceClosed()
+		release()
 	}
-	var lifetime <-chan time.Time
 	if s.cfg.MaxStreamLife > 0 {
 		// Randomized so that streams opened together do not all reconnect together.
 		life := time.Duration(float64(s.cfg.MaxStreamLife) * (0.75 + 0.5*rand.Float64()))
-		t := time.NewTimer(life)
-		defer t.Stop()
-		lifetime = t.C
+		st.lifetime = time.AfterFunc(life, st.end)
 	}
 
-	if s.cfg.SSEPadding > 0 {
-		// Some middleboxes hold a response until a few KiB have passed.
-		if !s.publish(ctx, w, id, &sse.Event{Comment: bytes.Repeat([]byte(" "), s.cfg.SSEPadding)}) {
+	s.streamsMu.Lock()
+	s.streams[st] = struct{}{}
+	s.streamsMu.Unlock()
+	s.hub.listen(m, st)
+	st.kick() // the ready frame and the backlog
+	return st
+}
+
+// admitStream counts a new stream in, unless the server is draining. Drain
+// waits for the streams counted in.
+func (s *Server) admitStream() bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.isDraining() {
+		return false
+	}
+	s.streamsWG.Add(1)
+	return true
+}
+
+// serve runs r3labs' handler until the stream ends, then cleans up.
+func (st *eventStream) serve() {
+	s := st.s
+	// r3labs takes the stream name from ?stream= and would answer a
+	// Last-Event-ID itself: hand it a request with neither of ours.
+	req := (&http.Request{Method: http.MethodGet, URL: &url.URL{RawQuery: "stream=" + st.id}, Header: http.Header{}}).WithContext(st.ctx)
+	s.events.ServeHTTP(st.w, req)
+
+	st.end()
+	st.mu.Lock()
+	st.ending = true // no more deliveries
+	st.mu.Unlock()
+	st.deliveries.Wait()
+	s.hub.unlisten(st.m, st)
+	if st.lifetime != nil {
+		st.lifetime.Stop()
+	}
+	s.subs.forget(st.id)
+	s.events.RemoveStream(st.id) // only now: see the notes on the goroutine leak
+	if st.conn != nil {
+		st.conn.Close()
+	}
+	st.closed()
+	s.streamsMu.Lock()
+	delete(s.streams, st)
+	s.streamsMu.Unlock()
+	s.streamsWG.Done()
+}
+
+// watch ends a hijacked stream when its reader closes the connection
+// (net/http does this for the others). Nothing is expected from the reader.
+func (st *eventStream) watch() {
+	var b [1]byte
+	for {
+		if _, err := st.conn.Read(b[:]); err != nil {
+			st.end()
 			return
 		}
 	}
-	woken := s.hub.wait(m)
-	msgs, start, err := s.store.Read(m, cursor, readBatch, true)
-	if err != nil {
+}
+
+// end stops the stream: r3labs' handler returns, and a write blocked on a
+// full TCP buffer fails at once. The reader resumes from its last id.
+func (st *eventStream) end() {
+	st.cancel()
+	st.w.evict()
+}
+
+// kick makes the stream read the store again.
+func (st *eventStream) kick() {
+	if st.pending.Add(1) != 1 {
+		return // the delivery goroutine will read again
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.ending {
 		return
 	}
-	next := strconv.FormatUint(start, 10)
-	ready := &sse.Event{ID: []byte(next), Event: []byte("ready"), Retry: []byte(retryMillis), Data: []byte(`{"next":` + next + `}`)}
-	if !s.publish(ctx, w, id, ready) {
+	st.deliveries.Add(1)
+	go st.run()
+}
+
+// run is the delivery goroutine: it serves kicks until none is left.
+func (st *eventStream) run() {
+	defer st.deliveries.Done()
+	select {
+	case <-st.subscribed:
+	case <-st.ctx.Done():
 		return
 	}
-	last := start
-	beat := s.beat.wait()
 	for {
-		for _, msg := range msgs {
-			if !s.publish(ctx, w, id, &sse.Event{ID: strconv.AppendUint(nil, msg.ID, 10), Data: msg.Data}) {
-				return
+		kicks := st.pending.Load()
+		if !st.deliver() {
+			st.end()
+			return
+		}
+		if st.pending.CompareAndSwap(kicks, 0) {
+			return
+		}
+	}
+}
+
+// deliver publishes the ready frame (the first time) and everything the
+// store holds for the member after the last id sent. It reports false when
+// the stream must end: the member is gone, or the reader stalled.
+func (st *eventStream) deliver() bool {
+	s := st.s
+	first := !st.ready
+	if first && s.cfg.SSEPadding > 0 {
+		// Some middleboxes hold a response until a few KiB have passed.
+		if !st.publish(&sse.Event{Comment: bytes.Repeat([]byte(" "), s.cfg.SSEPadding)}) {
+			return false
+		}
+	}
+	for {
+		// The first read acknowledges the cursor the client resumed from.
+		msgs, start, err := s.store.Read(st.m, st.last, readBatch, first)
+		if err != nil {
+			return false // the member left or was removed
+		}
+		if first {
+			next := strconv.FormatUint(start, 10)
+			ready := &sse.Event{ID: []byte(next), Event: []byte("ready"), Retry: []byte(retryMillis), Data: []byte(`{"next":` + next + `}`)}
+			if !st.publish(ready) {
+				return false
 			}
-			last = msg.ID
+			st.last, st.ready, first = start, true, false
+		}
+		for _, msg := range msgs {
+			if !st.publish(&sse.Event{ID: strconv.AppendUint(nil, msg.ID, 10), Data: msg.Data}) {
+				return false
+			}
+			st.last = msg.ID
 		}
 		s.metrics.deliveredSSE.Add(float64(len(msgs)))
-		for len(msgs) < readBatch { // else: more backlog, read on at once
-			select {
-			case <-woken:
-			case <-beat:
-				beat = s.beat.wait()
-				if !s.publish(ctx, w, id, &sse.Event{Comment: []byte("keepalive")}) {
-					return
-				}
-				continue
-			case <-ctx.Done():
-				return
-			case <-s.draining:
-				return
-			case <-lifetime:
-				return
-			}
-			break
-		}
-		woken = s.hub.wait(m)
-		if msgs, _, err = s.store.Read(m, last, readBatch, false); err != nil {
-			return // the member left or was removed
+		if len(msgs) < readBatch { // else: more backlog, read on at once
+			return true
 		}
 	}
+}
+
+// publish hands one frame to the stream's r3labs stream. A reader that has
+// not made room for it within StallTimeout is evicted: the write deadline
+// unblocks a write stuck on a full TCP buffer.
+func (st *eventStream) publish(ev *sse.Event) bool {
+	deadline := time.Now().Add(st.s.cfg.StallTimeout)
+	for backoff := time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
+		if st.s.events.TryPublish(st.id, ev) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			st.w.evict()
+			st.w.once.Do(func() { st.w.failed(true) })
+			return false
+		}
+		select {
+		case <-time.After(backoff):
+		case <-st.ctx.Done():
+			return false
+		}
+	}
+}
+
+// heartbeat publishes a comment on every open stream. A stream whose buffer
+// is full gets none: it has frames to send, and the write deadline evicts
+// its reader if it stopped reading.
+func (s *Server) heartbeat() {
+	for _, st := range s.openStreams() {
+		s.events.TryPublish(st.id, &sse.Event{Comment: []byte("keepalive")})
+	}
+}
+
+func (s *Server) openStreams() []*eventStream {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	list := make([]*eventStream, 0, len(s.streams))
+	for st := range s.streams {
+		list = append(list, st)
+	}
+	return list
 }
 
 // deadlineWriter gives every write to the network a deadline, so that no
@@ -244,24 +396,53 @@ func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter 
 
 var errEvicted = errors.New("reader evicted")
 
-// publish hands one frame to the connection's r3labs stream. A reader that
-// has not made room for it within StallTimeout is evicted: the write
-// deadline unblocks a write stuck on a full TCP buffer.
-func (s *Server) publish(ctx context.Context, w *deadlineWriter, id string, ev *sse.Event) bool {
-	deadline := time.Now().Add(s.cfg.StallTimeout)
-	for backoff := time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
-		if s.events.TryPublish(id, ev) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			w.evict()
-			w.once.Do(func() { w.failed(true) })
-			return false
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return false
-		}
-	}
+// rawResponse is the http.ResponseWriter of a hijacked HTTP/1.x connection.
+// It buffers what r3labs writes and sends it on Flush, the head first. The
+// body ends when the connection closes (Connection: close), so it needs no
+// chunked encoding.
+type rawResponse struct {
+	conn   net.Conn
+	proto  string // the request's: an HTTP/1.0 client gets an HTTP/1.0 answer
+	header http.Header
+	status int
+	buf    []byte
 }
+
+func (r *rawResponse) Header() http.Header { return r.header }
+
+func (r *rawResponse) WriteHeader(code int) {
+	if r.status != 0 {
+		return
+	}
+	r.status = code
+	r.header.Set("Connection", "close")
+	r.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "%s %03d %s\r\n", r.proto, code, http.StatusText(code))
+	r.header.Write(&head)
+	head.WriteString("\r\n")
+	r.buf = append(r.buf, head.Bytes()...)
+	r.header = http.Header{} // sent: later changes go nowhere, as in net/http
+}
+
+func (r *rawResponse) Write(p []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	r.buf = append(r.buf, p...)
+	return len(p), nil
+}
+
+// FlushError sends what is buffered. http.ResponseController calls it.
+func (r *rawResponse) FlushError() error {
+	r.WriteHeader(http.StatusOK)
+	_, err := r.conn.Write(r.buf)
+	r.buf = r.buf[:0]
+	if cap(r.buf) > 1024 { // do not hold a large frame's buffer while idle
+		r.buf = nil
+	}
+	return err
+}
+
+func (r *rawResponse) Flush() { r.FlushError() }
+
+// SetWriteDeadline is for http.ResponseController.
+func (r *rawResponse) SetWriteDeadline(t time.Time) error { return r.conn.SetWriteDeadline(t) }

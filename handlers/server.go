@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,10 +88,12 @@ type Server struct {
 	events   *sse.Server
 	handler  http.Handler
 
-	beat     broadcast     // fires every heartbeat interval
-	draining chan struct{} // closed by Drain
-	streamN  atomic.Uint64
-	subs     subscriptions
+	draining  chan struct{} // closed by Drain
+	streamN   atomic.Uint64
+	subs      subscriptions
+	streamsMu sync.Mutex
+	streams   map[*eventStream]struct{} // open event streams
+	streamsWG sync.WaitGroup            // their goroutines, hijacked ones included
 }
 
 // New builds the API over st. It registers its metrics in cfg.Registry.
@@ -103,6 +106,7 @@ func New(cfg Config, st *store.Store) *Server {
 		hub:      newHub(),
 		presence: newPresence(cfg.Now),
 		draining: make(chan struct{}),
+		streams:  map[*eventStream]struct{}{},
 		limits:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
 	}
 	s.metrics = newMetrics(cfg.Registry, s)
@@ -134,7 +138,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-heartbeat.C:
-			s.beat.fire()
+			s.heartbeat()
 		case now := <-reap.C:
 			s.removeSilent(ctx)
 			s.limits.sweep(now.Add(-time.Minute))
@@ -161,14 +165,20 @@ func (s *Server) removeSilent(ctx context.Context) {
 }
 
 // Drain ends every event stream and long-poll so that clients reconnect
-// elsewhere (or after the restart), and refuses new ones. Call it before
-// http.Server.Shutdown, which waits for requests in flight.
+// elsewhere (or after the restart), and refuses new ones. It returns when
+// the event streams have ended (each ends at once). Call it before
+// http.Server.Shutdown, which waits for the long-polls and other requests
+// in flight but not for streams on hijacked connections.
 func (s *Server) Drain() {
-	select {
-	case <-s.draining:
-	default:
+	s.streamsMu.Lock()
+	if !s.isDraining() {
 		close(s.draining)
 	}
+	s.streamsMu.Unlock()
+	for _, st := range s.openStreams() {
+		st.end()
+	}
+	s.streamsWG.Wait()
 }
 
 func (s *Server) isDraining() bool {

@@ -1,24 +1,54 @@
 package handlers
 
 import (
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/tincan/tincan/store"
 )
 
-// hub wakes readers (SSE feeders and long-polls) after a commit. A reader
-// takes its channel *before* reading the store; a writer closes it *after*
-// committing. So a reader either sees the new message in its read or is
-// woken to read again: nothing is missed, and since every read starts after
-// the last id sent, nothing is sent twice. A post wakes only its recipients;
-// joins and leaves wake the whole room.
+// hub wakes readers (event streams and long-polls) after a commit. A reader
+// takes its channel (a stream: registers itself) *before* reading the store;
+// a writer wakes it *after* committing. So a reader either sees the new
+// message in its read or is woken to read again: nothing is missed, and
+// since every read starts after the last id sent, nothing is sent twice. A
+// post wakes only its recipients; joins and leaves wake the whole room.
 type hub struct {
-	mu    sync.Mutex
-	rooms map[string]map[string]chan struct{} // room -> client id -> channel
+	mu      sync.Mutex
+	rooms   map[string]map[string]chan struct{}  // room -> client id -> channel
+	streams map[string]map[string][]*eventStream // room -> client id -> open streams
 }
 
-func newHub() *hub { return &hub{rooms: map[string]map[string]chan struct{}{}} }
+func newHub() *hub {
+	return &hub{rooms: map[string]map[string]chan struct{}{}, streams: map[string]map[string][]*eventStream{}}
+}
+
+// listen kicks st at every wake of m until unlisten.
+func (h *hub) listen(m store.Member, st *eventStream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	members := h.streams[m.Room]
+	if members == nil {
+		members = map[string][]*eventStream{}
+		h.streams[m.Room] = members
+	}
+	members[m.ID] = append(members[m.ID], st)
+}
+
+func (h *hub) unlisten(m store.Member, st *eventStream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	members := h.streams[m.Room]
+	if rest := slices.DeleteFunc(members[m.ID], func(o *eventStream) bool { return o == st }); len(rest) > 0 {
+		members[m.ID] = rest
+	} else {
+		delete(members, m.ID)
+	}
+	if len(members) == 0 {
+		delete(h.streams, m.Room)
+	}
+}
 
 // wait returns a channel that is closed at the next wake of m.
 func (h *hub) wait(m store.Member) <-chan struct{} {
@@ -44,6 +74,11 @@ func (h *hub) wake(room string, ids ...string) {
 	defer h.mu.Unlock()
 	members := h.rooms[room]
 	if len(ids) == 0 {
+		for _, streams := range h.streams[room] {
+			for _, st := range streams {
+				st.kick()
+			}
+		}
 		for _, ch := range members {
 			close(ch)
 		}
@@ -51,6 +86,9 @@ func (h *hub) wake(room string, ids ...string) {
 		return
 	}
 	for _, id := range ids {
+		for _, st := range h.streams[room][id] {
+			st.kick()
+		}
 		if ch, ok := members[id]; ok {
 			close(ch)
 			delete(members, id)
@@ -58,30 +96,6 @@ func (h *hub) wake(room string, ids ...string) {
 	}
 	if len(members) == 0 {
 		delete(h.rooms, room)
-	}
-}
-
-// broadcast is a signal that many wait for: the heartbeat.
-type broadcast struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (b *broadcast) wait() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch == nil {
-		b.ch = make(chan struct{})
-	}
-	return b.ch
-}
-
-func (b *broadcast) fire() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ch != nil {
-		close(b.ch)
-		b.ch = nil
 	}
 }
 
