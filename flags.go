@@ -24,6 +24,7 @@ type config struct {
 	stallTimeout    time.Duration
 	maxStreamLife   time.Duration
 	maxRoomMessages int
+	deliveryCache   int
 	maxBody         int64
 	maxHeaderBytes  int
 	allowOrigins    stringList
@@ -78,6 +79,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.BoolVar(&c.trustProxy, "trust-proxy", false, "take the client IP from X-Forwarded-For (only behind a proxy you run)")
 	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "with TLS: also listen here with plain HTTP and redirect to HTTPS (e.g. :80); unset = plain HTTP refused")
 	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained (unacknowledged) messages per room; 0 = unlimited")
+	fs.IntVar(&c.deliveryCache, "delivery-cache", 16, "MiB of the newest messages kept in memory, so that live delivery does not read the disk; 0 = none")
 	fs.Int64Var(&c.maxBody, "max-body", 65536, "largest message body in bytes")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
 	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
@@ -153,7 +155,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.redirectAddr != "" && c.tlsCert == "" {
 		return c, errors.New("-http-redirect-addr needs -tls-cert and -tls-key")
 	}
-	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 {
+	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 || c.deliveryCache < 0 {
 		return c, errors.New("limits cannot be negative (0 switches one off)")
 	}
 	if c.maxHeaderBytes < 4096 {

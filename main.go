@@ -58,11 +58,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	recent := cfg.deliveryCache << 20
+	if recent == 0 {
+		recent = -1 // none; 0 would be the store's default
+	}
 	st, err := store.Open(cfg.db, store.Options{
 		Capacity:        cfg.capacity,
 		MessageTTL:      cfg.messageTTL,
 		MaxRoomMessages: cfg.maxRoomMessages,
 		MaxRooms:        cfg.maxRooms,
+		RecentBytes:     recent,
 	})
 	if err != nil {
 		return err

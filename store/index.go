@@ -12,9 +12,19 @@ import (
 //
 // The index changes only after a commit (see Store.afterCommit): an id in it
 // is on disk, so a read transaction begun after looking it up finds it.
+//
+// It also keeps the encoded records of the newest messages, up to
+// recentLimit bytes, so that live delivery reads them from memory. A record
+// is never changed in place: one that changes on disk leaves the cache.
 type index struct {
 	mu    sync.RWMutex
 	rooms map[string]*roomIndex
+
+	recent      map[uint64][]byte // id -> encoded record
+	recentOrder []uint64          // ids as added, oldest first from recentHead (some gone since)
+	recentHead  int
+	recentBytes int
+	recentLimit int
 }
 
 type roomIndex struct {
@@ -22,7 +32,64 @@ type roomIndex struct {
 	pending int      // messages kept for the next member who joins
 }
 
-func newIndex() *index { return &index{rooms: map[string]*roomIndex{}} }
+func newIndex(recentLimit int) *index {
+	return &index{rooms: map[string]*roomIndex{}, recent: map[uint64][]byte{}, recentLimit: recentLimit}
+}
+
+// readRecent calls visit with the room's messages after cursor, oldest
+// first, while visit returns true. It reports false, having stopped early,
+// when a message is not in memory: the caller then reads from the disk.
+func (x *index) readRecent(room string, cursor uint64, visit func(id uint64, rec []byte) bool) (complete bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	r := x.rooms[room]
+	if r == nil {
+		return true
+	}
+	i, _ := slices.BinarySearch(r.ids, cursor+1)
+	for _, id := range r.ids[i:] {
+		rec, ok := x.recent[id]
+		if !ok {
+			return false
+		}
+		if !visit(id, rec) {
+			break
+		}
+	}
+	return true
+}
+
+// keepRecent caches rec, dropping the oldest records over the limit.
+// Called with x.mu held.
+func (x *index) keepRecent(id uint64, rec []byte) {
+	if len(rec) > x.recentLimit {
+		return
+	}
+	x.recent[id] = rec
+	x.recentOrder = append(x.recentOrder, id)
+	x.recentBytes += len(rec)
+	for x.recentBytes > x.recentLimit {
+		x.forgetRecent(x.recentOrder[x.recentHead])
+		x.recentHead++
+	}
+	// Compact the order when half of it is dropped or forgotten ids, so
+	// that it stays within twice the cache.
+	if live := len(x.recentOrder) - x.recentHead; x.recentHead > live || live > 2*len(x.recent)+64 {
+		x.recentOrder = slices.DeleteFunc(x.recentOrder[x.recentHead:], func(id uint64) bool {
+			_, ok := x.recent[id]
+			return !ok
+		})
+		x.recentHead = 0
+	}
+}
+
+// forgetRecent drops id from the cache. Called with x.mu held.
+func (x *index) forgetRecent(id uint64) {
+	if rec, ok := x.recent[id]; ok {
+		x.recentBytes -= len(rec)
+		delete(x.recent, id)
+	}
+}
 
 // after returns the room's ids greater than cursor, at most n of them
 // (n = 0: all).
@@ -60,9 +127,13 @@ func (x *index) counts(room string) (messages, pending int) {
 	return 0, 0
 }
 
-func (x *index) add(room string, id uint64, pending bool) {
+// add lists a committed message; rec, when not nil, is its encoded record.
+func (x *index) add(room string, id uint64, pending bool, rec []byte) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if rec != nil && x.recentLimit > 0 {
+		x.keepRecent(id, rec)
+	}
 	r := x.rooms[room]
 	if r == nil {
 		r = &roomIndex{}
@@ -88,6 +159,9 @@ func (x *index) remove(room string, ids []uint64, pending int) {
 		_, found := slices.BinarySearch(ids, id)
 		return found
 	})
+	for _, id := range ids {
+		x.forgetRecent(id)
+	}
 	r.pending = max(0, r.pending-pending)
 	if len(r.ids) == 0 {
 		delete(x.rooms, room)
@@ -99,12 +173,20 @@ func (x *index) claimed(room string) {
 	defer x.mu.Unlock()
 	if r := x.rooms[room]; r != nil {
 		r.pending = 0
+		for _, id := range r.ids { // their records changed: read them from disk
+			x.forgetRecent(id)
+		}
 	}
 }
 
 func (x *index) drop(room string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if r := x.rooms[room]; r != nil {
+		for _, id := range r.ids {
+			x.forgetRecent(id)
+		}
+	}
 	delete(x.rooms, room)
 }
 

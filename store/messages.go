@@ -110,14 +110,14 @@ func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool
 	if err != nil {
 		return 0, err
 	}
-	rec := record{room: room, created: s.opts.Now(), pending: pending, recipients: to, data: data(id)}
+	rec := record{room: room, created: s.opts.Now(), pending: pending, recipients: to, data: data(id)}.encode()
 	msgs := tx.Bucket(bucketMsgs)
 	msgs.FillPercent = 1 // keys only ever grow: fill pages, do not split them in half
-	if err := msgs.Put(u64(id), rec.encode()); err != nil {
+	if err := msgs.Put(u64(id), rec); err != nil {
 		return 0, err
 	}
 	s.staged.add(room, id, pending)
-	s.afterCommit(func() { s.index.add(room, id, pending) })
+	s.afterCommit(func() { s.index.add(room, id, pending, rec) })
 	return id, nil
 }
 
@@ -139,21 +139,39 @@ func (s *Store) countsInTx(room string) (messages, pending int) {
 // to there. The acknowledgement is written without waiting for the disk.
 // Refusals: ErrUnauthorized (the member is gone).
 func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Message, cursor uint64, err error) {
-	var acked uint64
+	acked, ok := s.dir.acked(m)
+	if !ok {
+		return nil, 0, ErrUnauthorized
+	}
+	cursor = max(after, acked)
+	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
+	keep := func(id uint64, rec []byte, copyData bool) error {
+		created, forM, data, ok := peekRecord(rec, m.ID)
+		if !ok {
+			return fmt.Errorf("message %d: %w", id, errBadRecord)
+		}
+		if forM && created > oldest {
+			if copyData {
+				data = clone(data)
+			}
+			msgs = append(msgs, Message{ID: id, Data: data})
+		}
+		return nil
+	}
+	// Live delivery reads the newest messages, which the index keeps in
+	// memory; the others come from the disk.
+	bad := false
+	complete := s.index.readRecent(m.Room, cursor, func(id uint64, rec []byte) bool {
+		bad = keep(id, rec, false) != nil
+		return !bad && len(msgs) < limit
+	})
+	if complete && !bad {
+		return s.afterRead(m, after, acked, ack, msgs, cursor)
+	}
+	msgs = msgs[:0]
 	// Only ids committed before the transaction begins: see index.go.
 	ceiling := s.index.last(m.Room)
 	err = s.db.View(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
-		if rb == nil {
-			return ErrUnauthorized
-		}
-		rec, ok := readMember(rb, m.ID)
-		if !ok {
-			return ErrUnauthorized
-		}
-		acked = max(rec.Acked, s.unsavedAck(m))
-		cursor = max(after, acked)
-		oldest := s.opts.Now().Add(-s.opts.MessageTTL)
 		bucket := tx.Bucket(bucketMsgs)
 		// The room's ids a chunk at a time: a deep backlog is not copied whole.
 		for next := cursor; len(msgs) < limit && next < ceiling; {
@@ -166,16 +184,10 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 					break
 				}
 				next = id
-				v := bucket.Get(u64(id))
-				if v == nil {
-					continue // pruned meanwhile
-				}
-				r, err := decodeRecord(v)
-				if err != nil {
-					return fmt.Errorf("message %d: %w", id, err)
-				}
-				if r.addressedTo(m.ID) && r.created.After(oldest) {
-					msgs = append(msgs, Message{ID: id, Data: clone(r.data)})
+				if v := bucket.Get(u64(id)); v != nil { // else pruned meanwhile
+					if err := keep(id, v, true); err != nil {
+						return err
+					}
 				}
 			}
 			if ids[len(ids)-1] > ceiling {
@@ -187,6 +199,10 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 	if err != nil {
 		return nil, 0, err
 	}
+	return s.afterRead(m, after, acked, ack, msgs, cursor)
+}
+
+func (s *Store) afterRead(m Member, after, acked uint64, ack bool, msgs []Message, cursor uint64) ([]Message, uint64, error) {
 	if ack && after > acked {
 		s.ack(m, after)
 	}
@@ -200,12 +216,12 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 // client that reconnects without a cursor may get those messages again; one
 // that sends its cursor, as clients do, cannot.
 func (s *Store) ack(m Member, upto uint64) {
+	if !s.dir.ack(m, upto) {
+		return
+	}
 	s.acksMu.Lock()
 	defer s.acksMu.Unlock()
-	if upto > s.acks[m] {
-		s.acks[m] = upto
-		s.unsaved[m] = upto
-	}
+	s.unsaved[m] = max(s.unsaved[m], upto)
 }
 
 // FlushAcks writes the acknowledgements not yet on disk.
@@ -249,16 +265,9 @@ func (s *Store) ackLoop() {
 	}
 }
 
-func (s *Store) unsavedAck(m Member) uint64 {
-	s.acksMu.Lock()
-	defer s.acksMu.Unlock()
-	return s.acks[m]
-}
-
 func (s *Store) forgetAck(m Member) {
 	s.acksMu.Lock()
 	defer s.acksMu.Unlock()
-	delete(s.acks, m)
 	delete(s.unsaved, m)
 }
 

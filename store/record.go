@@ -83,3 +83,26 @@ func (r record) addressedTo(id string) bool {
 	}
 	return false
 }
+
+// peekRecord reads what a delivery needs from an encoded record, in place
+// and without allocating: when it was created, whether it is for client,
+// and the data (aliasing b).
+func peekRecord(b []byte, client string) (created int64, forClient bool, data []byte, ok bool) {
+	if len(b) < 11 || len(b) < 11+int(b[9]) {
+		return 0, false, nil, false
+	}
+	created = int64(binary.BigEndian.Uint64(b))
+	b = b[10+b[9]:]
+	n := int(b[0])
+	b = b[1:]
+	for range n {
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return 0, false, nil, false
+		}
+		if string(b[1:1+b[0]]) == client {
+			forClient = true
+		}
+		b = b[1+b[0]:]
+	}
+	return created, forClient, b, true
+}

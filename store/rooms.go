@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
@@ -168,9 +169,10 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
 		return Joined{}, err
 	}
-	if err := tx.Bucket(bucketTokens).Put(HashToken(token), []byte(req.Room+"\x00"+id)); err != nil {
+	if err := tx.Bucket(bucketTokens).Put(rec.Token, []byte(req.Room+"\x00"+id)); err != nil {
 		return Joined{}, err
 	}
+	s.afterCommit(func() { s.dir.add(rec.Token, Member{Room: req.Room, ID: id}, 0) })
 	if _, pending := s.countsInTx(req.Room); pending > 0 {
 		if err := s.claimPending(tx, req.Room, id); err != nil {
 			return Joined{}, err
@@ -228,6 +230,8 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		if err := tx.Bucket(bucketTokens).Delete(rec.Token); err != nil {
 			return err
 		}
+		tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
+		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
 		if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
 			return err
 		}
@@ -271,13 +275,10 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 // Authenticate finds the member a token belongs to.
 // Refusals: ErrUnauthorized (unknown token).
 func (s *Store) Authenticate(token string) (Member, error) {
-	var m Member
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		m, err = lookupToken(tx, token)
-		return err
-	})
-	return m, err
+	if m, ok := s.dir.lookup(sha256.Sum256([]byte(token))); ok {
+		return m, nil
+	}
+	return Member{}, ErrUnauthorized
 }
 
 // Occupants is the number of members in a room (0 for an unknown room).

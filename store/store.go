@@ -53,6 +53,7 @@ type Options struct {
 	MaxRooms        int           // rooms in total; 0 = unlimited
 	MaxBatch        int           // writes per group commit (default 1000)
 	AckFlush        time.Duration // how often acknowledgements are written (default 500ms)
+	RecentBytes     int           // newest messages kept in memory for delivery (default 16 MiB; < 0: none)
 	Now             func() time.Time
 }
 
@@ -66,11 +67,11 @@ type Store struct {
 	done    chan struct{}
 	once    sync.Once
 
-	// The latest acknowledgement of each member since the start: Read honours
-	// it at once, before its group commit reaches the disk.
+	// Every member, with its latest acknowledgement: Read honours an
+	// acknowledgement at once, before it reaches the disk.
+	dir     *directory
 	acksMu  sync.Mutex
-	acks    map[Member]uint64
-	unsaved map[Member]uint64 // not yet on disk
+	unsaved map[Member]uint64 // acknowledgements not yet on disk
 
 	idem *idemKeys
 
@@ -102,6 +103,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1000
+	}
+	if opts.RecentBytes == 0 {
+		opts.RecentBytes = 16 << 20
 	}
 	if opts.AckFlush == 0 {
 		opts.AckFlush = 500 * time.Millisecond
@@ -136,10 +140,10 @@ func Open(path string, opts Options) (*Store, error) {
 		ops:     make(chan *op, opts.MaxBatch),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
-		acks:    map[Member]uint64{},
+		dir:     newDirectory(),
 		unsaved: map[Member]uint64{},
 		idem:    newIdemKeys(),
-		index:   newIndex(),
+		index:   newIndex(opts.RecentBytes),
 	}
 	if err := s.loadIndex(); err != nil {
 		db.Close()
@@ -286,15 +290,19 @@ func (s *Store) commit(batch []*op) {
 // for writes, which run in the commit loop.
 func (s *Store) afterCommit(f func()) { s.hooks = append(s.hooks, f) }
 
-// loadIndex rebuilds the index and the idempotency keys from the disk.
+// loadIndex rebuilds the index, the directory and the idempotency keys
+// from the disk.
 func (s *Store) loadIndex() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		if err := s.dir.load(tx); err != nil {
+			return err
+		}
 		err := tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
 			r, err := decodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("message %x: %w", k, err)
 			}
-			s.index.add(r.room, binary.BigEndian.Uint64(k), r.pending)
+			s.index.add(r.room, binary.BigEndian.Uint64(k), r.pending, nil)
 			return nil
 		})
 		if err != nil {

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// directory holds every member in memory: its token hash and the highest id
+// it acknowledged. Authenticating a request and checking a reader are the
+// most frequent questions the store answers, and answering them here needs
+// no read transaction. Like the index, it is loaded at Open and changed only
+// after a commit (see Store.afterCommit), so it never knows a member that is
+// not on disk.
+type directory struct {
+	mu      sync.RWMutex
+	tokens  map[[32]byte]Member
+	members map[Member]uint64 // -> highest acknowledged id, saved or not
+}
+
+func newDirectory() *directory {
+	return &directory{tokens: map[[32]byte]Member{}, members: map[Member]uint64{}}
+}
+
+// load reads every member from the disk.
+func (d *directory) load(tx *bolt.Tx) error {
+	rooms := tx.Bucket(bucketRooms)
+	return rooms.ForEachBucket(func(room []byte) error {
+		return rooms.Bucket(room).Bucket(bucketMembers).ForEach(func(id, v []byte) error {
+			if rec, ok := decodeMember(v); ok {
+				d.add(rec.Token, Member{Room: string(room), ID: string(id)}, rec.Acked)
+			}
+			return nil
+		})
+	})
+}
+
+func (d *directory) add(tokenHash []byte, m Member, acked uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tokens[[32]byte(tokenHash)] = m
+	d.members[m] = acked
+}
+
+func (d *directory) remove(tokenHash [32]byte, m Member) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.tokens, tokenHash)
+	delete(d.members, m)
+}
+
+func (d *directory) lookup(tokenHash [32]byte) (Member, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	m, ok := d.tokens[tokenHash]
+	return m, ok
+}
+
+// acked reports the highest id m acknowledged, and whether m is a member.
+func (d *directory) acked(m Member) (uint64, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	a, ok := d.members[m]
+	return a, ok
+}
+
+// ack raises m's acknowledged id to upto; it reports whether it did.
+func (d *directory) ack(m Member, upto uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.members[m]
+	if !ok || upto <= a {
+		return false
+	}
+	d.members[m] = upto
+	return true
+}

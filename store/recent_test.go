@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// Reads give the same answers whether the newest records are in memory, on
+// disk only, or some in each (a cache of a few records), and after the
+// events that change or delete records: a joiner claiming pending
+// messages, an acknowledgement, a prune, a leave.
+func TestReadFromMemoryOrDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		recent int
+	}{
+		{"memory", 0},  // the default, 16 MiB
+		{"disk", -1},   // no cache
+		{"mixed", 400}, // about three records
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t, filepath.Join(t.TempDir(), "r.db"), Options{RecentBytes: tc.recent})
+			a := mustJoin(t, s, "r")
+			// Kept for the next joiner: claiming rewrites these records.
+			pending := []uint64{mustAppend(t, s, a.Member, `"type":"p1"`), mustAppend(t, s, a.Member, `"type":"p2"`)}
+			b := mustJoin(t, s, "r")
+			var want []uint64
+			want = append(want, pending...)
+			for i := range 10 {
+				want = append(want, mustAppend(t, s, a.Member, fmt.Sprintf(`"type":"m%d"`, i)))
+			}
+			// a sees only b's peer-joined event, never its own messages.
+			if msgs, _, err := s.Read(a.Member, 0, 100, false); err != nil || len(msgs) != 1 {
+				t.Fatalf("a reads %v %v, want its peer-joined event only", msgs, err)
+			}
+
+			ids := func(m Member, after uint64, limit int) []uint64 {
+				t.Helper()
+				msgs, _, err := s.Read(m, after, limit, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []uint64
+				for _, msg := range msgs {
+					if want := fmt.Sprintf(`{"id":%d,`, msg.ID); string(msg.Data[:len(want)]) != want {
+						t.Fatalf("message %d reads %s", msg.ID, msg.Data)
+					}
+					out = append(out, msg.ID)
+				}
+				return out
+			}
+			if got := ids(b.Member, 0, 100); !slices.Equal(got, want) {
+				t.Fatalf("b reads %v, want %v", got, want)
+			}
+			if got := ids(b.Member, want[4], 3); !slices.Equal(got, want[5:8]) {
+				t.Fatalf("b reads after %d, 3 of them: %v, want %v", want[4], got, want[5:8])
+			}
+
+			// b acknowledges the first six; a prune deletes them.
+			if _, _, err := s.Read(b.Member, want[5], 100, true); err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(b.Member, 0, 100); !slices.Equal(got, want[6:]) {
+				t.Fatalf("after ack, b reads %v, want %v", got, want[6:])
+			}
+			if n, err := s.Prune(ctx); err != nil || n != 6 {
+				t.Fatalf("prune deleted %d (%v), want 6", n, err)
+			}
+			if got := ids(b.Member, 0, 100); !slices.Equal(got, want[6:]) {
+				t.Fatalf("after prune, b reads %v, want %v", got, want[6:])
+			}
+
+			// b leaves: its token and its reads are refused at once.
+			if _, err := s.Leave(ctx, b.Member, ReasonLeft); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Authenticate(b.Token); !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("token of a departed member: %v", err)
+			}
+			if _, _, err := s.Read(b.Member, 0, 10, false); !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("read of a departed member: %v", err)
+			}
+			if m, err := s.Authenticate(a.Token); err != nil || m != a.Member {
+				t.Fatalf("a's token: %v %v", m, err)
+			}
+		})
+	}
+}
+
+// The cache keeps the newest records within its limit, however many pass
+// through it, and forgets deleted rooms.
+func TestRecentCacheBounded(t *testing.T) {
+	x := newIndex(1000)
+	rec := make([]byte, 100)
+	for id := uint64(1); id <= 10_000; id++ {
+		room := fmt.Sprintf("r%d", id%7)
+		x.add(room, id, false, rec)
+		if id%500 == 0 {
+			x.drop(room) // a room deleted: its records leave the cache
+		}
+	}
+	if x.recentBytes > 1000 || len(x.recent) > 10 {
+		t.Fatalf("cache holds %d records, %d bytes; limit 1000 bytes", len(x.recent), x.recentBytes)
+	}
+	if n := len(x.recentOrder) - x.recentHead; n > 2*len(x.recent)+64 {
+		t.Fatalf("eviction order holds %d ids for %d records", n, len(x.recent))
+	}
+	if _, ok := x.recent[10_000]; ok {
+		t.Fatal("the record of a deleted room is still cached")
+	}
+	if _, ok := x.recent[9_999]; !ok {
+		t.Fatal("the newest record is not cached")
+	}
+}
