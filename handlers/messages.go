@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bytes"
 	"net/http"
 	"strconv"
 	"time"
@@ -107,16 +106,18 @@ func (s *Server) handlePoll() http.Handler {
 
 // writePollAnswer writes {"messages":[…],"next":M} from the stored bytes.
 func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64) {
-	var b bytes.Buffer
-	b.WriteString(`{"messages":[`)
+	n := len(`{"messages":[],"next":18446744073709551615}`)
+	for _, m := range msgs {
+		n += len(m.Data) + 1
+	}
+	b := append(make([]byte, 0, n), `{"messages":[`...)
 	for i, m := range msgs {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.Write(m.Data)
+		b = append(b, m.Data...)
 	}
-	b.WriteString(`],"next":`)
-	b.WriteString(strconv.FormatUint(next, 10))
-	b.WriteByte('}')
-	writeJSON(w, http.StatusOK, "application/json", b.Bytes())
+	b = append(b, `],"next":`...)
+	b = strconv.AppendUint(b, next, 10)
+	writeJSON(w, http.StatusOK, "application/json", append(b, '}'))
 }
