@@ -103,8 +103,10 @@ func (s *Store) putIdem(tx *bolt.Tx, room, key string, id uint64) error {
 	return nil
 }
 
-// deleteRoomKeys deletes every idempotency key of a room.
-func (s *Store) deleteRoomKeys(tx *bolt.Tx, room string) error {
+// roomKeysInTx lists the ids under which a room's keys are stored, as the
+// transaction being built sees them, and forgets the staged ones: the room
+// is being deleted.
+func (s *Store) roomKeysInTx(room string) []uint64 {
 	ids := s.idem.ids(room)
 	for full, id := range s.staged.idem {
 		if strings.HasPrefix(full, room+"\x00") {
@@ -112,13 +114,7 @@ func (s *Store) deleteRoomKeys(tx *bolt.Tx, room string) error {
 			delete(s.staged.idem, full)
 		}
 	}
-	for _, id := range ids {
-		if err := tx.Bucket(bucketIdem).Delete(u64(id)); err != nil {
-			return err
-		}
-	}
-	s.afterCommit(func() { s.idem.dropRoom(room) })
-	return nil
+	return ids
 }
 
 // pruneIdempotencyKeys deletes keys older than the message TTL: a retry

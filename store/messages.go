@@ -291,13 +291,17 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 	if err := s.FlushAcks(ctx); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
+	total, err := s.pruneOrphans(ctx)
+	if err != nil {
+		return total, fmt.Errorf("prune: %w", err)
+	}
 	type roomIDs struct {
 		room string
 		ids  []uint64
 	}
 	var doomed []roomIDs
 	var staleKeys bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		for _, room := range s.index.roomNames() {
 			ids, err := s.prunable(tx, room)
 			if err != nil {
@@ -311,9 +315,8 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
+		return total, fmt.Errorf("prune: %w", err)
 	}
-	total := 0
 	for len(doomed) > 0 {
 		chunk := doomed[:min(roomsPerWrite, len(doomed))]
 		doomed = doomed[len(chunk):]

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Reads give the same answers whether the newest records are in memory, on
@@ -115,5 +117,56 @@ func TestRecentCacheBounded(t *testing.T) {
 	}
 	if _, ok := x.recent[9_999]; !ok {
 		t.Fatal("the newest record is not cached")
+	}
+}
+
+// A room deleted just before a crash leaves its messages and keys in the
+// file. After the restart they are not read, not even by a new room of the
+// same name, and the next prune deletes them.
+func TestDeletedRoomAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "d.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustJoin(t, s, "r")
+	b := mustJoin(t, s, "r")
+	for i := range 5 {
+		if _, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: fmt.Sprint("k", i), Fields: []byte(`"type":"old"`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Leave(ctx, a.Member, ReasonLeft)
+	s.Leave(ctx, b.Member, ReasonLeft)
+	s.Close() // no prune ran: the room's messages are still in the file
+
+	s = open(t, path, Options{})
+	if got := len(s.orphans.msgs); got != 7 { // 5 posts, peer-joined, peer-left
+		t.Fatalf("found %d orphaned messages after the restart, want 7", got)
+	}
+	c := mustJoin(t, s, "r")
+	d := mustJoin(t, s, "r")
+	if msgs, _, err := s.Read(d.Member, 0, 100, false); err != nil || len(msgs) != 0 {
+		t.Fatalf("the new room's second member reads %d messages (%v), want none of the old room's", len(msgs), err)
+	}
+	// The old keys are gone with their room: the same key makes a new message.
+	id, err := s.Append(ctx, Post{From: c.Member, IdempotencyKey: "k0", Fields: []byte(`"type":"new"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _, _ := s.Read(d.Member, 0, 100, false); len(msgs) != 1 || msgs[0].ID != id {
+		t.Fatalf("the new room reads %+v, want only message %d", msgs, id)
+	}
+	if n, err := s.Prune(ctx); err != nil || n != 7 {
+		t.Fatalf("prune deleted %d (%v), want the 7 orphans", n, err)
+	}
+	var keys int
+	s.db.View(func(tx *bolt.Tx) error {
+		keys = tx.Bucket(bucketIdem).Stats().KeyN
+		return nil
+	})
+	if keys != 1 {
+		t.Fatalf("%d idempotency keys in the file, want the new room's one", keys)
 	}
 }

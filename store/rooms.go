@@ -18,6 +18,10 @@ import (
 type roomInfo struct {
 	Password []byte `json:"pw,omitempty"` // bcrypt hash; empty: no password
 	NextJoin uint64 `json:"nj"`           // join order counter
+	// The room's messages have ids from First on: smaller ids in the file
+	// with its name are left from an earlier room of that name, deleted
+	// but not yet pruned (see orphans.go).
+	First uint64 `json:"first,omitempty"`
 }
 
 // memberRecord is stored as 48 bytes: token hash, join place, acknowledged
@@ -161,7 +165,7 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 		if _, err := rb.CreateBucket(bucketMembers); err != nil {
 			return Joined{}, err
 		}
-		info = roomInfo{Password: newHash}
+		info = roomInfo{Password: newHash, First: tx.Bucket(bucketMeta).Sequence() + 1}
 	}
 	id, token := newSecret(12), newSecret(24)
 	info.NextJoin++
@@ -253,22 +257,22 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 	return roomDeleted, nil
 }
 
-// deleteRoom deletes an empty room with its messages and idempotency keys.
+// deleteRoom deletes an empty room. Its messages and idempotency keys are
+// gone for readers and writers at once, and from the file at the next
+// prune: deleting them here would rewrite every page they are scattered
+// over, in the commit of the last member's leave (see orphans.go).
 func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
-	for _, id := range s.idsInTx(room) {
-		if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
-			return err
-		}
-	}
-	if err := s.deleteRoomKeys(tx, room); err != nil {
-		return err
-	}
 	if err := addRoomCount(tx, -1); err != nil {
 		return err
 	}
+	msgs, keys := s.idsInTx(room), s.roomKeysInTx(room)
 	delete(s.staged.ids, room)
 	delete(s.staged.pending, room)
-	s.afterCommit(func() { s.index.drop(room) })
+	s.afterCommit(func() {
+		s.index.drop(room)
+		s.idem.dropRoom(room)
+		s.orphans.add(msgs, keys)
+	})
 	return tx.Bucket(bucketRooms).DeleteBucket([]byte(room))
 }
 

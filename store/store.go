@@ -73,7 +73,8 @@ type Store struct {
 	acksMu  sync.Mutex
 	unsaved map[Member]uint64 // acknowledgements not yet on disk
 
-	idem *idemKeys
+	idem    *idemKeys
+	orphans orphans
 
 	index *index
 	// Owned by the commit loop, for the transaction being built: index
@@ -297,20 +298,35 @@ func (s *Store) loadIndex() error {
 		if err := s.dir.load(tx); err != nil {
 			return err
 		}
-		err := tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+		firsts, err := roomFirsts(tx)
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
 			r, err := decodeRecord(v)
 			if err != nil {
 				return fmt.Errorf("message %x: %w", k, err)
 			}
-			s.index.add(r.room, binary.BigEndian.Uint64(k), r.pending, nil)
+			id := binary.BigEndian.Uint64(k)
+			if orphaned(firsts, r.room, id) {
+				s.orphans.add([]uint64{id}, nil)
+			} else {
+				s.index.add(r.room, id, r.pending, nil)
+			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
 		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
-			if _, room, key, ok := idemEntry(v); ok && len(k) == 8 {
-				s.idem.set(room, key, binary.BigEndian.Uint64(k))
+			if len(k) != 8 {
+				return nil
+			}
+			id := binary.BigEndian.Uint64(k)
+			if _, room, key, ok := idemEntry(v); !ok || orphaned(firsts, room, id) {
+				s.orphans.add(nil, []uint64{id})
+			} else {
+				s.idem.set(room, key, id)
 			}
 			return nil
 		})

@@ -220,7 +220,7 @@ func TestPrune(t *testing.T) {
 		return nil
 	})
 	// The last member leaving deletes the room, its messages and their
-	// idempotency keys.
+	// idempotency keys: at once for readers, from the file at the next prune.
 	if _, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +228,12 @@ func TestPrune(t *testing.T) {
 	s.Leave(ctx, b.Member, ReasonLeft)
 	if n := len(s.idem.rooms); n != 0 {
 		t.Fatalf("%d idempotency keys survive their room", n)
+	}
+	if ids := s.index.after("r", 0, 0); len(ids) != 0 {
+		t.Fatalf("messages %v survive their room in the index", ids)
+	}
+	if n, err := s.Prune(ctx); err != nil || n < 1 {
+		t.Fatalf("prune after the room's deletion deleted %d messages (%v)", n, err)
 	}
 	s.db.View(func(tx *bolt.Tx) error {
 		if k, _ := tx.Bucket(bucketMsgs).Cursor().First(); k != nil {
