@@ -120,7 +120,7 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 
 	// Resume: the token names a member of this very room.
 	if req.Token != "" && rb != nil {
-		if m, err := lookupToken(tx, req.Token); err == nil && m.Room == req.Room {
+		if m, ok := s.dir.lookup(sha256.Sum256([]byte(req.Token))); ok && m.Room == req.Room {
 			if rec, ok := readMember(rb, m.ID); ok && subtle.ConstantTimeCompare(rec.Token, HashToken(req.Token)) == 1 {
 				peers, err := peersOf(rb, m.ID)
 				if err != nil {
@@ -171,9 +171,6 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	info.NextJoin++
 	rec := memberRecord{Token: HashToken(token), Join: info.NextJoin}
 	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
-		return Joined{}, err
-	}
-	if err := tx.Bucket(bucketTokens).Put(rec.Token, []byte(req.Room+"\x00"+id)); err != nil {
 		return Joined{}, err
 	}
 	s.afterCommit(func() { s.dir.add(rec.Token, Member{Room: req.Room, ID: id}, 0) })
@@ -230,9 +227,6 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		rec, ok := readMember(rb, m.ID)
 		if !ok {
 			return nil
-		}
-		if err := tx.Bucket(bucketTokens).Delete(rec.Token); err != nil {
-			return err
 		}
 		tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
 		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
@@ -328,15 +322,6 @@ func roomCount(tx *bolt.Tx) uint64 {
 func addRoomCount(tx *bolt.Tx, delta int) error {
 	n := int64(roomCount(tx)) + int64(delta)
 	return tx.Bucket(bucketMeta).Put(keyRoomCount, u64(uint64(max(n, 0))))
-}
-
-func lookupToken(tx *bolt.Tx, token string) (Member, error) {
-	v := tx.Bucket(bucketTokens).Get(HashToken(token))
-	room, id, ok := bytes.Cut(v, []byte{0})
-	if v == nil || !ok {
-		return Member{}, ErrUnauthorized
-	}
-	return Member{Room: string(room), ID: string(id)}, nil
 }
 
 func readInfo(tx *bolt.Tx, room string) (roomInfo, bool, error) {

@@ -25,7 +25,6 @@ import (
 // Bucket layout (hidden from callers):
 //
 //	meta                     sequence for message ids; room count; secrets
-//	tokens                   sha256(token) -> room \x00 client id
 //	rooms/<room>             "info" -> roomInfo (JSON)
 //	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
 //	msgs                     big-endian id -> message record (see record.go)
@@ -37,7 +36,7 @@ import (
 // are stored under their message's id for the same reason (idem.go).
 var (
 	bucketMeta    = []byte("meta")
-	bucketTokens  = []byte("tokens")
+	bucketTokens  = []byte("tokens") // retired: the directory finds tokens (directory.go)
 	bucketRooms   = []byte("rooms")
 	bucketMembers = []byte("members")
 	bucketMsgs    = []byte("msgs")
@@ -124,10 +123,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketTokens, bucketRooms, bucketMsgs, bucketIdem} {
+		for _, name := range [][]byte{bucketMeta, bucketRooms, bucketMsgs, bucketIdem} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
+		}
+		// Files written before the directory have a tokens bucket.
+		if tx.Bucket(bucketTokens) != nil {
+			return tx.DeleteBucket(bucketTokens)
 		}
 		return nil
 	})
