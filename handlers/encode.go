@@ -53,10 +53,24 @@ func encode(w http.ResponseWriter, status int, v any) {
 	writeJSON(w, status, "application/json", data)
 }
 
+// Header values, shared by every answer (net/http only reads them).
+var (
+	noStore         = []string{"no-store"}
+	jsonType        = []string{"application/json"}
+	problemJSONType = []string{"application/problem+json"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, contentType string, data []byte) {
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Cache-Control", "no-store")
+	switch contentType {
+	case "application/json":
+		h["Content-Type"] = jsonType
+	case "application/problem+json":
+		h["Content-Type"] = problemJSONType
+	default:
+		h.Set("Content-Type", contentType)
+	}
+	h["Cache-Control"] = noStore
 	w.WriteHeader(status)
 	w.Write(data)
 	w.Write([]byte("\n"))

@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,6 +10,7 @@ import (
 
 type metrics struct {
 	requests      *prometheus.CounterVec
+	byCode        sync.Map // status code -> prometheus.Counter of requests
 	streams       prometheus.Gauge
 	pollsWaiting  prometheus.Gauge
 	stored        prometheus.Counter
@@ -71,4 +74,15 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			func() float64 { return float64(s.store.FileSize()) }),
 	)
 	return m
+}
+
+// request counts a request answered with code. The counter of each code is
+// looked up once: a label lookup on every request costs an allocation.
+func (m *metrics) request(code int) {
+	if c, ok := m.byCode.Load(code); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c, _ := m.byCode.LoadOrStore(code, m.requests.WithLabelValues(strconv.Itoa(code)))
+	c.(prometheus.Counter).Inc()
 }

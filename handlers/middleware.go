@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"time"
 )
 
@@ -18,7 +17,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if s.cors(rec, r) {
 			next.ServeHTTP(rec, r)
 		}
-		s.metrics.requests.WithLabelValues(strconv.Itoa(rec.status)).Inc()
+		s.metrics.request(rec.status)
 		level := slog.LevelDebug
 		if rec.status >= 500 {
 			level = slog.LevelError
