@@ -17,7 +17,6 @@ type metrics struct {
 	deliveredSSE  prometheus.Counter
 	deliveredPoll prometheus.Counter
 	evicted       prometheus.Counter
-	pruned        prometheus.Counter
 	appendSeconds prometheus.Histogram
 }
 
@@ -38,9 +37,6 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_streams_evicted_total", Help: "SSE streams closed because their reader stopped reading.",
-		}),
-		pruned: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tincan_messages_pruned_total", Help: "Retained messages deleted by pruning.",
 		}),
 		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tincan_append_seconds", Help: "Time from a post reaching the store to its commit on disk.",
@@ -64,7 +60,10 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		commitSeconds.Observe(d.Seconds())
 		commitWrites.Observe(float64(n))
 	})
-	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.pruned,
+	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tincan_messages_pruned_total", Help: "Retained messages deleted by pruning (acknowledged, expired, or of deleted rooms).",
+		}, func() float64 { return float64(s.store.Pruned()) }),
 		m.appendSeconds, commitSeconds, commitWrites,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_members", Help: "Members of rooms."},
 			func() float64 { n, _ := s.presence.counts(); return float64(n) }),

@@ -143,10 +143,8 @@ func (s *Server) Run(ctx context.Context) error {
 			s.removeSilent(ctx)
 			s.limits.sweep(now.Add(-time.Minute))
 		case <-prune.C:
-			if n, err := s.store.Prune(ctx); err != nil {
+			if _, err := s.store.Prune(ctx); err != nil {
 				s.log.Error("prune", "err", err)
-			} else if n > 0 {
-				s.metrics.pruned.Add(float64(n))
 			}
 		}
 	}

@@ -158,36 +158,43 @@ func fillRoom(b *testing.B, s *Store, from Member, n int) {
 // back), and reads the first batch of a full replay from 0.
 func BenchmarkReadResume(b *testing.B) {
 	const n = 20000 // the default -max-room-messages
-	s := benchStore(b, Options{})
-	pair := benchRooms(b, s, 1)[0]
-	fillRoom(b, s, pair[0], n)
-	last := s.LastID()
-	for _, tc := range []struct {
+	// memory: the newest records are in the delivery cache (the default);
+	// disk: no cache, every record comes from a read transaction.
+	for _, cache := range []struct {
 		name  string
-		after uint64
-		want  int
-	}{
-		{"tail10", last - 10, 10},
-		{"replay256", 0, 256},
-	} {
-		b.Run(fmt.Sprintf("room=%d/%s", n, tc.name), func(b *testing.B) {
+		bytes int
+	}{{"memory", 0}, {"disk", -1}} {
+		s := benchStore(b, Options{RecentBytes: cache.bytes})
+		pair := benchRooms(b, s, 1)[0]
+		fillRoom(b, s, pair[0], n)
+		last := s.LastID()
+		for _, tc := range []struct {
+			name  string
+			after uint64
+			want  int
+		}{
+			{"tail10", last - 10, 10},
+			{"replay256", 0, 256},
+		} {
+			b.Run(fmt.Sprintf("%s/room=%d/%s", cache.name, n, tc.name), func(b *testing.B) {
+				for b.Loop() {
+					msgs, _, err := s.Read(pair[1], tc.after, 256, false)
+					if err != nil || len(msgs) != tc.want {
+						b.Fatalf("read %d messages (%v), want %d", len(msgs), err, tc.want)
+					}
+				}
+			})
+		}
+		// The cost every wake-up pays when there is nothing new: the sender's
+		// own stream of the room reads too.
+		b.Run(fmt.Sprintf("%s/room=%d/nothing", cache.name, n), func(b *testing.B) {
 			for b.Loop() {
-				msgs, _, err := s.Read(pair[1], tc.after, 256, false)
-				if err != nil || len(msgs) != tc.want {
-					b.Fatalf("read %d messages (%v), want %d", len(msgs), err, tc.want)
+				if msgs, _, err := s.Read(pair[0], last, 256, false); err != nil || len(msgs) != 0 {
+					b.Fatalf("read %d (%v)", len(msgs), err)
 				}
 			}
 		})
 	}
-	// The cost every wake-up pays when there is nothing new: the sender's own
-	// stream of the room reads too.
-	b.Run(fmt.Sprintf("room=%d/nothing", n), func(b *testing.B) {
-		for b.Loop() {
-			if msgs, _, err := s.Read(pair[0], last, 256, false); err != nil || len(msgs) != 0 {
-				b.Fatalf("read %d (%v)", len(msgs), err)
-			}
-		}
-	})
 }
 
 // BenchmarkPrune: rooms full of acknowledged messages are pruned; and a

@@ -336,6 +336,7 @@ func (s *Store) Prune(ctx context.Context) (int, error) {
 			return total, fmt.Errorf("prune: %w", err)
 		}
 		total += n
+		s.pruned.Add(uint64(n))
 	}
 	if staleKeys {
 		if err := s.update(ctx, s.pruneIdempotencyKeys); err != nil {

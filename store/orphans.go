@@ -4,17 +4,19 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // orphans are the messages and idempotency keys of deleted rooms, still in
 // the file. Deleting a room drops them from the index and the key map at
-// once, so nothing reads them, and Prune deletes them from the file
-// together: ids that are close together share pages, so a prune rewrites
-// each page once instead of each room's deletion rewriting every page its
-// messages were scattered over. Open finds the orphans a crash left:
-// records of rooms that no longer exist, or older than their room's First.
+// once, so nothing reads them, and a sweep every OrphanSweep deletes those
+// of all rooms deleted meanwhile from the file together: ids that are close
+// together share pages, so a page is rewritten once per sweep instead of
+// once for each deleted room that had a message on it. Open finds the
+// orphans a crash left: records of rooms that no longer exist, or older
+// than their room's First.
 type orphans struct {
 	mu   sync.Mutex
 	msgs []uint64
@@ -33,6 +35,19 @@ func (o *orphans) take() (msgs, keys []uint64) {
 	defer o.mu.Unlock()
 	msgs, keys, o.msgs, o.keys = o.msgs, o.keys, nil, nil
 	return msgs, keys
+}
+
+func (s *Store) orphanLoop() {
+	t := time.NewTicker(s.opts.OrphanSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.pruneOrphans(context.Background()) // what fails waits for the next sweep
+		case <-s.closing:
+			return
+		}
+	}
 }
 
 // pruneOrphans deletes the orphans from the file, a chunk of ids per write,
@@ -64,6 +79,7 @@ func (s *Store) pruneOrphans(ctx context.Context) (int, error) {
 			return deleted, err
 		}
 		deleted += len(m)
+		s.pruned.Add(uint64(len(m)))
 		msgs, keys = msgs[len(m):], keys[len(k):]
 	}
 	return deleted, nil

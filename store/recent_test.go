@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -141,8 +142,8 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	s.Leave(ctx, b.Member, ReasonLeft)
 	s.Close() // no prune ran: the room's messages are still in the file
 
-	s = open(t, path, Options{})
-	if got := len(s.orphans.msgs); got != 7 { // 5 posts, peer-joined, peer-left
+	s = open(t, path, Options{OrphanSweep: time.Hour}) // Prune below deletes them
+	if got := len(s.orphans.msgs); got != 7 {          // 5 posts, peer-joined, peer-left
 		t.Fatalf("found %d orphaned messages after the restart, want 7", got)
 	}
 	c := mustJoin(t, s, "r")
@@ -168,5 +169,34 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	})
 	if keys != 1 {
 		t.Fatalf("%d idempotency keys in the file, want the new room's one", keys)
+	}
+}
+
+// The sweep deletes a deleted room's messages from the file by itself,
+// without waiting for a prune.
+func TestOrphanSweep(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "o.db"), Options{OrphanSweep: 10 * time.Millisecond})
+	a := mustJoin(t, s, "r")
+	b := mustJoin(t, s, "r")
+	for range 20 {
+		mustAppend(t, s, a.Member, `"type":"x"`)
+	}
+	s.Leave(ctx, a.Member, ReasonLeft)
+	s.Leave(ctx, b.Member, ReasonLeft)
+	records := func() (n int) {
+		s.db.View(func(tx *bolt.Tx) error {
+			n = tx.Bucket(bucketMsgs).Stats().KeyN
+			return nil
+		})
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); records() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records of a deleted room still in the file after 10 s of sweeps", records())
+		}
+	}
+	if got := s.Pruned(); got != 22 { // 20 posts, peer-joined, peer-left
+		t.Fatalf("Pruned() = %d, want 22", got)
 	}
 }

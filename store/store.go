@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,6 +54,7 @@ type Options struct {
 	MaxBatch        int           // writes per group commit (default 1000)
 	AckFlush        time.Duration // how often acknowledgements are written (default 500ms)
 	RecentBytes     int           // newest messages kept in memory for delivery (default 16 MiB; < 0: none)
+	OrphanSweep     time.Duration // how often deleted rooms' messages are deleted from the file (default 250ms)
 	Now             func() time.Time
 }
 
@@ -74,6 +76,7 @@ type Store struct {
 
 	idem    *idemKeys
 	orphans orphans
+	pruned  atomic.Uint64 // messages deleted by pruning, since Open
 
 	index *index
 	// Owned by the commit loop, for the transaction being built: index
@@ -106,6 +109,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.RecentBytes == 0 {
 		opts.RecentBytes = 16 << 20
+	}
+	if opts.OrphanSweep == 0 {
+		opts.OrphanSweep = 250 * time.Millisecond
 	}
 	if opts.AckFlush == 0 {
 		opts.AckFlush = 500 * time.Millisecond
@@ -155,6 +161,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	go s.commitLoop()
 	go s.ackLoop()
+	go s.orphanLoop()
 	return s, nil
 }
 
@@ -170,6 +177,10 @@ func (s *Store) Close() error {
 // OnCommit registers f to be told, after each group commit, how many writes it
 // carried and how long the transaction took. Set it before the first write.
 func (s *Store) OnCommit(f func(ops int, d time.Duration)) { s.onBatch = f }
+
+// Pruned is the number of messages pruning deleted from the file since
+// Open: acknowledged, expired, or of deleted rooms.
+func (s *Store) Pruned() uint64 { return s.pruned.Load() }
 
 // Capacity is the number of members a room admits.
 func (s *Store) Capacity() int { return s.opts.Capacity }

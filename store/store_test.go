@@ -158,7 +158,7 @@ func TestReopen(t *testing.T) {
 
 func TestPrune(t *testing.T) {
 	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	s := open(t, filepath.Join(t.TempDir(), "p.db"), Options{Capacity: 3, MessageTTL: time.Minute, Now: clk.Now})
+	s := open(t, filepath.Join(t.TempDir(), "p.db"), Options{Capacity: 3, MessageTTL: time.Minute, Now: clk.Now, OrphanSweep: time.Hour})
 	ctx := context.Background()
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
