@@ -216,6 +216,35 @@ func TestSSEResume(t *testing.T) {
 	}
 }
 
+// A reader that hangs up ends its stream at once: its slot under
+// -max-streams-per-ip and its place in tincan_streams_open are freed without
+// waiting for a write to fail. The heartbeat is an hour, so no write comes.
+func TestSSEHangUp(t *testing.T) {
+	base := startServer(t, "-heartbeat", "1h", "-max-streams-per-ip", "1")
+	join(t, base, "hang", 201)
+	b := join(t, base, "hang", 201)
+	for i := range 3 { // with one stream allowed per address, each needs the last one gone
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET /rooms/hang/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", b.Token)
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(conn)
+		if status, _ := r.ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("stream %d: status line %q", i, status)
+		}
+		for line := ""; !strings.HasPrefix(line, "event: ready"); {
+			if line, err = r.ReadString('\n'); err != nil {
+				t.Fatalf("stream %d before its ready frame: %v", i, err)
+			}
+		}
+		waitFor(t, "the stream to open", func() bool { return metric(t, base, "tincan_streams_open") == 1 })
+		conn.Close()
+		waitFor(t, "the stream to close after its reader hung up", func() bool { return metric(t, base, "tincan_streams_open") == 0 })
+	}
+}
+
 // An HTTP/1.0 client (or proxy) gets the stream too, delimited by the
 // connection: no chunked encoding, frames as they come.
 func TestSSEHTTP10(t *testing.T) {

@@ -33,9 +33,9 @@ import (
 //
 // Over HTTP/1.x the handler hijacks the connection and returns, so that
 // net/http's buffers and its goroutines for the connection are freed; the
-// stream writes to the socket itself and ends with the connection
-// (Connection: close). Over HTTP/2, which cannot be hijacked, the stream
-// stays in the handler.
+// stream writes to the socket itself, learns of the reader's hang-up from
+// hangups, and ends with the connection (Connection: close). Over HTTP/2,
+// which cannot be hijacked, the stream stays in the handler.
 
 // retryMillis is the reconnect delay the ready frame asks for.
 const retryMillis = "2000"
@@ -102,8 +102,8 @@ func (s *Server) handleEvents() http.Handler {
 			// The head is written by rawResponse; the CORS headers set so
 			// far go with it.
 			st := s.newEventStream(context.Background(), m, cursor, release, conn, &rawResponse{conn: conn, proto: r.Proto, header: w.Header().Clone()})
+			st.unwatch = s.hangups.watch(conn, st.end)
 			go st.serve()
-			go st.watch()
 			return
 		}
 		s.newEventStream(r.Context(), m, cursor, release, nil, w).serve()
@@ -119,6 +119,7 @@ type eventStream struct {
 	cancel     context.CancelFunc
 	w          *deadlineWriter
 	conn       net.Conn // the hijacked connection; nil over HTTP/2
+	unwatch    func()   // stops watching conn for a hang-up
 	subscribed <-chan struct{}
 	lifetime   *time.Timer
 	closed     func() // undoes the bookkeeping of the open stream
@@ -205,6 +206,7 @@ func (st *eventStream) serve() {
 	s.subs.forget(st.id)
 	s.events.RemoveStream(st.id) // only now: see the notes on the goroutine leak
 	if st.conn != nil {
+		st.unwatch()
 		st.conn.Close()
 	}
 	st.closed()
@@ -212,18 +214,6 @@ func (st *eventStream) serve() {
 	delete(s.streams, st)
 	s.streamsMu.Unlock()
 	s.streamsWG.Done()
-}
-
-// watch ends a hijacked stream when its reader closes the connection
-// (net/http does this for the others). Nothing is expected from the reader.
-func (st *eventStream) watch() {
-	var b [1]byte
-	for {
-		if _, err := st.conn.Read(b[:]); err != nil {
-			st.end()
-			return
-		}
-	}
 }
 
 // end stops the stream: r3labs' handler returns, and a write blocked on a

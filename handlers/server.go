@@ -94,6 +94,8 @@ type Server struct {
 	streamsMu sync.Mutex
 	streams   map[*eventStream]struct{} // open event streams
 	streamsWG sync.WaitGroup            // their goroutines, hijacked ones included
+	hangups   hangups                   // watches hijacked connections; closed by Drain
+	drainOnce sync.Once
 }
 
 // New builds the API over st. It registers its metrics in cfg.Registry.
@@ -107,6 +109,7 @@ func New(cfg Config, st *store.Store) *Server {
 		presence: newPresence(cfg.Now),
 		draining: make(chan struct{}),
 		streams:  map[*eventStream]struct{}{},
+		hangups:  newHangups(),
 		limits:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
 	}
 	s.metrics = newMetrics(cfg.Registry, s)
@@ -177,6 +180,7 @@ func (s *Server) Drain() {
 		st.end()
 	}
 	s.streamsWG.Wait()
+	s.drainOnce.Do(s.hangups.close)
 }
 
 func (s *Server) isDraining() bool {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package handlers
+
+func newHangups() hangups { return readHangups{} }
