@@ -203,6 +203,54 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPoo
 // startTLSServer is startServer for HTTPS: its /healthz check goes
 // through a client that trusts roots (http.DefaultClient does not trust
 // the test's certificate).
+// A stream over HTTP/1.1 and TLS is hijacked like a plain one: its reader's
+// hang-up is noticed on the TCP connection under TLS. With one stream
+// allowed per address and an hour between heartbeats, each new stream needs
+// the hang-up of the previous one to have been noticed.
+func TestTLSHangUp(t *testing.T) {
+	certFile, keyFile, roots := selfSignedCert(t)
+	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "1h", "-max-streams-per-ip", "1")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	joinVia(t, hc, base, "tlshang", 201)
+	b := joinVia(t, hc, base, "tlshang", 201)
+	for i := range 3 {
+		conn, r, status := openTLSStream(t, base, roots, b.Token)
+		// 429 while the previous stream still counts: its hang-up has not
+		// been noticed yet.
+		for deadline := time.Now().Add(30 * time.Second); strings.HasPrefix(status, "HTTP/1.1 429"); {
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("stream %d: the previous stream's hang-up was not noticed within 30 s", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+			conn, r, status = openTLSStream(t, base, roots, b.Token)
+		}
+		if !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("stream %d: status line %q", i, status)
+		}
+		for line := ""; !strings.HasPrefix(line, "event: ready"); {
+			var err error
+			if line, err = r.ReadString('\n'); err != nil {
+				t.Fatalf("stream %d before its ready frame: %v", i, err)
+			}
+		}
+		conn.Close()
+	}
+}
+
+func openTLSStream(t *testing.T, base string, roots *x509.CertPool, token string) (*tls.Conn, *bufio.Reader, string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(base, "https://"), &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "GET /rooms/tlshang/events?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", token)
+	r := bufio.NewReader(conn)
+	status, _ := r.ReadString('\n')
+	return conn, r, status
+}
+
 func startTLSServer(t *testing.T, roots *x509.CertPool, args ...string) string {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
