@@ -703,7 +703,7 @@ func TestBrowserTincanJS(t *testing.T) {
 	want := []string{
 		"sse_ready", "fallback_buffered", "fallback_errors", "poll_gateway_timeout",
 		"resume_sse_gap", "resume_reload", "dedupe_sse", "dedupe_poll",
-		"idempotent_retry", "room_full", "password", "leave",
+		"idempotent_retry", "room_full", "password", "send_order", "leave",
 	}
 	if strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("scenarios %v, want %v", names, want)

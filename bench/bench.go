@@ -29,26 +29,27 @@ import (
 )
 
 type config struct {
-	url        string
-	workload   string
-	transport  string
-	rooms      int
-	k          int
-	think      time.Duration
-	duration   time.Duration
-	count      int
-	size       int
-	sdpSize    int
-	candidates int
-	timeout    time.Duration
-	pollWait   time.Duration
-	conc       int
-	settle     time.Duration
-	prefix     string
-	json       bool
-	progress   time.Duration
-	idem       bool
-	cpuProfile string
+	url             string
+	workload        string
+	transport       string
+	rooms           int
+	k               int
+	think           time.Duration
+	duration        time.Duration
+	count           int
+	size            int
+	sdpSize         int
+	candidates      int
+	candidateWindow int
+	timeout         time.Duration
+	pollWait        time.Duration
+	conc            int
+	settle          time.Duration
+	prefix          string
+	json            bool
+	progress        time.Duration
+	idem            bool
+	cpuProfile      string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.size, "size", 200, "bytes of each pingpong message body")
 	fs.IntVar(&c.sdpSize, "sdp-size", 4096, "bytes of the offer and answer SDP (calls)")
 	fs.IntVar(&c.candidates, "candidates", 20, "ICE candidates each way (calls)")
+	fs.IntVar(&c.candidateWindow, "candidate-window", 4, "candidates in flight at once per side (calls): tincan.js sends a run of candidates at once, a browser has about 6 connections per host; 1 = one at a time")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "a message not received within this long is lost; also each request's timeout")
 	fs.DurationVar(&c.pollWait, "poll-wait", 25*time.Second, "long-poll wait")
 	fs.IntVar(&c.conc, "conc", 32, "concurrent joins and stream opens while setting up (idle, fill, pingpong)")
@@ -112,6 +114,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-candidates, -count, -think, -progress and -settle must not be negative (-candidates at most 1000)")
 	}
 	c.conc = min(max(c.conc, 1), 1024)
+	if c.candidateWindow < 1 || c.candidateWindow > 64 {
+		return c, fmt.Errorf("-candidate-window %d: want 1 to 64", c.candidateWindow)
+	}
 	if !validRoomPrefix(c.prefix) {
 		return c, fmt.Errorf("-prefix %q: want 1 to 32 of [A-Za-z0-9_-]", c.prefix)
 	}
@@ -202,7 +207,11 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 	}
 	// Connections: an event stream (or long-poll) and a post in flight per
 	// peer, two peers per room, and a few for /metrics.
-	b.cl = newClient(cfg.url, 4*cfg.rooms+16, b.c)
+	conns := 4*cfg.rooms + 16
+	if cfg.workload == "calls" { // a stream and -candidate-window posts per peer
+		conns = 2*(1+cfg.candidateWindow)*cfg.rooms + 16
+	}
+	b.cl = newClient(cfg.url, conns, b.c)
 	b.cl.wait = cfg.pollWait
 	defer b.cl.close()
 
@@ -214,6 +223,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 		res.ThinkMs = ms(cfg.think)
 		err = b.pingpong(ctx, res)
 	case "calls":
+		res.Candidates, res.Window = cfg.candidates, cfg.candidateWindow
 		err = b.calls(ctx, res)
 	case "idle":
 		res.Transport = "sse"

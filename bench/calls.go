@@ -13,7 +13,8 @@ import (
 // of its own, the way two browsers do:
 //
 //	A joins and listens; B joins (initiator) and listens;
-//	B posts the offer, then its candidates; A, once the offer arrived, posts
+//	B posts the offer, then its candidates, -candidate-window at a time (as
+//	tincan.js sends a run of candidates); A, once the offer arrived, posts
 //	the answer, then its candidates; the call is set up when A holds the
 //	offer and every candidate of B and B holds the answer and every
 //	candidate of A (the setup time runs from A's join to that moment);
@@ -126,16 +127,10 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 		if !b.sendTo(life, a, bp.id, l, func(seq uint64) []byte { return sdpBody(answer, seq) }) {
 			return
 		}
-		for i := range cfg.candidates {
-			if !b.sendTo(life, a, bp.id, l, func(seq uint64) []byte { return candidateBody(seq, i) }) {
-				return
-			}
-		}
+		b.sendCandidates(life, a, bp.id, l)
 	}()
-	ok := b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return sdpBody(offer, seq) })
-	for i := 0; ok && i < cfg.candidates; i++ {
-		ok = b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return candidateBody(seq, i) })
-	}
+	ok := b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return sdpBody(offer, seq) }) &&
+		b.sendCandidates(life, bp, a.id, l)
 	if ok {
 		t := time.NewTimer(cfg.timeout)
 		select {
@@ -216,6 +211,32 @@ func sdpBody(t [2]string, seq uint64) []byte {
 	b = append(b, t[0]...)
 	b = strconv.AppendUint(b, seq, 10)
 	return append(b, t[1]...)
+}
+
+// sendCandidates posts the -candidates of p to peer to, -candidate-window
+// at a time, as tincan.js sends a run of candidates at once and a browser
+// has a few connections per host for them. It reports whether all went.
+func (b *bench) sendCandidates(ctx context.Context, p *peer, to string, l *ledger) bool {
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	window := make(chan struct{}, b.cfg.candidateWindow)
+	for i := range b.cfg.candidates {
+		window <- struct{}{}
+		if failed.Load() {
+			<-window
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-window }()
+			if !b.sendTo(ctx, p, to, l, func(seq uint64) []byte { return candidateBody(seq, i) }) {
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
 }
 
 func candidateBody(seq uint64, i int) []byte {

@@ -156,6 +156,8 @@ type Result struct {
 	K             int              `json:"k,omitempty"`
 	ThinkMs       float64          `json:"think_ms,omitempty"`
 	Size          int              `json:"size,omitempty"`
+	Candidates    int              `json:"candidates,omitempty"`       // calls: each way
+	Window        int              `json:"candidate_window,omitempty"` // calls: candidates in flight per side
 	ElapsedSec    float64          `json:"elapsed_s"`
 	SetupSec      float64          `json:"setup_s"`
 	Messages      int64            `json:"messages"`
@@ -215,6 +217,9 @@ func (r *Result) Text() string {
 	}
 	if r.Size > 0 {
 		fmt.Fprintf(&b, "  size %dB", r.Size)
+	}
+	if r.Window > 0 {
+		fmt.Fprintf(&b, "  candidates %d, %d at once", r.Candidates, r.Window)
 	}
 	fmt.Fprintf(&b, "\nsetup %.2fs, measured %.2fs\n", r.SetupSec, r.ElapsedSec)
 	fmt.Fprintf(&b, "messages     %d delivered, %.0f/s  (posted %d, server events %d)\n", r.Messages, r.MessagesPS, r.Posted, r.Events)

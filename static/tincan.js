@@ -119,7 +119,8 @@ export class Client {
     this._storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this._key = `tincan:${this.base}:${room}`;
     this._fetch = opts.fetch || globalThis.fetch.bind(globalThis);
-    this._sendChain = Promise.resolve();
+    this._sent = Promise.resolve(); // settles when every send so far has
+    this._barrier = Promise.resolve(); // settles when the last non-candidate and all before it have
     this._es = null;
     this._pollAbort = null;
     this._wakers = new Set();
@@ -400,8 +401,12 @@ export class Client {
 
   /**
    * Send a message (a JSON object with a `type`) to every other member, or to one.
-   * POSTs are sent one at a time, in order, and retried with the same
-   * Idempotency-Key. Resolves to the message id.
+   * POSTs go out in order, each retried with the same Idempotency-Key; resolves to
+   * the message id. One exception to the order: a run of `candidate` messages goes
+   * out at once, after everything sent before the run, because ICE does not care in
+   * which order candidates arrive and each POST waits for a commit to disk: a call's
+   * setup then waits for a few commits instead of one per candidate. Any other
+   * message waits for every send before it, candidates included.
    */
   send(msg, to) {
     const body = { ...msg };
@@ -409,8 +414,15 @@ export class Client {
     delete body.from;
     if (to) body.to = to;
     const key = randomKey();
-    const p = this._sendChain.then(() => this._post(body, key));
-    this._sendChain = p.catch(() => {});
+    const settled = (p) => p.then(() => {}, () => {});
+    let p;
+    if (body.type === 'candidate') {
+      p = this._barrier.then(() => this._post(body, key));
+      this._sent = Promise.all([this._sent, settled(p)]);
+    } else {
+      p = this._sent.then(() => this._post(body, key));
+      this._sent = this._barrier = settled(p);
+    }
     return p;
   }
 

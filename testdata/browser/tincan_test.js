@@ -261,6 +261,28 @@ export const scenarios = {
   },
 
   // leave: the others see peer-left at once, the token is gone, a new join is new.
+  // A run of candidates goes out at once, but never before the message sent
+  // ahead of it, and the message after the run waits for all of them.
+  async send_order() {
+    const room = newRoom();
+    const recv = await J(room);
+    const c = collect(recv);
+    const snd = await J(room);
+    const sends = [snd.send({ type: 'note', text: 'offer' })];
+    for (let i = 0; i < 10; i++) sends.push(snd.send({ type: 'candidate', candidate: `c${i}` }));
+    sends.push(snd.send({ type: 'note', text: 'answer' }));
+    for (let i = 10; i < 15; i++) sends.push(snd.send({ type: 'candidate', candidate: `c${i}` }));
+    const ids = await Promise.all(sends);
+    await until(() => c.got.length >= 17, 5000, '17 messages');
+    const types = c.got.map((m) => m.type === 'note' ? m.text : 'c');
+    const want = ['offer', ...Array(10).fill('c'), 'answer', ...Array(5).fill('c')];
+    check(JSON.stringify(types) === JSON.stringify(want), `arrived as ${JSON.stringify(types)}`);
+    const cands = c.got.filter((m) => m.type === 'candidate').map((m) => m.candidate).sort();
+    check(cands.length === 15 && new Set(cands).size === 15, `candidates ${cands}`);
+    check(ids[0] < Math.min(...ids.slice(1, 11)) && Math.max(...ids.slice(1, 11)) < ids[11], `ids ${ids}`);
+    return `offer, 10 candidates, answer, 5 candidates: in that order of runs, ids ${ids.join(',')}`;
+  },
+
   async leave() {
     const room = newRoom();
     const store = new MemoryStorage();
