@@ -145,6 +145,10 @@ func TestIdempotencyKey(t *testing.T) {
 	if p := b.poll(0, "0"); len(p.Messages) != 2 {
 		t.Fatalf("stored %d messages, want 2", len(p.Messages))
 	}
+	// The repeat stored nothing, and is not counted as stored.
+	if n := metric(t, base, "tincan_messages_stored_total"); n != 3 {
+		t.Fatalf("tincan_messages_stored_total %v after 3 posts and a repeat, want 3", n)
+	}
 }
 
 func TestPendingForNextJoiner(t *testing.T) {

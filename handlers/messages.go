@@ -34,17 +34,19 @@ func (s *Server) handlePost() http.Handler {
 			return
 		}
 		start := time.Now()
-		id, to, err := s.store.AppendTo(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
+		a, err := s.store.AppendTo(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
 		if err != nil {
 			fail(w, err)
 			return
 		}
 		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
-		s.metrics.stored.Inc()
-		if len(to) > 0 {
-			s.hub.wake(m.Room, to...)
+		if !a.Repeat {
+			s.metrics.stored.Inc()
 		}
-		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), id, 10), '}'))
+		if len(a.Recipients) > 0 {
+			s.hub.wake(m.Room, a.Recipients...)
+		}
+		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
 	})
 }
 

@@ -30,16 +30,27 @@ type Post struct {
 // returns the first id and stores nothing.
 // Refusals: ErrUnauthorized (sender gone), ErrUnknownPeer, ErrTooManyMessages.
 func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
-	id, _, err := s.AppendTo(ctx, p)
-	return id, err
+	a, err := s.AppendTo(ctx, p)
+	return a.ID, err
 }
 
-// AppendTo is Append that also says who the message went to: the members
-// to wake. It names nobody for a message kept for the next joiner, or for a
-// repeated idempotency key (the first post woke them).
-func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []string, err error) {
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		id, recipients = 0, nil
+// Appended is what AppendTo did.
+type Appended struct {
+	ID uint64
+	// Recipients are the members to wake: nobody for a message kept for
+	// the next joiner, or for a repeat (the first post woke them).
+	Recipients []string
+	Repeat     bool // a repeated idempotency key: the first post's id, nothing stored
+}
+
+// AppendTo is Append that also says who the message went to, and whether
+// it was a repeat.
+func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
+	var id uint64
+	var recipients []string
+	var repeat bool
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		id, recipients, repeat = 0, nil, false
 		rb := tx.Bucket(bucketRooms).Bucket([]byte(p.From.Room))
 		if rb == nil {
 			return ErrUnauthorized
@@ -51,7 +62,7 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []s
 		if p.IdempotencyKey != "" {
 			idemKey = p.From.ID + "\x00" + p.IdempotencyKey
 			if known, ok := s.idemInTx(p.From.Room, idemKey); ok {
-				id = known
+				id, repeat = known, true
 				return nil
 			}
 		}
@@ -86,9 +97,9 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (id uint64, recipients []s
 		return nil
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("append to %s: %w", p.From.Room, err)
+		return Appended{}, fmt.Errorf("append to %s: %w", p.From.Room, err)
 	}
-	return id, recipients, nil
+	return Appended{ID: id, Recipients: recipients, Repeat: repeat}, nil
 }
 
 // emit stores a server event (fields without braces and id) for recipients.
