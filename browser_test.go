@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -701,7 +702,7 @@ func TestBrowserTincanJS(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"sse_ready", "fallback_buffered", "fallback_errors", "poll_gateway_timeout",
+		"sse_ready", "fallback_buffered", "fallback_errors", "sse_recovers", "poll_gateway_timeout",
 		"resume_sse_gap", "resume_reload", "dedupe_sse", "dedupe_poll",
 		"idempotent_retry", "room_full", "password", "send_order", "leave",
 	}
@@ -846,6 +847,16 @@ func newHarness(backend string) http.Handler {
 	mux.Handle("/slow/", http.StripPrefix("/slow", bufferingProxy(backend, 1500*time.Millisecond)))
 	mux.Handle("/sse-broken/", http.StripPrefix("/sse-broken", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isEvents(r) {
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		direct.ServeHTTP(w, r)
+	})))
+	// Event streams fail twice, then work: the client falls back to
+	// long-poll, and must come back to SSE.
+	var sseFailures atomic.Int32
+	mux.Handle("/sse-recovers/", http.StripPrefix("/sse-recovers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isEvents(r) && sseFailures.Add(1) <= 2 {
 			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
 			return
 		}

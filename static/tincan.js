@@ -8,7 +8,7 @@
 //
 // Receives over Server-Sent Events and switches to long-poll by itself when the
 // stream does not work (no `ready` frame within readyTimeout of opening it: a
-// buffering proxy; or errors twice in a row). Resumes after any gap from the last
+// buffering proxy; or errors twice in a row), and back once a trial stream works. Resumes after any gap from the last
 // id it delivered, drops duplicate ids, retries POSTs with an Idempotency-Key, and
 // keeps its token in sessionStorage so that a reload re-joins as the same member.
 // No dependencies, no build step.
@@ -71,6 +71,7 @@ function defaultStorage() {
  * @param {string} [opts.password]          room password
  * @param {'auto'|'sse'|'poll'} [opts.transport='auto']
  * @param {number} [opts.readyTimeout=5000] ms to wait for the SSE `ready` frame
+ * @param {number} [opts.sseRetry=60000]    after falling back to long-poll, ms before the event stream is tried again (doubling up to 16×)
  * @param {number} [opts.pollWait=25]       long-poll wait in seconds
  * @param {Storage|null} [opts.storage=sessionStorage] where the token is kept (null: nowhere)
  * @param {boolean} [opts.start=true]       start receiving at once (else call client.start())
@@ -116,6 +117,8 @@ export class Client {
     this._password = opts.password;
     this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
     this._readyTimeout = opts.readyTimeout ?? 5000;
+    this._sseRetryAfter = this._sseRetryBase = opts.sseRetry ?? 60000;
+    this._sseRetryTimer = null;
     this._storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this._key = `tincan:${this.base}:${room}`;
     this._fetch = opts.fetch || globalThis.fetch.bind(globalThis);
@@ -123,6 +126,8 @@ export class Client {
     this._barrier = Promise.resolve(); // settles when the last non-candidate and all before it have
     this._es = null;
     this._pollAbort = null;
+    this._pollOn = false;
+    this._pollGen = 0;
     this._wakers = new Set();
     this._onOnline = () => this._wake();
     this._releaseLock = null;
@@ -251,7 +256,10 @@ export class Client {
 
   // ---- Server-Sent Events ----
 
-  _startSSE(failures) {
+  // A trial stream runs beside the long-poll after a fallback: once it
+  // delivers `ready`, the poll stops and the stream carries on as usual; if
+  // it fails, the poll goes on and the stream is tried again later.
+  _startSSE(failures, trial = false) {
     if (this.closed) return;
     const q = new URLSearchParams({ token: this.token, since: String(this.cursor) });
     const es = new EventSource(`${this._url(this._eventsPath)}?${q}`);
@@ -262,6 +270,7 @@ export class Client {
     const timer = setTimeout(() => {
       if (readyAt || this._es !== es) return;
       done();
+      if (trial) { this._retrySSELater(); return; }
       if (this._mode === 'sse') { this._sseRetry(failures + 1); return; }
       this._fallback(`no ready frame within ${this._readyTimeout} ms`);
     }, this._readyTimeout);
@@ -269,6 +278,11 @@ export class Client {
       if (readyAt) return;
       readyAt = Date.now();
       clearTimeout(timer);
+      if (trial) {
+        trial = false;
+        this._stopPoll();
+        this._sseRetryAfter = this._sseRetryBase; // a later fallback starts the wait afresh
+      }
       this._setTransport('sse');
     };
     es.addEventListener('ready', markReady);
@@ -283,6 +297,7 @@ export class Client {
       done();
       if (this.closed) return;
       this.stats.sseErrors++;
+      if (trial) { this._retrySSELater(); return; }
       // A stream that delivered `ready` and then lived a while is healthy: this is a
       // gap (restart, proxy timeout, network change); reconnect from the cursor.
       // An error before `ready`, or right after it, counts as a failure.
@@ -320,20 +335,42 @@ export class Client {
   _fallback(reason) {
     this.stats.fallback = reason;
     this._startPoll(reason);
+    this._retrySSELater();
+  }
+
+  // The cause of a fallback (a proxy, a network) may go away: try the event
+  // stream again after sseRetry, then after twice as long, up to 16 times.
+  _retrySSELater() {
+    if (this.closed || this._mode !== 'auto' || this._sseRetryTimer) return;
+    const after = this._sseRetryAfter;
+    this._sseRetryAfter = Math.min(after * 2, this._sseRetryBase * 16);
+    this._sseRetryTimer = setTimeout(() => {
+      this._sseRetryTimer = null;
+      if (this._pollOn && !this._es) this._startSSE(0, true);
+    }, after);
   }
 
   // ---- long-poll ----
 
+  // Each start of the long-poll is a generation: a loop stopped while its
+  // request is in flight ends at its next step, even if a new loop has begun.
   _startPoll(reason) {
-    if (this.closed || this._polling) return;
-    this._polling = true;
+    if (this.closed || this._pollOn) return;
+    this._pollOn = true;
     this._pollReason = reason;
-    this._pollLoop().finally(() => { this._polling = false; });
+    this._pollLoop(++this._pollGen);
   }
 
-  async _pollLoop() {
+  _stopPoll() {
+    this._pollOn = false;
+    this._pollGen++;
+    if (this._pollAbort) this._pollAbort.abort();
+    this._wake();
+  }
+
+  async _pollLoop(gen) {
     let attempt = 0;
-    while (!this.closed) {
+    while (!this.closed && gen === this._pollGen) {
       const wait = this.pollWait;
       const ac = new AbortController();
       this._pollAbort = ac;
@@ -353,7 +390,7 @@ export class Client {
         clearTimeout(guard);
         if (this._pollAbort === ac) this._pollAbort = null;
       }
-      if (this.closed) return;
+      if (this.closed || gen !== this._pollGen) return;
       if (res && res.status === 200 && body) {
         attempt = 0;
         this._setTransport('poll', this._pollReason);
@@ -473,6 +510,7 @@ export class Client {
     this.closed = true;
     if (this._es) { this._es.close(); this._es = null; }
     if (this._pollAbort) this._pollAbort.abort();
+    clearTimeout(this._sseRetryTimer);
     if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
     this._wake();
     this._unlock();

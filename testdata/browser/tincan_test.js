@@ -120,6 +120,28 @@ export const scenarios = {
     return `switched after ${after} ms and ${recv.stats.sseErrors} stream errors (${recv.stats.fallback})`;
   },
 
+  // The stream fails twice, then works: long-poll first, then back to SSE,
+  // without losing or repeating a message across either switch.
+  async sse_recovers() {
+    const room = newRoom();
+    const recv = await J(room, { base: '/sse-recovers', sseRetry: 1000 });
+    const c = collect(recv);
+    const snd = await J(room);
+    await until(() => recv.transport === 'poll', 6000, 'fallback to long-poll');
+    await sendTexts(snd, ['p1', 'p2']);
+    await until(() => c.got.length >= 2, 5000, '2 messages over long-poll');
+    const t0 = Date.now();
+    await until(() => recv.transport === 'sse', 10000, 'back to SSE');
+    const back = Date.now() - t0;
+    const polls = recv.stats.polls;
+    await sendTexts(snd, ['s1', 's2']);
+    await until(() => c.got.length >= 4, 5000, '2 messages over SSE');
+    await sleep(1000);
+    expectTexts(c.got, ['p1', 'p2', 's1', 's2'], 'across both switches');
+    check(recv.stats.polls === polls, `${recv.stats.polls - polls} polls after the switch back`);
+    return `fell back (${recv.stats.fallback}), back on SSE ${back} ms after the poll delivered, ${recv.stats.duplicates} duplicates dropped`;
+  },
+
   // A proxy answers 504 to a long wait: ask again at once with a shorter wait.
   async poll_gateway_timeout() {
     const room = newRoom();
