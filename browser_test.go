@@ -702,7 +702,7 @@ func TestBrowserTincanJS(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"sse_ready", "fallback_buffered", "fallback_errors", "sse_recovers", "poll_gateway_timeout",
+		"sse_ready", "fallback_buffered", "fallback_errors", "sse_recovers", "sse_acks", "poll_gateway_timeout",
 		"resume_sse_gap", "resume_reload", "dedupe_sse", "dedupe_poll",
 		"idempotent_retry", "room_full", "password", "send_order", "leave",
 	}

@@ -72,6 +72,7 @@ function defaultStorage() {
  * @param {'auto'|'sse'|'poll'} [opts.transport='auto']
  * @param {number} [opts.readyTimeout=5000] ms to wait for the SSE `ready` frame
  * @param {number} [opts.sseRetry=60000]    after falling back to long-poll, ms before the event stream is tried again (doubling up to 16×)
+ * @param {number} [opts.ackEvery=30000]    on SSE, ms between acknowledgements of what arrived, so that the server can prune it (0: never)
  * @param {number} [opts.pollWait=25]       long-poll wait in seconds
  * @param {Storage|null} [opts.storage=sessionStorage] where the token is kept (null: nowhere)
  * @param {boolean} [opts.start=true]       start receiving at once (else call client.start())
@@ -113,12 +114,14 @@ export class Client {
     this.closed = false;
     /** current long-poll wait in seconds (shortened after a 502/504) */
     this.pollWait = opts.pollWait ?? 25;
-    this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, fallback: null };
+    this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, acks: 0, acked: 0, fallback: null };
     this._password = opts.password;
     this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
     this._readyTimeout = opts.readyTimeout ?? 5000;
     this._sseRetryAfter = this._sseRetryBase = opts.sseRetry ?? 60000;
     this._sseRetryTimer = null;
+    this._ackEvery = opts.ackEvery ?? 30000;
+    this._ackTimer = null;
     this._storage = opts.storage === undefined ? defaultStorage() : opts.storage;
     this._key = `tincan:${this.base}:${room}`;
     this._fetch = opts.fetch || globalThis.fetch.bind(globalThis);
@@ -284,6 +287,7 @@ export class Client {
         this._sseRetryAfter = this._sseRetryBase; // a later fallback starts the wait afresh
       }
       this._setTransport('sse');
+      this._startAcks();
     };
     es.addEventListener('ready', markReady);
     es.onmessage = (ev) => {
@@ -306,6 +310,28 @@ export class Client {
       if (this._mode === 'auto' && n >= 2) { this._fallback('event stream failed twice'); return; }
       this._sseRetry(n);
     };
+  }
+
+  // The server prunes a message once its recipients acknowledged it, and an
+  // event stream acknowledges only when it reconnects. So while on SSE, say
+  // every ackEvery what arrived, with a long-poll that does not wait (its
+  // answer, usually empty, goes through the same duplicate check).
+  _startAcks() {
+    if (this._ackTimer || !(this._ackEvery > 0)) return;
+    this._ackTimer = setInterval(async () => {
+      const upto = this.cursor;
+      if (this.closed || this.transport !== 'sse' || upto <= this.stats.acked) return;
+      try {
+        const res = await this._fetch(`${this._url(this._messagesPath)}?since=${upto}&wait=0`, {
+          headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
+        });
+        if (res.status !== 200) return;
+        const body = await res.json();
+        this.stats.acked = Math.max(this.stats.acked, upto);
+        this.stats.acks++;
+        for (const m of body.messages || []) this._deliver(m);
+      } catch { /* the next tick tries again */ }
+    }, this._ackEvery);
   }
 
   async _sseRetry(failures) {
@@ -511,6 +537,7 @@ export class Client {
     if (this._es) { this._es.close(); this._es = null; }
     if (this._pollAbort) this._pollAbort.abort();
     clearTimeout(this._sseRetryTimer);
+    clearInterval(this._ackTimer);
     if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
     this._wake();
     this._unlock();

@@ -142,6 +142,24 @@ export const scenarios = {
     return `fell back (${recv.stats.fallback}), back on SSE ${back} ms after the poll delivered, ${recv.stats.duplicates} duplicates dropped`;
   },
 
+  // On SSE the client acknowledges what arrived every ackEvery: afterwards the
+  // server replays nothing of it to a reader without a cursor (and may prune it).
+  async sse_acks() {
+    const room = newRoom();
+    const recv = await J(room, { ackEvery: 300 });
+    const c = collect(recv);
+    const snd = await J(room);
+    await until(() => recv.transport === 'sse', 3000, 'SSE');
+    await sendTexts(snd, ['a', 'b', 'c']);
+    await until(() => c.got.length >= 3, 5000, '3 messages');
+    const last = recv.cursor;
+    await until(() => recv.stats.acked >= last, 3000, `an acknowledgement of id ${last}`);
+    const res = await fetch(`/rooms/${room}/messages?wait=0`, { headers: { Authorization: `Bearer ${recv.token}` } });
+    const body = await res.json();
+    check(res.status === 200 && body.messages.length === 0, `after the acknowledgement the server still holds ${JSON.stringify(body.messages)}`);
+    return `${recv.stats.acks} acknowledgement(s), up to id ${recv.stats.acked}; nothing left to replay`;
+  },
+
   // A proxy answers 504 to a long wait: ask again at once with a shorter wait.
   async poll_gateway_timeout() {
     const room = newRoom();
