@@ -50,6 +50,7 @@ type config struct {
 	progress        time.Duration
 	idem            bool
 	cpuProfile      string
+	ackEvery        time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr; 0 = none")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	fs.DurationVar(&c.ackEvery, "ack-every", 30*time.Second, "SSE: acknowledge what arrived this often with a long-poll that does not wait, as tincan.js does; 0 = never")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -106,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.duration <= 0 || c.timeout <= 0 || c.pollWait <= 0 {
 		return c, errors.New("-duration, -timeout and -poll-wait must be positive")
+	}
+	if c.ackEvery < 0 {
+		return c, errors.New("-ack-every must not be negative")
 	}
 	if c.size < 0 || c.size > 60000 || c.sdpSize < 0 || c.sdpSize > 60000 {
 		return c, errors.New("-size and -sdp-size: want 0 to 60000")
@@ -213,6 +218,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 	}
 	b.cl = newClient(cfg.url, conns, b.c)
 	b.cl.wait = cfg.pollWait
+	b.cl.ackEvery = cfg.ackEvery
 	defer b.cl.close()
 
 	res := &Result{Workload: cfg.workload, Transport: cfg.transport, Rooms: cfg.rooms}
@@ -251,7 +257,7 @@ func (b *bench) finish(res *Result) {
 	res.Errors, res.ErrorKinds = c.errors.Load(), c.errorKinds()
 	res.Lost, res.Late, res.Duplicates = c.lost.Load(), c.late.Load(), c.dups.Load()
 	res.OutOfOrder, res.Unexpected, res.Reconnects = c.order.Load(), c.unexpected.Load(), c.reconnects.Load()
-	res.Heartbeats = c.heartbeats.Load()
+	res.Heartbeats, res.Acks = c.heartbeats.Load(), c.acks.Load()
 }
 
 // take reserves one unit of -count; false when it is used up.

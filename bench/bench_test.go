@@ -300,7 +300,14 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	res := runJSON(t, url, "-workload", "calls", "-rooms", "3", "-count", "6", "-candidates", "5", "-sdp-size", "1000")
+	// SSE receivers acknowledge what arrived, as tincan.js does.
+	res := runJSON(t, url, "-workload", "pingpong", "-rooms", "2", "-k", "20", "-think", "10ms", "-ack-every", "20ms")
+	checkClean(t, res)
+	if res.Acks == 0 || res.Messages != 80 {
+		t.Errorf("pingpong with -ack-every 20ms: %d acknowledgements, %d messages", res.Acks, res.Messages)
+	}
+
+	res = runJSON(t, url, "-workload", "calls", "-rooms", "3", "-count", "6", "-candidates", "5", "-sdp-size", "1000")
 	checkClean(t, res)
 	// Per call: offer, answer, 5+5 candidates, bye; peer-joined and peer-left.
 	if res.Calls != 6 || res.Setup.N != 6 || res.Messages != 6*13 || res.CallsPS <= 0 {

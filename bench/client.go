@@ -20,10 +20,11 @@ import (
 // client speaks tincan's HTTP API like a browser would: POST to send, an
 // event stream or a long-poll to receive.
 type client struct {
-	base string
-	hc   *http.Client
-	c    *counters
-	wait time.Duration // long-poll wait
+	base     string
+	hc       *http.Client
+	c        *counters
+	wait     time.Duration // long-poll wait
+	ackEvery time.Duration // SSE: how often a receiver acknowledges, as tincan.js does; 0 = never
 }
 
 // newClient makes a client whose transport keeps enough connections for
@@ -173,9 +174,10 @@ type receiver struct {
 	ready     chan struct{} // closed once the stream is open (ready frame) / first poll answered
 	readyOnce sync.Once
 	done      chan struct{}
-	closing   atomic.Bool // the member is leaving: the end of the stream is expected
-	last      uint64      // highest id received (the resume cursor)
-	err       error       // why it ended, when not asked to
+	closing   atomic.Bool   // the member is leaving: the end of the stream is expected
+	last      uint64        // highest id received (the resume cursor)
+	seen      atomic.Uint64 // last, for the acknowledging goroutine
+	err       error         // why it ended, when not asked to
 }
 
 // maxReconnects bounds how often one receiver reopens a broken stream.
@@ -185,8 +187,17 @@ func (c *client) receive(ctx context.Context, p *peer, transport string, handle 
 	ctx, cancel := context.WithCancel(ctx)
 	r := &receiver{c: c, p: p, transport: transport, handle: handle, cancel: cancel,
 		ready: make(chan struct{}), done: make(chan struct{})}
+	var acking sync.WaitGroup
+	if transport == "sse" && c.ackEvery > 0 {
+		acking.Add(1)
+		go func() {
+			defer acking.Done()
+			r.acknowledge(ctx)
+		}()
+	}
 	go func() {
 		defer close(r.done)
+		defer acking.Wait()
 		defer cancel()
 		for attempt := 0; ; attempt++ {
 			var err error
@@ -264,7 +275,34 @@ func (r *receiver) deliver(id uint64, data []byte, at time.Time) {
 		return
 	}
 	r.last = id
+	r.seen.Store(id)
 	r.handle(message{id: id, data: data, at: at})
+}
+
+// acknowledge tells the server, every ackEvery, the last id the stream
+// delivered, with a long-poll that does not wait, as tincan.js does: an open
+// stream acknowledges nothing by itself, so nothing it delivered could be
+// pruned. The answer is not read: the stream delivers the same messages.
+func (r *receiver) acknowledge(ctx context.Context) {
+	t := time.NewTicker(r.c.ackEvery)
+	defer t.Stop()
+	var acked uint64
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		upto := r.seen.Load()
+		if upto <= acked {
+			continue
+		}
+		path := "/rooms/" + r.p.room + "/messages?since=" + strconv.FormatUint(upto, 10) + "&wait=0"
+		if _, _, err := r.c.do(ctx, "ack", "GET", path, r.p.auth, "", nil, 200); err == nil {
+			acked = upto
+			r.c.c.acks.Add(1)
+		}
+	}
 }
 
 // stream reads the event stream until it ends.

@@ -117,6 +117,7 @@ type counters struct {
 	unexpected atomic.Int64 // a bench message nobody sent (or sent by an earlier run)
 	reconnects atomic.Int64 // event streams reopened with Last-Event-ID
 	heartbeats atomic.Int64 // SSE comment lines
+	acks       atomic.Int64 // acknowledgements of SSE receivers (-ack-every)
 	streams    atomic.Int64 // streams open now
 	errors     atomic.Int64
 
@@ -180,6 +181,7 @@ type Result struct {
 	Unexpected    int64            `json:"unexpected"`
 	Reconnects    int64            `json:"reconnects"`
 	Heartbeats    int64            `json:"heartbeats,omitempty"`
+	Acks          int64            `json:"acks,omitempty"` // SSE receivers' acknowledgements
 	Streams       int              `json:"streams,omitempty"`
 	BenchCPUCores float64          `json:"bench_cpu_cores"` // CPU this load generator used
 	Server        *Server          `json:"server,omitempty"`
@@ -243,6 +245,9 @@ func (r *Result) Text() string {
 	}
 	if r.Streams > 0 {
 		fmt.Fprintf(&b, "streams      %d held, %d heartbeats received\n", r.Streams, r.Heartbeats)
+	}
+	if r.Acks > 0 {
+		fmt.Fprintf(&b, "acks         %d (SSE receivers acknowledging what arrived)\n", r.Acks)
 	}
 	fmt.Fprintf(&b, "errors %d  lost %d  late %d  duplicates %d  out-of-order %d  unexpected %d  reconnects %d\n",
 		r.Errors, r.Lost, r.Late, r.Duplicates, r.OutOfOrder, r.Unexpected, r.Reconnects)
