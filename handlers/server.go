@@ -155,6 +155,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) removeSilent(ctx context.Context) {
 	for _, m := range s.presence.silent(s.cfg.ClientTimeout) {
+		// Each removal is a commit: a member may have come back while the
+		// ones before it were removed.
+		if !s.presence.isSilent(m, s.cfg.ClientTimeout) {
+			continue
+		}
 		if _, err := s.store.Leave(ctx, m, store.ReasonTimeout); err != nil {
 			s.log.Error("remove silent member", "room", m.Room, "client", m.ID, "err", err)
 			continue

@@ -162,12 +162,23 @@ func (p *presence) silent(timeout time.Duration) []store.Member {
 	var out []store.Member
 	cutoff := p.now().Add(-timeout)
 	for m, l := range p.members {
-		if l.open == 0 && l.last.Before(cutoff) {
+		if l.silentSince(cutoff) {
 			out = append(out, m)
 		}
 	}
 	return out
 }
+
+// isSilent reports whether m has not listened for longer than timeout.
+func (p *presence) isSilent(m store.Member, timeout time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.members[m]
+	return ok && l.silentSince(p.now().Add(-timeout))
+}
+
+// silentSince: no stream or poll open, and nothing heard since cutoff.
+func (l *liveness) silentSince(cutoff time.Time) bool { return l.open == 0 && l.last.Before(cutoff) }
 
 // counts reports members and distinct rooms, for metrics.
 func (p *presence) counts() (members, rooms int) {
