@@ -70,6 +70,9 @@ func TestJoin(t *testing.T) {
 func TestJoinRefusals(t *testing.T) {
 	base := startServer(t)
 	join(t, base, "locked", 201) // no password: any password is accepted later
+	if ans := do(t, "POST", base+"/rooms/locked/join", `{"password":"anything"}`); ans.Status != 201 {
+		t.Fatalf("join with a password into a room made without one: %d %s", ans.Status, ans.Body)
+	}
 	for _, tc := range []struct {
 		name, path, body string
 		status           int
@@ -209,6 +212,17 @@ func TestLeave(t *testing.T) {
 	if p := c.poll(0, "0"); len(p.Messages) != 0 {
 		t.Fatalf("new member of a deleted room got %v", p.Messages)
 	}
+
+	// A message kept for the next joiner goes with its room: the first
+	// member of a room of the same name made again does not get it.
+	lone := join(t, base, "held", 201)
+	lone.post(`{"type":"offer","sdp":"v=0 held"}`)
+	lone.leave()
+	next := join(t, base, "held", 201)
+	join(t, base, "held", 201) // were the offer still held, this joiner would get it
+	if p := next.poll(0, "0"); len(p.Messages) != 1 || p.Messages[0]["type"] != "peer-joined" {
+		t.Fatalf("first member of the new room got %v, want only the second member's peer-joined", p.Messages)
+	}
 }
 
 func TestClientTimeout(t *testing.T) {
@@ -310,12 +324,20 @@ func TestTokensNeverLogged(t *testing.T) {
 	base := strings.TrimPrefix(<-out.lines, "tincan listening on ")
 	waitHealthy(t, http.DefaultClient, base)
 	a := join(t, base, "logs", 201)
-	b := join(t, base, "logs", 200, a.auth()...) // a resume
-	do(t, "POST", base+"/rooms/logs/join", `{"password":"sesame"}`)
+	join(t, base, "logs", 200, a.auth()...) // a resume sends the token in a header
+	b := join(t, base, "logs", 201)
+	var locked struct{ Token string }
+	do(t, "POST", base+"/rooms/vault/join", `{"password":"sesame"}`).json(t, &locked)
 	b.poll(0, "0")
 	do(t, "GET", base+"/rooms/logs/messages?wait=0&token="+a.Token, "")
+	s := b.events("") // the token in the query, as EventSource sends it
+	s.ready()
 	a.post(`{"type":"x"}`)
+	s.message()
 	a.leave()
+	if ans := do(t, "POST", base+"/rooms/logs/leave?token="+b.Token, ""); ans.Status != 204 {
+		t.Fatalf("leave by query token: %d", ans.Status)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -324,7 +346,10 @@ func TestTokensNeverLogged(t *testing.T) {
 	if !strings.Contains(text, "token=REDACTED") || !strings.Contains(text, "/rooms/logs/messages") {
 		t.Fatalf("request log lines missing:\n%s", text)
 	}
-	for _, secret := range []string{a.Token, b.Token, "sesame"} {
+	if locked.Token == "" || a.Token == b.Token {
+		t.Fatalf("setup: tokens %q %q %q", a.Token, b.Token, locked.Token)
+	}
+	for _, secret := range []string{a.Token, b.Token, locked.Token, "sesame"} {
 		if strings.Contains(text, secret) {
 			t.Fatalf("secret %q in the logs:\n%s", secret, text)
 		}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -375,5 +377,82 @@ func TestRestartKeepsState(t *testing.T) {
 	r := join(t, base, "keep", 200, b.auth()...)
 	if r.ClientID != b.ClientID {
 		t.Fatal("membership lost in restart")
+	}
+}
+
+// The event stream takes its token from the Authorization header as well as
+// from ?token=, and refuses another room's token (403 not_member) and a
+// departed member's (401 unauthorized), like every other route.
+func TestEventsAuth(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "evauth", 201)
+	b := join(t, base, "evauth", 201)
+	other := join(t, base, "elsewhere", 201)
+	s, err := openStream(context.Background(), http.DefaultClient, base+"/rooms/evauth/events", 16, b.auth()...)
+	if err != nil {
+		t.Fatalf("events with the token in a header: %v", err)
+	}
+	s.t = t
+	t.Cleanup(s.close)
+	s.ready()
+	id := a.post(`{"type":"hello"}`)
+	if m := s.message(); idOf(m) != id {
+		t.Fatalf("header-authenticated stream got %v, want message %d", m, id)
+	}
+	if ans := do(t, "GET", base+"/rooms/evauth/events?token="+other.Token, ""); ans.Status != 403 || ans.problem(t) != "not_member" {
+		t.Fatalf("events with another room's token: %d %s", ans.Status, ans.Body)
+	}
+	a.leave()
+	if ans := do(t, "GET", base+"/rooms/evauth/events", "", a.auth()...); ans.Status != 401 || ans.problem(t) != "unauthorized" {
+		t.Fatalf("events after leaving: %d %s", ans.Status, ans.Body)
+	}
+}
+
+// Who gets what: a message posted into an empty room goes to the first
+// member that joins next and to nobody after it; messages and server events
+// go only to the members present when they happen.
+func TestDeliveryScope(t *testing.T) {
+	base := startServer(t, "-room-capacity", "4")
+	a := join(t, base, "scope", 201)
+	held := a.post(`{"type":"offer","sdp":"v=0 held"}`)
+	b := join(t, base, "scope", 201)
+	if p := b.poll(0, "0"); len(p.Messages) != 1 || idOf(p.Messages[0]) != held {
+		t.Fatalf("first joiner got %v, want the held offer %d", p.Messages, held)
+	}
+	toB := a.post(`{"type":"note"}`)
+	c := join(t, base, "scope", 201)
+	if p := c.poll(0, "0"); len(p.Messages) != 0 {
+		t.Fatalf("a later joiner got %v: nothing from before it came", p.Messages)
+	}
+	if p := b.poll(held, "0"); len(p.Messages) != 2 || idOf(p.Messages[0]) != toB || p.Messages[1]["type"] != "peer-joined" || p.Messages[1]["peer"] != c.ClientID {
+		t.Fatalf("b got %v, want a's note %d and c's peer-joined", p.Messages, toB)
+	}
+	b.leave()
+	d := join(t, base, "scope", 201)
+	if p := d.poll(0, "0"); len(p.Messages) != 0 {
+		t.Fatalf("the last joiner got %v: no peer-left or peer-joined from before it came", p.Messages)
+	}
+}
+
+// The limits are inclusive: a body of exactly 64 KiB and an Idempotency-Key
+// of exactly 64 characters are taken. Every JSON answer says no-store.
+func TestLimitsInclusive(t *testing.T) {
+	base := startServer(t)
+	a := join(t, base, "edge", 201)
+	join(t, base, "edge", 201)
+	body := `{"type":"x","pad":"` + strings.Repeat("p", 65536-len(`{"type":"x","pad":""}`)) + `"}`
+	if len(body) != 65536 {
+		t.Fatalf("setup: body of %d bytes", len(body))
+	}
+	ans := do(t, "POST", base+"/rooms/edge/messages", body, append(a.auth(), "Idempotency-Key", strings.Repeat("k", 64))...)
+	if ans.Status != 201 {
+		t.Fatalf("a body of 65536 bytes with a key of 64: %d %s", ans.Status, ans.Body)
+	}
+	joined := do(t, "POST", base+"/rooms/edge2/join", "")
+	ice := do(t, "GET", base+"/ice-servers", "", a.auth()...)
+	for name, got := range map[string]answer{"post": ans, "join": joined, "ice-servers": ice} {
+		if cc := got.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("%s answer: Cache-Control %q, want no-store", name, cc)
+		}
 	}
 }

@@ -50,6 +50,32 @@ func FuzzParseCursor(f *testing.F) {
 	})
 }
 
+// The contract's wait: the default when absent, 0 never waits, fractions
+// allowed, above the maximum counts as the maximum; anything else is 400.
+func TestParseWait(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 25 * time.Second, true},
+		{"0", 0, true},
+		{"0.2", 200 * time.Millisecond, true},
+		{"25", 25 * time.Second, true},
+		{"60", 60 * time.Second, true},
+		{"61", 60 * time.Second, true},
+		{"1e9", 60 * time.Second, true},
+		{"-1", 0, false},
+		{"x", 0, false},
+		{"NaN", 0, false},
+	} {
+		got, err := parseWait(tc.in, 25*time.Second, 60*time.Second)
+		if (err == nil) != tc.ok || tc.ok && got != tc.want {
+			t.Errorf("parseWait(%q) = %v, %v; want %v, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
 func FuzzParseWait(f *testing.F) {
 	for _, s := range []string{"", "0", "0.5", "25", "61", "1e9", "NaN", "Inf", "-1", "x", "1e-400"} {
 		f.Add(s)
