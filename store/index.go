@@ -28,8 +28,8 @@ type index struct {
 }
 
 type roomIndex struct {
-	ids     []uint64 // ascending
-	pending int      // messages kept for the next member who joins
+	ids  []uint64 // ascending
+	held bool     // may hold messages kept for the next member who joins (until one claims them)
 }
 
 func newIndex(recentLimit int) *index {
@@ -118,13 +118,13 @@ func (x *index) last(room string) uint64 {
 	return 0
 }
 
-func (x *index) counts(room string) (messages, pending int) {
+func (x *index) counts(room string) (messages int, held bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if r := x.rooms[room]; r != nil {
-		return len(r.ids), r.pending
+		return len(r.ids), r.held
 	}
-	return 0, 0
+	return 0, false
 }
 
 // add lists a committed message; rec, when not nil, is its encoded record.
@@ -142,13 +142,12 @@ func (x *index) add(room string, id uint64, pending bool, rec []byte) {
 	// Ids are handed out in commit order, so this is an append.
 	i, _ := slices.BinarySearch(r.ids, id)
 	r.ids = slices.Insert(r.ids, i, id)
-	if pending {
-		r.pending++
-	}
+	r.held = r.held || pending
 }
 
-// remove forgets deleted ids, of which pending were kept for a joiner.
-func (x *index) remove(room string, ids []uint64, pending int) {
+// remove forgets deleted ids (ascending). A room stays marked held: a later
+// join looks and finds nothing, which is cheaper than knowing.
+func (x *index) remove(room string, ids []uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	r := x.rooms[room]
@@ -162,19 +161,23 @@ func (x *index) remove(room string, ids []uint64, pending int) {
 	for _, id := range ids {
 		x.forgetRecent(id)
 	}
-	r.pending = max(0, r.pending-pending)
 	if len(r.ids) == 0 {
 		delete(x.rooms, room)
 	}
 }
 
-func (x *index) claimed(room string) {
+// claimed records that a joiner took the room's held messages, rewritten
+// as recs (id -> new record).
+func (x *index) claimed(room string, recs map[uint64][]byte) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if r := x.rooms[room]; r != nil {
-		r.pending = 0
-		for _, id := range r.ids { // their records changed: read them from disk
-			x.forgetRecent(id)
+		r.held = false
+	}
+	for id, rec := range recs {
+		if old, ok := x.recent[id]; ok {
+			x.recentBytes += len(rec) - len(old)
+			x.recent[id] = rec
 		}
 	}
 }
@@ -203,18 +206,21 @@ func (x *index) roomNames() []string {
 // staged is what the transaction being built has added to the index but not
 // yet committed: writes later in the same group commit must see it.
 type staged struct {
-	ids     map[string][]uint64
-	pending map[string]int
-	idem    map[string]uint64 // idempotency key -> id
+	ids  map[string][]uint64
+	held map[string]bool   // rooms given a message kept for the next joiner
+	idem map[string]uint64 // idempotency key -> id
 }
 
 func (st *staged) reset() {
-	st.ids, st.pending, st.idem = map[string][]uint64{}, map[string]int{}, map[string]uint64{}
+	if st.ids == nil {
+		st.ids, st.held, st.idem = map[string][]uint64{}, map[string]bool{}, map[string]uint64{}
+	}
+	clear(st.ids)
+	clear(st.held)
+	clear(st.idem)
 }
 
 func (st *staged) add(room string, id uint64, pending bool) {
 	st.ids[room] = append(st.ids[room], id)
-	if pending {
-		st.pending[room]++
-	}
+	st.held[room] = st.held[room] || pending
 }

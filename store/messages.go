@@ -137,9 +137,9 @@ func (s *Store) idsInTx(room string) []uint64 {
 	return append(s.index.after(room, 0, 0), s.staged.ids[room]...)
 }
 
-func (s *Store) countsInTx(room string) (messages, pending int) {
-	n, p := s.index.counts(room)
-	return n + len(s.staged.ids[room]), p + s.staged.pending[room]
+func (s *Store) countsInTx(room string) (messages int, held bool) {
+	n, h := s.index.counts(room)
+	return n + len(s.staged.ids[room]), h || s.staged.held[room]
 }
 
 // Read returns up to limit messages addressed to m with an id greater than
@@ -157,11 +157,11 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 	cursor = max(after, acked)
 	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
 	keep := func(id uint64, rec []byte, copyData bool) error {
-		created, forM, data, ok := peekRecord(rec, m.ID)
+		v, ok := viewRecord(rec)
 		if !ok {
 			return fmt.Errorf("message %d: %w", id, errBadRecord)
 		}
-		if forM && created > oldest {
+		if data := v.data; v.created > oldest && v.addressedTo(m.ID) {
 			if copyData {
 				data = clone(data)
 			}
@@ -370,7 +370,7 @@ func (s *Store) prunable(tx *bolt.Tx, room string) ([]uint64, error) {
 			return nil, err
 		}
 	}
-	oldest := s.opts.Now().Add(-s.opts.MessageTTL)
+	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
 	msgs := tx.Bucket(bucketMsgs)
 	var doomed []uint64
 	for _, id := range s.index.after(room, 0, 0) {
@@ -378,8 +378,8 @@ func (s *Store) prunable(tx *bolt.Tx, room string) ([]uint64, error) {
 		if v == nil {
 			continue
 		}
-		r, err := decodeRecord(v)
-		if err != nil || !r.created.After(oldest) || (!r.pending && deliveredToAll(r.recipients, acked, id)) {
+		r, ok := viewRecord(v)
+		if !ok || r.created <= oldest || (!r.pending && deliveredToAll(r, acked, id)) {
 			doomed = append(doomed, id)
 		}
 	}
@@ -390,14 +390,9 @@ func (s *Store) prunable(tx *bolt.Tx, room string) ([]uint64, error) {
 func (s *Store) deleteMessages(tx *bolt.Tx, room string, ids []uint64) (int, error) {
 	msgs := tx.Bucket(bucketMsgs)
 	var deleted []uint64
-	pending := 0
 	for _, id := range ids {
-		v := msgs.Get(u64(id))
-		if v == nil {
+		if msgs.Get(u64(id)) == nil {
 			continue
-		}
-		if r, err := decodeRecord(v); err == nil && r.pending {
-			pending++
 		}
 		if err := msgs.Delete(u64(id)); err != nil {
 			return 0, err
@@ -405,17 +400,18 @@ func (s *Store) deleteMessages(tx *bolt.Tx, room string, ids []uint64) (int, err
 		deleted = append(deleted, id)
 	}
 	if len(deleted) > 0 {
-		s.afterCommit(func() { s.index.remove(room, deleted, pending) })
+		s.afterCommit(func() { s.index.remove(room, deleted) })
 	}
 	return len(deleted), nil
 }
 
 // deliveredToAll: every recipient has acknowledged id, or is no longer a member.
-func deliveredToAll(recipients []string, acked map[string]uint64, id uint64) bool {
-	for _, r := range recipients {
-		if a, member := acked[r]; member && a < id {
-			return false
-		}
-	}
-	return true
+func deliveredToAll(r recordView, acked map[string]uint64, id uint64) bool {
+	all := true
+	r.eachRecipient(func(to []byte) bool {
+		a, member := acked[string(to)]
+		all = !member || a >= id
+		return all
+	})
+	return all
 }

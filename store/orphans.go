@@ -61,11 +61,18 @@ func (s *Store) pruneOrphans(ctx context.Context) (int, error) {
 	deleted := 0
 	for len(msgs) > 0 || len(keys) > 0 {
 		m, k := msgs[:min(perWrite, len(msgs))], keys[:min(perWrite, len(keys))]
+		var n int
 		err := s.update(ctx, func(tx *bolt.Tx) error {
+			n = 0
 			for _, id := range m {
-				if err := tx.Bucket(bucketMsgs).Delete(u64(id)); err != nil {
+				b := tx.Bucket(bucketMsgs)
+				if b.Get(u64(id)) == nil {
+					continue // a prune deleted it first
+				}
+				if err := b.Delete(u64(id)); err != nil {
 					return err
 				}
+				n++
 			}
 			for _, id := range k {
 				if err := tx.Bucket(bucketIdem).Delete(u64(id)); err != nil {
@@ -78,8 +85,8 @@ func (s *Store) pruneOrphans(ctx context.Context) (int, error) {
 			s.orphans.add(msgs, keys)
 			return deleted, err
 		}
-		deleted += len(m)
-		s.pruned.Add(uint64(len(m)))
+		deleted += n
+		s.pruned.Add(uint64(n))
 		msgs, keys = msgs[len(m):], keys[len(k):]
 	}
 	return deleted, nil

@@ -49,60 +49,72 @@ func (r record) encode() []byte {
 	return append(b, r.data...)
 }
 
-// decodeRecord reads a record without copying: its slices alias b, which is
-// only valid inside the transaction that read it.
-func decodeRecord(b []byte) (record, error) {
+// recordView is an encoded record read in place, without allocating: its
+// slices alias the stored bytes, which are only valid inside the
+// transaction that read them (or, for the delivery cache, for good).
+type recordView struct {
+	created    int64 // unix nanoseconds
+	pending    bool
+	room       []byte
+	recipients []byte // n times: 1 byte length + client id
+	data       []byte
+}
+
+func viewRecord(b []byte) (recordView, bool) {
 	if len(b) < 11 || len(b) < 11+int(b[9]) {
-		return record{}, errBadRecord
+		return recordView{}, false
 	}
-	r := record{
-		created: time.Unix(0, int64(binary.BigEndian.Uint64(b))),
+	v := recordView{
+		created: int64(binary.BigEndian.Uint64(b)),
 		pending: b[8]&flagPending != 0,
-		room:    string(b[10 : 10+b[9]]),
+		room:    b[10 : 10+b[9]],
 	}
 	b = b[10+b[9]:]
 	n := int(b[0])
-	b = b[1:]
+	start := b[1:]
+	b = start
 	for range n {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
-			return record{}, errBadRecord
+			return recordView{}, false
 		}
-		r.recipients = append(r.recipients, string(b[1:1+b[0]]))
 		b = b[1+b[0]:]
 	}
-	r.data = b
-	return r, nil
+	v.recipients = start[:len(start)-len(b)]
+	v.data = b
+	return v, true
+}
+
+// eachRecipient calls f with each recipient's client id, aliasing the record,
+// until f returns false.
+func (v recordView) eachRecipient(f func(id []byte) bool) {
+	for b := v.recipients; len(b) > 0; b = b[1+b[0]:] {
+		if !f(b[1 : 1+b[0]]) {
+			return
+		}
+	}
 }
 
 // addressedTo reports whether the record is for client id.
-func (r record) addressedTo(id string) bool {
-	for _, x := range r.recipients {
-		if x == id {
-			return true
-		}
-	}
-	return false
+func (v recordView) addressedTo(id string) bool {
+	found := false
+	v.eachRecipient(func(r []byte) bool {
+		found = string(r) == id
+		return !found
+	})
+	return found
 }
 
-// peekRecord reads what a delivery needs from an encoded record, in place
-// and without allocating: when it was created, whether it is for client,
-// and the data (aliasing b).
-func peekRecord(b []byte, client string) (created int64, forClient bool, data []byte, ok bool) {
-	if len(b) < 11 || len(b) < 11+int(b[9]) {
-		return 0, false, nil, false
+// decodeRecord reads a record into a record, for re-encoding it; its data
+// aliases b.
+func decodeRecord(b []byte) (record, error) {
+	v, ok := viewRecord(b)
+	if !ok {
+		return record{}, errBadRecord
 	}
-	created = int64(binary.BigEndian.Uint64(b))
-	b = b[10+b[9]:]
-	n := int(b[0])
-	b = b[1:]
-	for range n {
-		if len(b) < 1 || len(b) < 1+int(b[0]) {
-			return 0, false, nil, false
-		}
-		if string(b[1:1+b[0]]) == client {
-			forClient = true
-		}
-		b = b[1+b[0]:]
-	}
-	return created, forClient, b, true
+	r := record{room: string(v.room), created: time.Unix(0, v.created), pending: v.pending, data: v.data}
+	v.eachRecipient(func(id []byte) bool {
+		r.recipients = append(r.recipients, string(id))
+		return true
+	})
+	return r, nil
 }

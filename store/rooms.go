@@ -174,7 +174,7 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 		return Joined{}, err
 	}
 	s.afterCommit(func() { s.dir.add(rec.Token, Member{Room: req.Room, ID: id}, 0) })
-	if _, pending := s.countsInTx(req.Room); pending > 0 {
+	if _, held := s.countsInTx(req.Room); held {
 		if err := s.claimPending(tx, req.Room, id); err != nil {
 			return Joined{}, err
 		}
@@ -189,19 +189,25 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 // claimPending hands every message kept for "the next member who joins" to id.
 func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
 	msgs := tx.Bucket(bucketMsgs)
+	claimed := map[uint64][]byte{}
 	for _, k := range s.idsInTx(room) {
 		v := msgs.Get(u64(k))
+		if view, ok := viewRecord(v); !ok || !view.pending {
+			continue
+		}
 		r, err := decodeRecord(v)
-		if v == nil || err != nil || !r.pending {
+		if err != nil {
 			continue
 		}
 		r.pending, r.recipients = false, []string{id}
-		if err := msgs.Put(u64(k), r.encode()); err != nil {
+		rec := r.encode()
+		if err := msgs.Put(u64(k), rec); err != nil {
 			return err
 		}
+		claimed[k] = rec
 	}
-	delete(s.staged.pending, room)
-	s.afterCommit(func() { s.index.claimed(room) })
+	delete(s.staged.held, room)
+	s.afterCommit(func() { s.index.claimed(room, claimed) })
 	return nil
 }
 
@@ -261,7 +267,7 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 	}
 	msgs, keys := s.idsInTx(room), s.roomKeysInTx(room)
 	delete(s.staged.ids, room)
-	delete(s.staged.pending, room)
+	delete(s.staged.held, room)
 	s.afterCommit(func() {
 		s.index.drop(room)
 		s.idem.dropRoom(room)

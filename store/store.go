@@ -221,8 +221,20 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 		return ctx.Err()
 	}
 	// Once queued, the write happens: wait for it so that the caller never
-	// reports failure for a committed change.
-	return <-o.err
+	// reports failure for a committed change. Queued in the instant Close
+	// stopped the loop (both cases of the select above were ready), it
+	// does not: the loop is gone.
+	select {
+	case err := <-o.err:
+		return err
+	case <-s.done:
+		select {
+		case err := <-o.err:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 func (s *Store) commitLoop() {
@@ -233,14 +245,11 @@ func (s *Store) commitLoop() {
 		select {
 		case first = <-s.ops:
 		case <-s.closing:
-			// Drain what was queued before Close.
-			for {
-				select {
-				case o := <-s.ops:
-					s.commit([]*op{o})
-				default:
-					return
-				}
+			// Commit what was queued before Close, in batches as usual.
+			select {
+			case first = <-s.ops:
+			default:
+				return
 			}
 		}
 		batch = append(batch[:0], first)
@@ -317,15 +326,15 @@ func (s *Store) loadIndex() error {
 			return err
 		}
 		err = tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-			r, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("message %x: %w", k, err)
+			r, ok := viewRecord(v)
+			if !ok {
+				return fmt.Errorf("message %x: %w", k, errBadRecord)
 			}
-			id := binary.BigEndian.Uint64(k)
-			if orphaned(firsts, r.room, id) {
+			id, room := binary.BigEndian.Uint64(k), string(r.room)
+			if orphaned(firsts, room, id) {
 				s.orphans.add([]uint64{id}, nil)
 			} else {
-				s.index.add(r.room, id, r.pending, nil)
+				s.index.add(room, id, r.pending, nil)
 			}
 			return nil
 		})

@@ -66,11 +66,19 @@ func TestGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids <- mustAppend(t, s, a.Member, fmt.Sprintf(`"type":"x","i":%d`, i))
+			id, err := s.Append(context.Background(), Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))})
+			if err != nil {
+				t.Error(err) // not Fatal: this is not the test's goroutine
+				return
+			}
+			ids <- id
 		}()
 	}
 	wg.Wait()
 	close(ids)
+	if len(ids) != n {
+		t.Fatalf("%d of %d appends succeeded", len(ids), n)
+	}
 	seen := map[uint64]bool{}
 	for id := range ids {
 		if seen[id] {
@@ -113,6 +121,57 @@ func TestBatchFailureIsolated(t *testing.T) {
 		if i%2 == 0 && !errors.Is(err, ErrUnknownPeer) || i%2 == 1 && err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
+	}
+
+	// A hard error breaks the shared transaction: every write of the batch
+	// is then retried alone, and only the failing one fails. A first write
+	// holds the loop until the others are queued, so that they share the
+	// next batch.
+	release, entered := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) }) // a failing test must not leave the loop stuck
+	held := make(chan error, 1)
+	go func() {
+		held <- s.update(context.Background(), func(*bolt.Tx) error { close(entered); <-release; return nil })
+	}()
+	<-entered
+	boom := errors.New("boom")
+	const good = 10
+	ids := make([]uint64, good)
+	var failed error
+	wg = sync.WaitGroup{}
+	for i := range good + 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == good {
+				failed = s.update(context.Background(), func(*bolt.Tx) error { return boom })
+				return
+			}
+			ids[i], errs[i] = s.Append(context.Background(), Post{From: a.Member, Fields: []byte(`"type":"y"`)})
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(s.ops) < good+1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d writes queued", len(s.ops))
+		}
+	}
+	commits, _ := s.Stats()
+	releaseOnce.Do(func() { close(release) })
+	wg.Wait()
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(failed, boom) {
+		t.Fatalf("the failing write returned %v", failed)
+	}
+	for i := range good {
+		if errs[i] != nil || ids[i] == 0 {
+			t.Fatalf("write %d beside the failing one: id %d, %v", i, ids[i], errs[i])
+		}
+	}
+	if after, _ := s.Stats(); after-commits < good+1 {
+		t.Fatalf("%d commits after the shared batch failed, want each of its %d writes alone", after-commits, good+1)
 	}
 }
 
