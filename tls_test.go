@@ -203,6 +203,26 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPoo
 // startTLSServer is startServer for HTTPS: its /healthz check goes
 // through a client that trusts roots (http.DefaultClient does not trust
 // the test's certificate).
+// An HTTP/2 stream that has nothing to send outlives the stall timeout: the
+// write deadline covers a frame being written, not the time between frames
+// (HTTP/2 resets a stream whose deadline passes, writing or not).
+func TestH2IdleStream(t *testing.T) {
+	certFile, keyFile, roots := selfSignedCert(t)
+	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "1h", "-stall-timeout", "300ms")
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr}
+	a := joinVia(t, hc, base, "h2idle", 201)
+	b := joinVia(t, hc, base, "h2idle", 201)
+	s := b.events("")
+	s.ready()
+	time.Sleep(1500 * time.Millisecond) // five stall timeouts without a frame
+	id := a.post(`{"type":"late"}`)
+	if m := s.message(); idOf(m) != id {
+		t.Fatalf("after an idle spell the stream gave %v, want message %d", m, id)
+	}
+}
+
 // A stream over HTTP/1.1 and TLS is hijacked like a plain one: its reader's
 // hang-up is noticed on the TCP connection under TLS. With one stream
 // allowed per address and an hour between heartbeats, each new stream needs

@@ -345,6 +345,7 @@ type deadlineWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	evicted atomic.Bool
+	armed   bool // a deadline is set for the frame being written
 	once    sync.Once
 	failed  func(stalled bool) // called once, at the first failed write
 }
@@ -353,18 +354,35 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	if d.evicted.Load() {
 		return 0, errEvicted
 	}
-	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.arm()
 	n, err := d.ResponseWriter.Write(p)
 	d.check(err)
 	return n, err
 }
 
+// Flush sends the frame and then lifts the deadline: an idle stream must not
+// be cut for having sent nothing (HTTP/2 resets a stream when its deadline
+// passes, write or not).
 func (d *deadlineWriter) Flush() {
 	if d.evicted.Load() {
 		return
 	}
-	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
-	d.check(d.rc.Flush())
+	d.arm()
+	err := d.rc.Flush()
+	d.check(err)
+	if err == nil && !d.evicted.Load() {
+		d.rc.SetWriteDeadline(time.Time{})
+		d.armed = false
+	}
+}
+
+// arm sets the deadline once per frame (r3labs writes a frame in several
+// pieces). Only the stream's writing goroutine calls it.
+func (d *deadlineWriter) arm() {
+	if !d.armed {
+		d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+		d.armed = true
+	}
 }
 
 // check ends the stream at the first failed write: net/http keeps the error,

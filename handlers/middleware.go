@@ -68,8 +68,9 @@ func redactQuery(raw string) string {
 	return q.Encode()
 }
 
-// statusRecorder remembers the status for the log. It keeps Flush and
-// Unwrap so that streaming and http.ResponseController work through it.
+// statusRecorder remembers the status for the log. Its Unwrap lets
+// http.ResponseController reach the writer's Flush (with its error) and
+// deadlines; it has no Flush of its own, which would hide flush errors.
 type statusRecorder struct {
 	http.ResponseWriter
 	status      int
@@ -81,12 +82,6 @@ func (r *statusRecorder) WriteHeader(code int) {
 		r.status, r.wroteHeader = code, true
 	}
 	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
