@@ -146,7 +146,6 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 	}
 	answered.Wait()
 	if !ok {
-		b.c.lost.Add(int64(l.expire()))
 		b.endCall(ctx, l, rb, ra, a, bp)
 		return false
 	}
@@ -167,7 +166,6 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 		}
 		t.Stop()
 	}
-	b.c.lost.Add(int64(l.expire()))
 	b.endCall(ctx, l, nil, ra, a, nil)
 	if ok {
 		b.c.callsDone.Add(1)

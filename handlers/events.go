@@ -307,7 +307,7 @@ func (st *eventStream) publish(ev *sse.Event) bool {
 		}
 		if time.Now().After(deadline) {
 			st.w.evict()
-			st.w.once.Do(func() { st.w.failed(true) })
+			st.w.fail(true)
 			return false
 		}
 		select {
@@ -389,9 +389,14 @@ func (d *deadlineWriter) arm() {
 // so every later frame would be lost.
 func (d *deadlineWriter) check(err error) {
 	if err != nil {
-		d.evicted.Store(true)
-		d.once.Do(func() { d.failed(errors.Is(err, os.ErrDeadlineExceeded)) })
+		d.fail(errors.Is(err, os.ErrDeadlineExceeded))
 	}
+}
+
+// fail marks the writer failed and reports it, once.
+func (d *deadlineWriter) fail(stalled bool) {
+	d.evicted.Store(true)
+	d.once.Do(func() { d.failed(stalled) })
 }
 
 // evict unblocks a write stuck on a full TCP buffer and fails later ones.
