@@ -26,6 +26,7 @@ import (
 	"github.com/tincan/tincan/handlers"
 	"github.com/tincan/tincan/static"
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/store/boltstore"
 	"github.com/tincan/tincan/turn"
 )
 
@@ -62,20 +63,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if recent == 0 {
 		recent = -1 // none; 0 would be the store's default
 	}
-	st, err := store.Open(cfg.db, store.Options{
-		Capacity:        cfg.capacity,
-		MessageTTL:      cfg.messageTTL,
-		MaxRoomMessages: cfg.maxRoomMessages,
-		MaxRooms:        cfg.maxRooms,
-		RecentBytes:     recent,
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The one place that picks the storage engine.
+	st, err := boltstore.Open(cfg.db, boltstore.Options{
+		Options: store.Options{
+			Capacity:        cfg.capacity,
+			MessageTTL:      cfg.messageTTL,
+			MaxRoomMessages: cfg.maxRoomMessages,
+			MaxRooms:        cfg.maxRooms,
+			ClientTimeout:   cfg.clientTimeout,
+			PruneEvery:      min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
+		},
+		RecentBytes: recent,
+		Registerer:  reg,
+		Logger:      log,
 	})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	ice, stopTURN, err := startTURN(ctx, cfg, st, reg, log)
 	if err != nil {
@@ -84,12 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopTURN()
 
 	api := handlers.New(handlers.Config{
-		ClientTimeout: cfg.clientTimeout,
 		Heartbeat:     cfg.heartbeat,
 		StallTimeout:  cfg.stallTimeout,
 		MaxStreamLife: cfg.maxStreamLife,
 		MaxBody:       cfg.maxBody,
-		PruneEvery:    min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
 		AllowOrigins:  cfg.allowOrigins,
 		SSEPadding:    cfg.ssePadding,
 		RateLimit:     cfg.rateLimit,
@@ -180,7 +186,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // startTURN starts the embedded STUN/TURN server (unless -turn=false) and
 // returns the credentials issuer for join answers.
-func startTURN(ctx context.Context, cfg config, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (turn.Credentials, func(), error) {
+func startTURN(ctx context.Context, cfg config, st store.Store, reg prometheus.Registerer, log *slog.Logger) (turn.Credentials, func(), error) {
 	secret := []byte(cfg.turnSecret)
 	if len(secret) == 0 {
 		random, err := st.Secret(ctx, "turn", 32)

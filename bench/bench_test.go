@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tincan/tincan/handlers"
-	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/store/boltstore"
 )
 
 func TestPercentile(t *testing.T) {
@@ -238,11 +240,12 @@ func TestFlags(t *testing.T) {
 // startServer runs the API on a fresh store, as main does, on httptest.
 func startServer(t *testing.T) string {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "bench.db"), store.Options{})
+	reg := prometheus.NewRegistry()
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "bench.db"), boltstore.Options{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := handlers.New(handlers.Config{Heartbeat: 200 * time.Millisecond}, st)
+	api := handlers.New(handlers.Config{Heartbeat: 200 * time.Millisecond, Registry: reg}, st)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- api.Run(ctx) }()

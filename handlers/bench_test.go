@@ -27,6 +27,7 @@ import (
 	"github.com/r3labs/sse/v2"
 
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/store/boltstore"
 )
 
 type benchMember struct {
@@ -34,9 +35,9 @@ type benchMember struct {
 	token string
 }
 
-func benchAPI(b *testing.B) (*Server, *store.Store) {
+func benchAPI(b *testing.B) (*Server, *boltstore.Store) {
 	b.Helper()
-	st, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), store.Options{})
+	st, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -248,13 +249,12 @@ func BenchmarkSSEDelivery(b *testing.B) {
 		a, r := benchJoin(b, s, "live"), benchJoin(b, s, "live")
 		stream := openStream(b, ts.URL, r, st.LastID())
 		for b.Loop() {
-			id, err := st.Append(context.Background(), store.Post{From: a.Member, Fields: []byte(benchBody[1 : len(benchBody)-1])})
+			posted, err := st.Append(context.Background(), store.Post{From: a.Member, Fields: []byte(benchBody[1 : len(benchBody)-1])})
 			if err != nil {
 				b.Fatal(err)
 			}
-			s.hub.wake(a.Room)
-			if got := stream.next(b); got != id {
-				b.Fatalf("got id %d, want %d", got, id)
+			if got := stream.next(b); got != posted.ID {
+				b.Fatalf("got id %d, want %d", got, posted.ID)
 			}
 		}
 		ts.CloseClientConnections()

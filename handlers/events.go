@@ -112,17 +112,18 @@ func (s *Server) handleEvents() http.Handler {
 
 // eventStream is one open event stream.
 type eventStream struct {
-	s          *Server
-	id         string // its r3labs stream
-	m          store.Member
-	ctx        context.Context
-	cancel     context.CancelFunc
-	w          *deadlineWriter
-	conn       net.Conn // the hijacked connection; nil over HTTP/2
-	unwatch    func()   // stops watching conn for a hang-up
-	subscribed <-chan struct{}
-	lifetime   *time.Timer
-	closed     func() // undoes the bookkeeping of the open stream
+	s           *Server
+	id          string // its r3labs stream
+	m           store.Member
+	ctx         context.Context
+	cancel      context.CancelFunc
+	w           *deadlineWriter
+	conn        net.Conn // the hijacked connection; nil over HTTP/2
+	unwatch     func()   // stops watching conn for a hang-up
+	subscribed  <-chan struct{}
+	lifetime    *time.Timer
+	closed      func() // undoes the bookkeeping of the open stream
+	unsubscribe func() // ends the store's notifications
 
 	// Kicks not yet served. The delivery goroutine runs while it is above
 	// zero, so there is at most one, and it reads again if a kick came
@@ -153,7 +154,7 @@ func (s *Server) newEventStream(parent context.Context, m store.Member, cursor u
 	}}
 	st.subscribed = s.subs.expect(st.id)
 	s.events.CreateStream(st.id)
-	presenceClosed := s.presence.open(m)
+	presenceClosed := s.store.Hold(m)
 	s.metrics.streams.Inc()
 	st.closed = func() {
 		s.metrics.streams.Dec()
@@ -169,7 +170,7 @@ func (s *Server) newEventStream(parent context.Context, m store.Member, cursor u
 	s.streamsMu.Lock()
 	s.streams[st] = struct{}{}
 	s.streamsMu.Unlock()
-	s.hub.listen(m, st)
+	st.unsubscribe = s.store.Subscribe(m, func(uint64) { st.kick() })
 	st.kick() // the ready frame and the backlog
 	return st
 }
@@ -199,7 +200,7 @@ func (st *eventStream) serve() {
 	st.ending = true // no more deliveries
 	st.mu.Unlock()
 	st.deliveries.Wait()
-	s.hub.unlisten(st.m, st)
+	st.unsubscribe()
 	if st.lifetime != nil {
 		st.lifetime.Stop()
 	}
@@ -271,9 +272,12 @@ func (st *eventStream) deliver() bool {
 	}
 	for {
 		// The first read acknowledges the cursor the client resumed from.
-		msgs, start, err := s.store.Read(st.m, st.last, readBatch, first)
+		msgs, start, err := s.store.Read(st.m, store.ReadRequest{After: st.last, Limit: readBatch, Acknowledge: first})
 		if err != nil {
-			return false // the member left or was removed
+			if !errors.Is(err, store.ErrUnauthorized) { // else the member left or was removed
+				s.log.Error("read for stream", "room", st.m.Room, "client", st.m.ID, "stream", st.id, "err", err)
+			}
+			return false
 		}
 		if first {
 			next := strconv.FormatUint(start, 10)

@@ -34,7 +34,7 @@ func (s *Server) handlePost() http.Handler {
 			return
 		}
 		start := time.Now()
-		a, err := s.store.AppendTo(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
+		a, err := s.store.Append(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
 		if err != nil {
 			fail(w, err)
 			return
@@ -42,9 +42,6 @@ func (s *Server) handlePost() http.Handler {
 		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 		if !a.Repeat {
 			s.metrics.stored.Inc()
-		}
-		if len(a.Recipients) > 0 {
-			s.hub.wake(m.Room, a.Recipients...)
 		}
 		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
 	})
@@ -75,15 +72,24 @@ func (s *Server) handlePoll() http.Handler {
 			return
 		}
 		defer release()
-		defer s.presence.open(m)()
+		defer s.store.Hold(m)()
 		s.metrics.pollsWaiting.Inc()
 		defer s.metrics.pollsWaiting.Dec()
 
 		timeout := time.NewTimer(wait)
 		defer timeout.Stop()
+		// Subscribed before the first read: a message committed after the
+		// read is announced on woken.
+		woken := make(chan struct{}, 1)
+		defer s.store.Subscribe(m, func(uint64) {
+			select {
+			case woken <- struct{}{}:
+			default: // a wake-up is pending already
+			}
+		})()
 		for first := true; ; first = false {
-			woken := s.hub.wait(m)
-			msgs, _, err := s.store.Read(m, since, readBatch, first)
+			// The first read acknowledges the cursor the client sent.
+			msgs, _, err := s.store.Read(m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
 			if err != nil {
 				fail(w, err)
 				return

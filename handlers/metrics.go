@@ -3,7 +3,6 @@ package handlers
 import (
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,7 +19,7 @@ type metrics struct {
 	appendSeconds prometheus.Histogram
 }
 
-func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
+func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tincan_http_requests_total", Help: "HTTP requests by status code.",
@@ -48,30 +47,8 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 	}, []string{"transport"})
 	m.deliveredSSE = delivered.WithLabelValues("sse") // resolved once: counted per delivery
 	m.deliveredPoll = delivered.WithLabelValues("poll")
-	commitSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "tincan_commit_seconds", Help: "Duration of one group commit (transaction and fsync).",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-	})
-	commitWrites := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "tincan_commit_writes", Help: "Writes carried by one group commit.",
-		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
-	})
-	s.store.OnCommit(func(n int, d time.Duration) {
-		commitSeconds.Observe(d.Seconds())
-		commitWrites.Observe(float64(n))
-	})
-	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted,
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "tincan_messages_pruned_total", Help: "Retained messages deleted by pruning (acknowledged, expired, or of deleted rooms).",
-		}, func() float64 { return float64(s.store.Pruned()) }),
-		m.appendSeconds, commitSeconds, commitWrites,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_members", Help: "Members of rooms."},
-			func() float64 { n, _ := s.presence.counts(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_rooms", Help: "Rooms with members."},
-			func() float64 { _, n := s.presence.counts(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tincan_db_bytes", Help: "Size of the bbolt file."},
-			func() float64 { return float64(s.store.FileSize()) }),
-	)
+	// The store registers its own: commits, pruning, members, its size.
+	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.appendSeconds)
 	return m
 }
 

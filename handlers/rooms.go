@@ -62,7 +62,7 @@ func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, e
 	if err != nil {
 		return store.Member{}, err
 	}
-	s.presence.touch(m)
+	s.store.Touch(m)
 	return m, nil
 }
 
@@ -117,8 +117,6 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, err)
 			return
 		}
-		s.presence.touch(j.Member)
-		s.hub.wake(room)
 		status := http.StatusCreated
 		if j.Resumed {
 			status = http.StatusOK
@@ -144,8 +142,6 @@ func (s *Server) handleLeave() http.Handler {
 			fail(w, err)
 			return
 		}
-		s.presence.forget(m)
-		s.hub.wake(m.Room)
 		s.log.Info("left", "room", m.Room, "client", m.ID)
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)

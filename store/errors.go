@@ -28,12 +28,9 @@ var (
 	ErrTooManyMessages = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
 	ErrTooManyRooms    = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
 	ErrClosed          = &Error{Code: "shutting_down", Msg: "store is closed"}
-
-	// errRoomChanged: the room changed between a join's password check and
-	// its transaction; the join starts over.
-	errRoomChanged = &Error{Code: "retry", Msg: "room changed while joining"}
 )
 
-func refuse(base *Error, format string, args ...any) *Error {
+// Refusef is a refusal of base's kind with its own message.
+func Refusef(base *Error, format string, args ...any) *Error {
 	return &Error{Code: base.Code, Msg: fmt.Sprintf(format, args...)}
 }

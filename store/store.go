@@ -1,408 +1,212 @@
-// Package store keeps tincan's durable state in one bbolt file: rooms, their
-// members (with token and password hashes, never the secrets), and each room's
-// message log. It is the only package that knows bbolt.
+// Package store is tincan's signaling state as the HTTP handlers see it: the
+// domain types (rooms, members, messages), the Store interface that every
+// storage engine implements, and the promises each of its methods makes.
 //
-// Every change goes through one commit loop: concurrent writers queue up while
-// a transaction is being fsync'd and the next transaction takes them all, so
-// many posts share one fsync (group commit). A write is acknowledged to its
-// caller only after its transaction committed to disk.
+// The interface lives here, in a package of its own that imports no engine,
+// rather than in the handlers, because it has more than one user: the
+// handlers call it, each engine implements it (boltstore: one bbolt file on
+// one node), and the conformance suite in storetest proves an engine keeps
+// every promise written below. main is the only place that picks an engine.
+//
+// Engines share two helpers from this package: Notifier (live readers learn
+// of new entries) and Presence (which members are alive, in one process).
 package store
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-// Bucket layout (hidden from callers):
-//
-//	meta                     sequence for message ids; room count; secrets
-//	rooms/<room>             "info" -> roomInfo (JSON)
-//	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
-//	msgs                     big-endian id -> message record (see record.go)
-//	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key (idem.go)
-//
-// Messages of every room share one bucket keyed by a global sequence, so a
-// group commit appends to the same few pages however many rooms it touches;
-// an in-memory index (index.go) finds a room's messages. Idempotency keys
-// are stored under their message's id for the same reason (idem.go).
-var (
-	bucketMeta    = []byte("meta")
-	bucketTokens  = []byte("tokens") // retired: the directory finds tokens (directory.go)
-	bucketRooms   = []byte("rooms")
-	bucketMembers = []byte("members")
-	bucketMsgs    = []byte("msgs")
-	bucketIdem    = []byte("idem")
-	keyInfo       = []byte("info")
+// Member identifies one member of one room.
+type Member struct {
+	Room string
+	ID   string // the client id, unique within the room
+}
+
+// JoinRequest asks for a seat in Room. Token, if set, is the bearer token the
+// request carried: when it belongs to a member of Room, that member resumes.
+type JoinRequest struct {
+	Room     string
+	Password string
+	Token    string
+}
+
+// Joined is the outcome of a join.
+type Joined struct {
+	Member
+	Token   string   // the secret; only here, never stored
+	Resumed bool     // the request's token named an existing member: same id, same place
+	Peers   []string // the other members, in join order
+}
+
+// Post is a message from a member.
+type Post struct {
+	From           Member
+	To             string // a client id; "" for every other member
+	IdempotencyKey string // "" for none
+	// Fields are the members of the posted JSON object, without braces and
+	// without "id" and "from", e.g. `"type":"offer","sdp":"v=0..."`.
+	Fields []byte
+}
+
+// Appended is what Append did.
+type Appended struct {
+	ID uint64
+	// Recipients are the members the message went to: nobody for a message
+	// kept for the next joiner, or for a repeat.
+	Recipients []string
+	Repeat     bool // a repeated idempotency key: the first post's id, nothing stored
+}
+
+// Message is one delivered entry: its id and the JSON object exactly as the
+// client receives it ("id" first; "from" for a member's message, "type"
+// peer-joined or peer-left for a server event).
+type Message struct {
+	ID   uint64
+	Data []byte
+}
+
+// ReadRequest says what a Read returns.
+type ReadRequest struct {
+	After uint64 // only entries with a greater id
+	Limit int    // at most this many
+	// Acknowledge: the client says it holds everything up to After, so
+	// that nothing up to there is delivered to the member again.
+	Acknowledge bool
+}
+
+// Reason says why a member left.
+type Reason string
+
+const (
+	ReasonLeft    Reason = "left"    // it said so
+	ReasonTimeout Reason = "timeout" // it was silent for longer than the client timeout
 )
 
-// Options are the limits a Store enforces. Zero values take the defaults noted.
+// Store is tincan's signaling state. Implementations are safe for concurrent
+// use. A method that writes returns only once its change is durable: an
+// answer without error means the change survives a crash of the process
+// (and, for a replicated engine, of any minority of its machines).
+//
+// Refusals are *Error values of this package (errors.Is(err, ErrRoomFull)
+// and so on); nothing was written when one is returned. Any other error is
+// the engine's failure, not the client's.
+//
+// Ids: every entry (message or server event) gets an id greater than every
+// id handed out before it in its room, across restarts; ids are never
+// reused, not even after a room is deleted and made again. Ids need not be
+// consecutive.
+type Store interface {
+	// Join admits a new member to req.Room, creating the room, or resumes
+	// the member whose token req.Token is. A new member gets a fresh id and
+	// token; a resumed one keeps its id and its place in join order. The
+	// other members get a peer-joined event ("resumed":true for a resume),
+	// and messages kept for the next joiner become the new member's.
+	// Refusals: ErrRoomFull (Capacity members already), ErrBadPassword
+	// (the room has a password and req.Password is not it; a room's
+	// password is set by its first member), ErrTooManyRooms.
+	Join(ctx context.Context, req JoinRequest) (Joined, error)
+
+	// Leave removes m and tells the others with a peer-left event of the
+	// given reason; it deletes the room with all its messages when m was
+	// the last member, and reports that. Leaving twice is not an error.
+	// m's live readers are notified (a Read then answers ErrUnauthorized).
+	Leave(ctx context.Context, m Member, reason Reason) (roomDeleted bool, err error)
+
+	// Authenticate finds the member a token belongs to.
+	// Refusals: ErrUnauthorized (unknown token, or the member left).
+	Authenticate(token string) (Member, error)
+
+	// Append stores a message from p.From and returns its id once it is
+	// durable. Without p.To it goes to every other current member or, when
+	// there is none, to the next member who joins. A repeated idempotency
+	// key of the same sender in the same room (within the message TTL)
+	// returns the first id, stores nothing and reports Repeat.
+	// Refusals: ErrUnauthorized (the sender is gone), ErrUnknownPeer
+	// (p.To is not another member), ErrTooManyMessages.
+	Append(ctx context.Context, p Post) (Appended, error)
+
+	// Read returns up to q.Limit entries addressed to m with an id greater
+	// than q.After, oldest first, without those older than the message TTL.
+	// The cursor is where reading started: q.After, or m's acknowledged id
+	// when that is larger (a member never again receives what it
+	// acknowledged). With q.Acknowledge, m acknowledges q.After; the
+	// acknowledgement holds for every later Read at once, and is made
+	// durable within a short interval (a crash may lose that interval).
+	// Refusals: ErrUnauthorized (m is not a member).
+	Read(m Member, q ReadRequest) (msgs []Message, cursor uint64, err error)
+
+	// Subscribe calls f after every change that concerns m: a new entry
+	// for m, with its id as upto, or m's removal (upto 0). When f is called
+	// the change is visible to Read, so a reader that subscribes before it
+	// reads misses nothing. f must not block: it is called on the engine's
+	// delivery path. cancel ends the subscription; f is not called after
+	// cancel returns.
+	Subscribe(m Member, f func(upto uint64)) (cancel func())
+
+	// Touch records a sign of life of m: a request it made.
+	Touch(m Member)
+	// Hold records that m is listening (an open event stream or long-poll)
+	// until release is called. A member is never removed for silence while
+	// it holds, nor within the client timeout after its last Touch or
+	// release; past that the engine removes it once, as Leave with
+	// ReasonTimeout would. After a restart every member gets the whole
+	// client timeout again.
+	Hold(m Member) (release func())
+
+	// Occupants is the number of members of a room (0 for an unknown room).
+	Occupants(room string) (int, error)
+	// Capacity is the number of members a room admits.
+	Capacity() int
+
+	// Prune deletes what nobody will receive any more: entries that every
+	// recipient acknowledged or left, entries older than the message TTL,
+	// and idempotency keys older than the TTL. It returns the number of
+	// entries deleted. Engines also prune on their own; calling it only
+	// makes it happen now.
+	Prune(ctx context.Context) (int, error)
+
+	// Secret returns the secret stored under name, creating it with n
+	// random bytes the first time: every caller, on every restart, gets
+	// the same bytes.
+	Secret(ctx context.Context, name string, n int) ([]byte, error)
+
+	// Ping proves that the engine can make a change durable now.
+	Ping(ctx context.Context) error
+
+	// Close stops the engine's background work, makes pending
+	// acknowledgements durable and releases its resources. Calls after
+	// Close answer ErrClosed.
+	Close() error
+}
+
+// Options are the rules every engine enforces. Zero values take the
+// defaults noted (see Defaults).
 type Options struct {
 	Capacity        int           // members per room (default 2)
-	MessageTTL      time.Duration // longest a message is retained (default 10m)
-	MaxRoomMessages int           // retained messages per room; 0 = unlimited
+	MessageTTL      time.Duration // longest an entry is retained (default 10m)
+	MaxRoomMessages int           // retained entries per room; 0 = unlimited
 	MaxRooms        int           // rooms in total; 0 = unlimited
-	MaxBatch        int           // writes per group commit (default 1000)
-	AckFlush        time.Duration // how often acknowledgements are written (default 500ms)
-	RecentBytes     int           // newest messages kept in memory for delivery (default 16 MiB; < 0: none)
-	OrphanSweep     time.Duration // how often deleted rooms' messages are deleted from the file (default 250ms)
+	ClientTimeout   time.Duration // silence after which a member is removed (default 60s)
+	PruneEvery      time.Duration // how often the engine prunes (default 30s)
 	Now             func() time.Time
 }
 
-// Store is safe for concurrent use. Close it to stop the commit loop.
-type Store struct {
-	db   *bolt.DB
-	opts Options
-
-	ops     chan *op
-	closing chan struct{}
-	done    chan struct{}
-	once    sync.Once
-
-	// Every member, with its latest acknowledgement: Read honours an
-	// acknowledgement at once, before it reaches the disk.
-	dir     *directory
-	acksMu  sync.Mutex
-	unsaved map[Member]uint64 // acknowledgements not yet on disk
-
-	idem    *idemKeys
-	orphans orphans
-	pruned  atomic.Uint64 // messages deleted by pruning, since Open
-
-	index *index
-	// Owned by the commit loop, for the transaction being built: index
-	// changes it staged, and what to do once it has committed.
-	staged staged
-	hooks  []func()
-
-	// Commit statistics, read by Stats.
-	mu      sync.Mutex
-	commits uint64
-	written uint64
-	onBatch func(ops int, d time.Duration)
-}
-
-type op struct {
-	fn  func(tx *bolt.Tx) error
-	err chan error
-}
-
-// Open opens (or creates) the bbolt file at path and starts the commit loop.
-func Open(path string, opts Options) (*Store, error) {
-	if opts.Capacity == 0 {
-		opts.Capacity = 2
-	}
-	if opts.MessageTTL == 0 {
-		opts.MessageTTL = 10 * time.Minute
-	}
-	if opts.MaxBatch == 0 {
-		opts.MaxBatch = 1000
-	}
-	if opts.RecentBytes == 0 {
-		opts.RecentBytes = 16 << 20
-	}
-	if opts.OrphanSweep == 0 {
-		opts.OrphanSweep = 250 * time.Millisecond
-	}
-	if opts.AckFlush == 0 {
-		opts.AckFlush = 500 * time.Millisecond
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        2 * time.Second, // another process holds the file lock
-		FreelistType:   bolt.FreelistMapType,
-		NoFreelistSync: true,
-		MmapFlags:      mmapFlags, // a cold start reads the file at once, not a fault per page
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRooms, bucketMsgs, bucketIdem} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		// Files written before the directory have a tokens bucket.
-		if tx.Bucket(bucketTokens) != nil {
-			return tx.DeleteBucket(bucketTokens)
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("init %s: %w", path, err)
-	}
-	s := &Store{
-		db:      db,
-		opts:    opts,
-		ops:     make(chan *op, opts.MaxBatch),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
-		dir:     newDirectory(),
-		unsaved: map[Member]uint64{},
-		idem:    newIdemKeys(),
-		index:   newIndex(opts.RecentBytes),
-	}
-	if err := s.loadIndex(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("index %s: %w", path, err)
-	}
-	go s.commitLoop()
-	go s.ackLoop()
-	go s.orphanLoop()
-	return s, nil
-}
-
-// Close writes the acknowledgements, waits for queued writes, stops the
-// commit loop and closes the file.
-func (s *Store) Close() error {
-	s.FlushAcks(context.Background())
-	s.once.Do(func() { close(s.closing) })
-	<-s.done
-	return s.db.Close()
-}
-
-// OnCommit registers f to be told, after each group commit, how many writes it
-// carried and how long the transaction took. Set it before the first write.
-func (s *Store) OnCommit(f func(ops int, d time.Duration)) { s.onBatch = f }
-
-// Pruned is the number of messages pruning deleted from the file since
-// Open: acknowledged, expired, or of deleted rooms.
-func (s *Store) Pruned() uint64 { return s.pruned.Load() }
-
-// Capacity is the number of members a room admits.
-func (s *Store) Capacity() int { return s.opts.Capacity }
-
-// Stats reports the number of commits and of writes they carried.
-func (s *Store) Stats() (commits, writes uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commits, s.written
-}
-
-// FileSize is the size of the bbolt file in bytes.
-func (s *Store) FileSize() int64 {
-	var n int64
-	_ = s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
-	return n
-}
-
-// Ping commits an empty write: it proves the file is open and writable.
-func (s *Store) Ping(ctx context.Context) error {
-	return s.update(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put([]byte("ping"), nil)
-	})
-}
-
-// update queues fn for the commit loop and waits until its transaction
-// committed. fn must leave the transaction untouched when it returns an
-// *Error (check first, write after), because it shares the transaction with
-// other writers; any other error fails the batch, which is then retried one
-// write per transaction. fn may therefore run more than once.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	o := &op{fn: fn, err: make(chan error, 1)}
-	select {
-	case s.ops <- o:
-	case <-s.closing:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, the write happens: wait for it so that the caller never
-	// reports failure for a committed change. Queued in the instant Close
-	// stopped the loop (both cases of the select above were ready), it
-	// does not: the loop is gone.
-	select {
-	case err := <-o.err:
-		return err
-	case <-s.done:
-		select {
-		case err := <-o.err:
-			return err
-		default:
-			return ErrClosed
+// WithDefaults returns o with every zero value replaced by its default.
+func (o Options) WithDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
 		}
 	}
-}
-
-func (s *Store) commitLoop() {
-	defer close(s.done)
-	batch := make([]*op, 0, s.opts.MaxBatch)
-	for {
-		var first *op
-		select {
-		case first = <-s.ops:
-		case <-s.closing:
-			// Commit what was queued before Close, in batches as usual.
-			select {
-			case first = <-s.ops:
-			default:
-				return
-			}
-		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < s.opts.MaxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		s.commit(batch)
+	if o.Capacity == 0 {
+		o.Capacity = 2
 	}
-}
-
-func (s *Store) commit(batch []*op) {
-	start := time.Now()
-	s.staged.reset()
-	s.hooks = s.hooks[:0]
-	errs := make([]error, len(batch))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for i, o := range batch {
-			errs[i] = o.fn(tx)
-			var se *Error
-			if errs[i] != nil && !errors.As(errs[i], &se) {
-				return errs[i]
-			}
-		}
-		return nil
-	})
-	if err != nil && len(batch) > 1 {
-		// One write broke the shared transaction: give each its own.
-		for _, o := range batch {
-			s.commit([]*op{o})
-		}
-		return
+	def(&o.MessageTTL, 10*time.Minute)
+	def(&o.ClientTimeout, 60*time.Second)
+	def(&o.PruneEvery, 30*time.Second)
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if err == nil {
-		for _, h := range s.hooks {
-			h()
-		}
-	}
-	d := time.Since(start)
-	s.mu.Lock()
-	s.commits++
-	s.written += uint64(len(batch))
-	s.mu.Unlock()
-	if s.onBatch != nil {
-		s.onBatch(len(batch), d)
-	}
-	for i, o := range batch {
-		if err != nil {
-			o.err <- fmt.Errorf("commit: %w", err)
-		} else {
-			o.err <- errs[i]
-		}
-	}
-}
-
-// afterCommit runs f once the transaction being built has committed. Only
-// for writes, which run in the commit loop.
-func (s *Store) afterCommit(f func()) { s.hooks = append(s.hooks, f) }
-
-// loadIndex rebuilds the index, the directory and the idempotency keys
-// from the disk.
-func (s *Store) loadIndex() error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		if err := s.dir.load(tx); err != nil {
-			return err
-		}
-		firsts, err := roomFirsts(tx)
-		if err != nil {
-			return err
-		}
-		err = tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-			r, ok := viewRecord(v)
-			if !ok {
-				return fmt.Errorf("message %x: %w", k, errBadRecord)
-			}
-			id, room := binary.BigEndian.Uint64(k), string(r.room)
-			if orphaned(firsts, room, id) {
-				s.orphans.add([]uint64{id}, nil)
-			} else {
-				s.index.add(room, id, r.pending, nil)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
-			if len(k) != 8 {
-				return nil
-			}
-			id := binary.BigEndian.Uint64(k)
-			if _, room, key, ok := idemEntry(v); !ok || orphaned(firsts, room, id) {
-				s.orphans.add(nil, []uint64{id})
-			} else {
-				s.idem.set(room, key, id)
-			}
-			return nil
-		})
-	})
-}
-
-// Secret returns the secret stored under name, creating it with n random bytes
-// the first time, so that it stays the same across restarts.
-func (s *Store) Secret(ctx context.Context, name string, n int) ([]byte, error) {
-	key := []byte("secret/" + name)
-	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		out = clone(tx.Bucket(bucketMeta).Get(key))
-		return nil
-	})
-	if err != nil || out != nil {
-		return out, err
-	}
-	fresh := make([]byte, n)
-	rand.Read(fresh)
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		if v := b.Get(key); v != nil {
-			out = clone(v)
-			return nil
-		}
-		out = fresh
-		return b.Put(key, fresh)
-	})
-	return out, err
-}
-
-// HashToken is the form in which a token is stored and looked up.
-func HashToken(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
-}
-
-func newSecret(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func clone(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte(nil), b...)
-}
-
-func u64(n uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], n)
-	return b[:]
+	return o
 }

@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tincan/tincan/store"
 )
 
 type roomInfo struct {
@@ -46,32 +48,8 @@ func decodeMember(v []byte) (memberRecord, bool) {
 	return memberRecord{Token: v[:32], Join: binary.BigEndian.Uint64(v[32:]), Acked: binary.BigEndian.Uint64(v[40:])}, true
 }
 
-// Member identifies one member of one room.
-type Member struct {
-	Room string
-	ID   string
-}
-
-// Joined is the outcome of a join.
-type Joined struct {
-	Member
-	Token   string   // the secret; only here, never stored
-	Resumed bool     // the request's token named an existing member: same id, same place
-	Peers   []string // the other members, in join order
-}
-
-// JoinRequest asks for a seat in Room. Token, if set, is the bearer token the
-// request carried: when it belongs to a member of Room, that member resumes.
-type JoinRequest struct {
-	Room     string
-	Password string
-	Token    string
-}
-
-// Join admits a new member to a room (creating the room) or resumes an
-// existing one. Other members are told with a peer-joined event.
-// Refusals: ErrRoomFull, ErrBadPassword.
-func (s *Store) Join(ctx context.Context, req JoinRequest) (Joined, error) {
+// Join implements store.Store.
+func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, error) {
 	// Password hashing is slow on purpose: do it outside the commit loop,
 	// then make sure in the transaction that the room is still as we saw it.
 	for attempt := 0; ; attempt++ {
@@ -83,18 +61,18 @@ func (s *Store) Join(ctx context.Context, req JoinRequest) (Joined, error) {
 			return err
 		})
 		if err != nil {
-			return Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
+			return store.Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
 		}
 		var newHash []byte
 		if !exists && req.Password != "" {
 			newHash, err = bcrypt.GenerateFromPassword([]byte(req.Password), bcrypt.DefaultCost)
 			if err != nil {
-				return Joined{}, fmt.Errorf("hash password: %w", err)
+				return store.Joined{}, fmt.Errorf("hash password: %w", err)
 			}
 		}
 		passwordOK := len(seen) == 0 || bcrypt.CompareHashAndPassword(seen, []byte(req.Password)) == nil
 
-		var out Joined
+		var out store.Joined
 		err = s.update(ctx, func(tx *bolt.Tx) error {
 			var err error
 			out, err = s.join(tx, req, seen, exists, newHash, passwordOK)
@@ -104,18 +82,19 @@ func (s *Store) Join(ctx context.Context, req JoinRequest) (Joined, error) {
 			continue
 		}
 		if err != nil {
-			return Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
+			return store.Joined{}, fmt.Errorf("join %s: %w", req.Room, err)
 		}
+		s.presence.Touch(out.Member)
 		return out, nil
 	}
 }
 
-func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, newHash []byte, passwordOK bool) (Joined, error) {
+func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bool, newHash []byte, passwordOK bool) (store.Joined, error) {
 	rooms := tx.Bucket(bucketRooms)
 	rb := rooms.Bucket([]byte(req.Room))
 	info, exists, err := readInfo(tx, req.Room)
 	if err != nil {
-		return Joined{}, err
+		return store.Joined{}, err
 	}
 
 	// Resume: the token names a member of this very room.
@@ -124,46 +103,46 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 			if rec, ok := readMember(rb, m.ID); ok && subtle.ConstantTimeCompare(rec.Token, HashToken(req.Token)) == 1 {
 				peers, err := peersOf(rb, m.ID)
 				if err != nil {
-					return Joined{}, err
+					return store.Joined{}, err
 				}
 				event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, m.ID)
-				return Joined{Member: m, Token: req.Token, Resumed: true, Peers: peers}, s.emit(tx, req.Room, peers, event)
+				return store.Joined{Member: m, Token: req.Token, Resumed: true, Peers: peers}, s.emit(tx, req.Room, peers, event)
 			}
 		}
 	}
 
 	if exists != existed || !bytes.Equal(info.Password, seen) {
-		return Joined{}, errRoomChanged
+		return store.Joined{}, errRoomChanged
 	}
 	if !passwordOK {
-		return Joined{}, refuse(ErrBadPassword, "wrong password for room %q", req.Room)
+		return store.Joined{}, store.Refusef(store.ErrBadPassword, "wrong password for room %q", req.Room)
 	}
 	var peers []string
 	if rb != nil {
 		// Count by iterating: Bucket.Stats reads committed pages only and
 		// would miss members who joined earlier in this group commit.
 		if peers, err = peersOf(rb, ""); err != nil {
-			return Joined{}, err
+			return store.Joined{}, err
 		}
 		if len(peers) >= s.opts.Capacity {
-			return Joined{}, refuse(ErrRoomFull, "room %q is full (%d of %d)", req.Room, len(peers), s.opts.Capacity)
+			return store.Joined{}, store.Refusef(store.ErrRoomFull, "room %q is full (%d of %d)", req.Room, len(peers), s.opts.Capacity)
 		}
 	}
 
 	if rb == nil && s.opts.MaxRooms > 0 && roomCount(tx) >= uint64(s.opts.MaxRooms) {
-		return Joined{}, refuse(ErrTooManyRooms, "the server holds its maximum of %d rooms", s.opts.MaxRooms)
+		return store.Joined{}, store.Refusef(store.ErrTooManyRooms, "the server holds its maximum of %d rooms", s.opts.MaxRooms)
 	}
 
 	// Checks done; from here on, write.
 	if rb == nil {
 		if err := addRoomCount(tx, 1); err != nil {
-			return Joined{}, err
+			return store.Joined{}, err
 		}
 		if rb, err = rooms.CreateBucket([]byte(req.Room)); err != nil {
-			return Joined{}, err
+			return store.Joined{}, err
 		}
 		if _, err := rb.CreateBucket(bucketMembers); err != nil {
-			return Joined{}, err
+			return store.Joined{}, err
 		}
 		info = roomInfo{Password: newHash, First: tx.Bucket(bucketMeta).Sequence() + 1}
 	}
@@ -171,19 +150,19 @@ func (s *Store) join(tx *bolt.Tx, req JoinRequest, seen []byte, existed bool, ne
 	info.NextJoin++
 	rec := memberRecord{Token: HashToken(token), Join: info.NextJoin}
 	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
-		return Joined{}, err
+		return store.Joined{}, err
 	}
-	s.afterCommit(func() { s.dir.add(rec.Token, Member{Room: req.Room, ID: id}, 0) })
+	s.afterCommit(func() { s.dir.add(rec.Token, store.Member{Room: req.Room, ID: id}, 0) })
 	if _, held := s.countsInTx(req.Room); held {
 		if err := s.claimPending(tx, req.Room, id); err != nil {
-			return Joined{}, err
+			return store.Joined{}, err
 		}
 	}
 	event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, id)
 	if err := s.emit(tx, req.Room, peers, event); err != nil {
-		return Joined{}, err
+		return store.Joined{}, err
 	}
-	return Joined{Member: Member{Room: req.Room, ID: id}, Token: token, Peers: peers}, writeInfo(rb, info)
+	return store.Joined{Member: store.Member{Room: req.Room, ID: id}, Token: token, Peers: peers}, writeInfo(rb, info)
 }
 
 // claimPending hands every message kept for "the next member who joins" to id.
@@ -208,21 +187,14 @@ func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
 	}
 	delete(s.staged.held, room)
 	s.afterCommit(func() { s.index.claimed(room, claimed) })
+	if len(claimed) > 0 {
+		s.notifyAfterCommit(room, 0, id)
+	}
 	return nil
 }
 
-// Reason says why a member left.
-type Reason string
-
-const (
-	ReasonLeft    Reason = "left"
-	ReasonTimeout Reason = "timeout"
-)
-
-// Leave removes a member, tells the others with a peer-left event, and
-// deletes the room with all its messages when it was the last member.
-// It reports whether the room was deleted. Leaving twice is not an error.
-func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted bool, err error) {
+// Leave implements store.Store.
+func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx) error {
 		roomDeleted = false
 		rooms := tx.Bucket(bucketRooms)
@@ -236,6 +208,7 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		}
 		tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
 		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
+		s.notifyAfterCommit(m.Room, 0, m.ID) // its readers end
 		if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
 			return err
 		}
@@ -254,6 +227,7 @@ func (s *Store) Leave(ctx context.Context, m Member, reason Reason) (roomDeleted
 		return false, fmt.Errorf("leave %s: %w", m.Room, err)
 	}
 	s.forgetAck(m)
+	s.presence.Forget(m)
 	return roomDeleted, nil
 }
 
@@ -276,16 +250,15 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 	return tx.Bucket(bucketRooms).DeleteBucket([]byte(room))
 }
 
-// Authenticate finds the member a token belongs to.
-// Refusals: ErrUnauthorized (unknown token).
-func (s *Store) Authenticate(token string) (Member, error) {
+// Authenticate implements store.Store.
+func (s *Store) Authenticate(token string) (store.Member, error) {
 	if m, ok := s.dir.lookup(sha256.Sum256([]byte(token))); ok {
 		return m, nil
 	}
-	return Member{}, ErrUnauthorized
+	return store.Member{}, store.ErrUnauthorized
 }
 
-// Occupants is the number of members in a room (0 for an unknown room).
+// Occupants implements store.Store.
 func (s *Store) Occupants(room string) (int, error) {
 	var n int
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -297,15 +270,15 @@ func (s *Store) Occupants(room string) (int, error) {
 	return n, err
 }
 
-// Members lists every member of every room, for the liveness tracker to start
-// from after a restart.
-func (s *Store) Members() ([]Member, error) {
-	var out []Member
+// members lists every member of every room, for the presence tracker to
+// start from after a restart.
+func (s *Store) members() ([]store.Member, error) {
+	var out []store.Member
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRooms).ForEachBucket(func(room []byte) error {
 			rb := tx.Bucket(bucketRooms).Bucket(room)
 			return rb.Bucket(bucketMembers).ForEach(func(id, _ []byte) error {
-				out = append(out, Member{Room: string(room), ID: string(id)})
+				out = append(out, store.Member{Room: string(room), ID: string(id)})
 				return nil
 			})
 		})

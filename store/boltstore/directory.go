@@ -1,9 +1,11 @@
-package store
+package boltstore
 
 import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tincan/tincan/store"
 )
 
 // directory holds every member in memory: its token hash and the highest id
@@ -14,12 +16,12 @@ import (
 // not on disk.
 type directory struct {
 	mu      sync.RWMutex
-	tokens  map[[32]byte]Member
-	members map[Member]uint64 // -> highest acknowledged id, saved or not
+	tokens  map[[32]byte]store.Member
+	members map[store.Member]uint64 // -> highest acknowledged id, saved or not
 }
 
 func newDirectory() *directory {
-	return &directory{tokens: map[[32]byte]Member{}, members: map[Member]uint64{}}
+	return &directory{tokens: map[[32]byte]store.Member{}, members: map[store.Member]uint64{}}
 }
 
 // load reads every member from the disk.
@@ -28,28 +30,28 @@ func (d *directory) load(tx *bolt.Tx) error {
 	return rooms.ForEachBucket(func(room []byte) error {
 		return rooms.Bucket(room).Bucket(bucketMembers).ForEach(func(id, v []byte) error {
 			if rec, ok := decodeMember(v); ok {
-				d.add(rec.Token, Member{Room: string(room), ID: string(id)}, rec.Acked)
+				d.add(rec.Token, store.Member{Room: string(room), ID: string(id)}, rec.Acked)
 			}
 			return nil
 		})
 	})
 }
 
-func (d *directory) add(tokenHash []byte, m Member, acked uint64) {
+func (d *directory) add(tokenHash []byte, m store.Member, acked uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.tokens[[32]byte(tokenHash)] = m
 	d.members[m] = acked
 }
 
-func (d *directory) remove(tokenHash [32]byte, m Member) {
+func (d *directory) remove(tokenHash [32]byte, m store.Member) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.tokens, tokenHash)
 	delete(d.members, m)
 }
 
-func (d *directory) lookup(tokenHash [32]byte) (Member, bool) {
+func (d *directory) lookup(tokenHash [32]byte) (store.Member, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	m, ok := d.tokens[tokenHash]
@@ -57,7 +59,7 @@ func (d *directory) lookup(tokenHash [32]byte) (Member, bool) {
 }
 
 // acked reports the highest id m acknowledged, and whether m is a member.
-func (d *directory) acked(m Member) (uint64, bool) {
+func (d *directory) acked(m store.Member) (uint64, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	a, ok := d.members[m]
@@ -65,7 +67,7 @@ func (d *directory) acked(m Member) (uint64, bool) {
 }
 
 // ack raises m's acknowledged id to upto; it reports whether it did.
-func (d *directory) ack(m Member, upto uint64) bool {
+func (d *directory) ack(m store.Member, upto uint64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a, ok := d.members[m]

@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tincan/tincan/store"
 )
 
 // Reads give the same answers whether the newest records are in memory, on
@@ -38,13 +40,13 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 				want = append(want, mustAppend(t, s, a.Member, fmt.Sprintf(`"type":"m%d"`, i)))
 			}
 			// a sees only b's peer-joined event, never its own messages.
-			if msgs, _, err := s.Read(a.Member, 0, 100, false); err != nil || len(msgs) != 1 {
+			if msgs, _, err := s.Read(a.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 1 {
 				t.Fatalf("a reads %v %v, want its peer-joined event only", msgs, err)
 			}
 
-			ids := func(m Member, after uint64, limit int) []uint64 {
+			ids := func(m store.Member, after uint64, limit int) []uint64 {
 				t.Helper()
-				msgs, _, err := s.Read(m, after, limit, false)
+				msgs, _, err := s.Read(m, store.ReadRequest{After: after, Limit: limit, Acknowledge: false})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -65,7 +67,7 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 			}
 
 			// b acknowledges the first six; a prune deletes them.
-			if _, _, err := s.Read(b.Member, want[5], 100, true); err != nil {
+			if _, _, err := s.Read(b.Member, store.ReadRequest{After: want[5], Limit: 100, Acknowledge: true}); err != nil {
 				t.Fatal(err)
 			}
 			if got := ids(b.Member, 0, 100); !slices.Equal(got, want[6:]) {
@@ -79,13 +81,13 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 			}
 
 			// b leaves: its token and its reads are refused at once.
-			if _, err := s.Leave(ctx, b.Member, ReasonLeft); err != nil {
+			if _, err := s.Leave(ctx, b.Member, store.ReasonLeft); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Authenticate(b.Token); !errors.Is(err, ErrUnauthorized) {
+			if _, err := s.Authenticate(b.Token); !errors.Is(err, store.ErrUnauthorized) {
 				t.Fatalf("token of a departed member: %v", err)
 			}
-			if _, _, err := s.Read(b.Member, 0, 10, false); !errors.Is(err, ErrUnauthorized) {
+			if _, _, err := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); !errors.Is(err, store.ErrUnauthorized) {
 				t.Fatalf("read of a departed member: %v", err)
 			}
 			if m, err := s.Authenticate(a.Token); err != nil || m != a.Member {
@@ -134,12 +136,12 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
 	for i := range 5 {
-		if _, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: fmt.Sprint("k", i), Fields: []byte(`"type":"old"`)}); err != nil {
+		if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: fmt.Sprint("k", i), Fields: []byte(`"type":"old"`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.Leave(ctx, a.Member, ReasonLeft)
-	s.Leave(ctx, b.Member, ReasonLeft)
+	s.Leave(ctx, a.Member, store.ReasonLeft)
+	s.Leave(ctx, b.Member, store.ReasonLeft)
 	s.Close() // no prune ran: the room's messages are still in the file
 
 	s = open(t, path, Options{OrphanSweep: time.Hour}) // Prune below deletes them
@@ -148,15 +150,15 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	}
 	c := mustJoin(t, s, "r")
 	d := mustJoin(t, s, "r")
-	if msgs, _, err := s.Read(d.Member, 0, 100, false); err != nil || len(msgs) != 0 {
+	if msgs, _, err := s.Read(d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 0 {
 		t.Fatalf("the new room's second member reads %d messages (%v), want none of the old room's", len(msgs), err)
 	}
 	// The old keys are gone with their room: the same key makes a new message.
-	id, err := s.Append(ctx, Post{From: c.Member, IdempotencyKey: "k0", Fields: []byte(`"type":"new"`)})
+	id, err := appendID(s, ctx, store.Post{From: c.Member, IdempotencyKey: "k0", Fields: []byte(`"type":"new"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msgs, _, _ := s.Read(d.Member, 0, 100, false); len(msgs) != 1 || msgs[0].ID != id {
+	if msgs, _, _ := s.Read(d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id {
 		t.Fatalf("the new room reads %+v, want only message %d", msgs, id)
 	}
 	if n, err := s.Prune(ctx); err != nil || n != 7 {
@@ -182,8 +184,8 @@ func TestOrphanSweep(t *testing.T) {
 	for range 20 {
 		mustAppend(t, s, a.Member, `"type":"x"`)
 	}
-	s.Leave(ctx, a.Member, ReasonLeft)
-	s.Leave(ctx, b.Member, ReasonLeft)
+	s.Leave(ctx, a.Member, store.ReasonLeft)
+	s.Leave(ctx, b.Member, store.ReasonLeft)
 	records := func() (n int) {
 		s.db.View(func(tx *bolt.Tx) error {
 			n = tx.Bucket(bucketMsgs).Stats().KeyN
@@ -196,7 +198,7 @@ func TestOrphanSweep(t *testing.T) {
 			t.Fatalf("%d records of a deleted room still in the file after 10 s of sweeps", records())
 		}
 	}
-	if got := s.Pruned(); got != 22 { // 20 posts, peer-joined, peer-left
-		t.Fatalf("Pruned() = %d, want 22", got)
+	if got := s.pruned.Load(); got != 22 { // 20 posts, peer-joined, peer-left
+		t.Fatalf("pruned = %d, want 22", got)
 	}
 }

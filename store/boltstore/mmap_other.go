@@ -1,5 +1,5 @@
 //go:build !linux
 
-package store
+package boltstore
 
 const mmapFlags = 0

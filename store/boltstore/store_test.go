@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tincan/tincan/store"
 )
 
 func open(t testing.TB, path string, opts Options) *Store {
@@ -23,18 +25,24 @@ func open(t testing.TB, path string, opts Options) *Store {
 	return s
 }
 
-func mustJoin(t testing.TB, s *Store, room string) Joined {
+// appendID appends p and returns its id.
+func appendID(s *Store, ctx context.Context, p store.Post) (uint64, error) {
+	a, err := s.Append(ctx, p)
+	return a.ID, err
+}
+
+func mustJoin(t testing.TB, s *Store, room string) store.Joined {
 	t.Helper()
-	j, err := s.Join(context.Background(), JoinRequest{Room: room})
+	j, err := s.Join(context.Background(), store.JoinRequest{Room: room})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return j
 }
 
-func mustAppend(t testing.TB, s *Store, from Member, fields string) uint64 {
+func mustAppend(t testing.TB, s *Store, from store.Member, fields string) uint64 {
 	t.Helper()
-	id, err := s.Append(context.Background(), Post{From: from, Fields: []byte(fields)})
+	id, err := appendID(s, context.Background(), store.Post{From: from, Fields: []byte(fields)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +63,7 @@ func (c *clock) add(d time.Duration) {
 }
 
 func TestGroupCommit(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "gc.db"), Options{Capacity: 2})
+	s := open(t, filepath.Join(t.TempDir(), "gc.db"), Options{Options: store.Options{Capacity: 2}})
 	a := mustJoin(t, s, "r")
 	mustJoin(t, s, "r")
 	c0, w0 := s.Stats()
@@ -66,7 +74,7 @@ func TestGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id, err := s.Append(context.Background(), Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))})
+			id, err := appendID(s, context.Background(), store.Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))})
 			if err != nil {
 				t.Error(err) // not Fatal: this is not the test's goroutine
 				return
@@ -113,12 +121,12 @@ func TestBatchFailureIsolated(t *testing.T) {
 			if i%2 == 0 {
 				to = "nobody"
 			}
-			_, errs[i] = s.Append(context.Background(), Post{From: a.Member, To: to, Fields: []byte(`"type":"x"`)})
+			_, errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, To: to, Fields: []byte(`"type":"x"`)})
 		}()
 	}
 	wg.Wait()
 	for i, err := range errs {
-		if i%2 == 0 && !errors.Is(err, ErrUnknownPeer) || i%2 == 1 && err != nil {
+		if i%2 == 0 && !errors.Is(err, store.ErrUnknownPeer) || i%2 == 1 && err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
 	}
@@ -148,7 +156,7 @@ func TestBatchFailureIsolated(t *testing.T) {
 				failed = s.update(context.Background(), func(*bolt.Tx) error { return boom })
 				return
 			}
-			ids[i], errs[i] = s.Append(context.Background(), Post{From: a.Member, Fields: []byte(`"type":"y"`)})
+			ids[i], errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, Fields: []byte(`"type":"y"`)})
 		}()
 	}
 	for deadline := time.Now().Add(10 * time.Second); len(s.ops) < good+1; time.Sleep(time.Millisecond) {
@@ -184,11 +192,11 @@ func TestReopen(t *testing.T) {
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
 	id := mustAppend(t, s, a.Member, `"type":"x"`)
-	keyed, err := s.Append(context.Background(), Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)})
+	keyed, err := appendID(s, context.Background(), store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Read(b.Member, id, 10, true) // b acknowledges id; Close writes it
+	s.Read(b.Member, store.ReadRequest{After: id, Limit: 10, Acknowledge: true}) // b acknowledges id; Close writes it
 	secret, err := s.Secret(context.Background(), "turn", 32)
 	if err != nil {
 		t.Fatal(err)
@@ -199,11 +207,11 @@ func TestReopen(t *testing.T) {
 	if m, err := s.Authenticate(b.Token); err != nil || m != b.Member {
 		t.Fatalf("token lost: %v %v", m, err)
 	}
-	msgs, cursor, err := s.Read(b.Member, 0, 10, false)
+	msgs, cursor, err := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false})
 	if err != nil || cursor != id || len(msgs) != 1 || msgs[0].ID != keyed || !bytes.Contains(msgs[0].Data, []byte(`"from":"`+a.ID+`"`)) {
 		t.Fatalf("messages or acknowledgement lost: %v cursor %d %+v", err, cursor, msgs)
 	}
-	if again, err := s.Append(context.Background(), Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)}); err != nil || again != keyed {
+	if again, err := appendID(s, context.Background(), store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"y"`)}); err != nil || again != keyed {
 		t.Fatalf("idempotency key lost: %d %v, want %d", again, err, keyed)
 	}
 	again, _ := s.Secret(context.Background(), "turn", 32)
@@ -217,41 +225,41 @@ func TestReopen(t *testing.T) {
 
 func TestPrune(t *testing.T) {
 	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	s := open(t, filepath.Join(t.TempDir(), "p.db"), Options{Capacity: 3, MessageTTL: time.Minute, Now: clk.Now, OrphanSweep: time.Hour})
+	s := open(t, filepath.Join(t.TempDir(), "p.db"), Options{Options: store.Options{Capacity: 3, MessageTTL: time.Minute, Now: clk.Now}, OrphanSweep: time.Hour})
 	ctx := context.Background()
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
 	c := mustJoin(t, s, "r")
 	id1 := mustAppend(t, s, a.Member, `"type":"one"`) // for b and c
-	id2, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)})
+	id2, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// b acknowledges id1; c has not: nothing goes.
-	s.Read(b.Member, id1, 10, true)
+	s.Read(b.Member, store.ReadRequest{After: id1, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n != 0 {
 		t.Fatalf("pruned %d with c behind", n)
 	}
 	// c acknowledges id2: id1 is done for both (and the peer-joined events
 	// before it, which b and c have acknowledged too).
-	s.Read(c.Member, id2, 10, true)
+	s.Read(c.Member, store.ReadRequest{After: id2, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("nothing pruned after every recipient acknowledged")
 	}
-	if msgs, _, _ := s.Read(b.Member, 0, 10, false); len(msgs) != 1 || msgs[0].ID != id2 {
+	if msgs, _, _ := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id2 {
 		t.Fatalf("b should still have id2 only: %+v", msgs)
 	}
 	// TTL: id2 expires for b, who never acknowledged it.
 	clk.add(2 * time.Minute)
-	if msgs, _, _ := s.Read(b.Member, 0, 10, false); len(msgs) != 0 {
+	if msgs, _, _ := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 0 {
 		t.Fatalf("expired message delivered: %+v", msgs)
 	}
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("expired message not pruned")
 	}
 	// Its idempotency key expired with it: the same key makes a new message.
-	if again, _ := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)}); again == id2 {
+	if again, _ := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)}); again == id2 {
 		t.Fatal("idempotency key outlived the message TTL")
 	}
 	// With nothing to delete, pruning writes nothing.
@@ -265,10 +273,10 @@ func TestPrune(t *testing.T) {
 	}
 	// A recipient who left no longer holds a message back.
 	id3 := mustAppend(t, s, a.Member, `"type":"three"`)
-	if _, err := s.Leave(ctx, c.Member, ReasonLeft); err != nil {
+	if _, err := s.Leave(ctx, c.Member, store.ReasonLeft); err != nil {
 		t.Fatal(err)
 	}
-	s.Read(b.Member, id3, 10, true)
+	s.Read(b.Member, store.ReadRequest{After: id3, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("a message acknowledged by every remaining recipient was not pruned")
 	}
@@ -280,11 +288,11 @@ func TestPrune(t *testing.T) {
 	})
 	// The last member leaving deletes the room, its messages and their
 	// idempotency keys: at once for readers, from the file at the next prune.
-	if _, err := s.Append(ctx, Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil {
+	if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil {
 		t.Fatal(err)
 	}
-	s.Leave(ctx, a.Member, ReasonLeft)
-	s.Leave(ctx, b.Member, ReasonLeft)
+	s.Leave(ctx, a.Member, store.ReasonLeft)
+	s.Leave(ctx, b.Member, store.ReasonLeft)
 	if n := len(s.idem.rooms); n != 0 {
 		t.Fatalf("%d idempotency keys survive their room", n)
 	}
@@ -306,27 +314,27 @@ func TestPrune(t *testing.T) {
 	if n, _ := s.Occupants("r"); n != 0 {
 		t.Fatal("room survives its members")
 	}
-	if ms, _ := s.Members(); len(ms) != 0 {
+	if ms, _ := s.members(); len(ms) != 0 {
 		t.Fatalf("members left: %v", ms)
 	}
 }
 
 func TestMaxRoomMessages(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "max.db"), Options{MaxRoomMessages: 1000})
+	s := open(t, filepath.Join(t.TempDir(), "max.db"), Options{Options: store.Options{MaxRoomMessages: 1000}})
 	a := mustJoin(t, s, "r")
 	mustJoin(t, s, "r")
 	for range 999 { // the peer-joined event counts too
 		mustAppend(t, s, a.Member, `"type":"x"`)
 	}
-	_, err := s.Append(context.Background(), Post{From: a.Member, Fields: []byte(`"type":"x"`)})
-	if !errors.Is(err, ErrTooManyMessages) {
+	_, err := appendID(s, context.Background(), store.Post{From: a.Member, Fields: []byte(`"type":"x"`)})
+	if !errors.Is(err, store.ErrTooManyMessages) {
 		t.Fatalf("message 1001: %v", err)
 	}
 }
 
 // Joins that share a group commit must still respect the capacity.
 func TestConcurrentJoinsRespectCapacity(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "cap.db"), Options{Capacity: 2})
+	s := open(t, filepath.Join(t.TempDir(), "cap.db"), Options{Options: store.Options{Capacity: 2}})
 	mustJoin(t, s, "r") // the room exists: the others race for the last seat
 	const n = 50
 	var wg sync.WaitGroup
@@ -335,7 +343,7 @@ func TestConcurrentJoinsRespectCapacity(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.Join(context.Background(), JoinRequest{Room: "r"})
+			_, err := s.Join(context.Background(), store.JoinRequest{Room: "r"})
 			errs <- err
 		}()
 	}
@@ -346,7 +354,7 @@ func TestConcurrentJoinsRespectCapacity(t *testing.T) {
 		switch {
 		case err == nil:
 			joined++
-		case !errors.Is(err, ErrRoomFull):
+		case !errors.Is(err, store.ErrRoomFull):
 			t.Fatalf("join: %v", err)
 		}
 	}

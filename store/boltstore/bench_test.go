@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 // Benchmarks of the store (issue 6). Run with
 //
@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/store"
 )
 
 func benchStore(b *testing.B, opts Options) *Store {
@@ -30,13 +32,13 @@ func benchStore(b *testing.B, opts Options) *Store {
 }
 
 // benchRooms makes n rooms of two members each and returns them as pairs.
-func benchRooms(b *testing.B, s *Store, n int) [][2]Member {
+func benchRooms(b *testing.B, s *Store, n int) [][2]store.Member {
 	b.Helper()
-	out := make([][2]Member, n)
+	out := make([][2]store.Member, n)
 	for i := range out {
 		room := fmt.Sprintf("bench-%d", i)
 		for j := range 2 {
-			jn, err := s.Join(context.Background(), JoinRequest{Room: room})
+			jn, err := s.Join(context.Background(), store.JoinRequest{Room: room})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -70,7 +72,7 @@ func appendAll(b *testing.B, s *Store, conc, nrooms int) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
-				if _, err := s.Append(context.Background(), Post{From: rooms[g%nrooms][0], Fields: benchFields}); err != nil {
+				if _, err := appendID(s, context.Background(), store.Post{From: rooms[g%nrooms][0], Fields: benchFields}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -134,7 +136,7 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // fillRoom appends n messages from a to b's room, many at a time.
-func fillRoom(b *testing.B, s *Store, from Member, n int) {
+func fillRoom(b *testing.B, s *Store, from store.Member, n int) {
 	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -143,7 +145,7 @@ func fillRoom(b *testing.B, s *Store, from Member, n int) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				if _, err := s.Append(context.Background(), Post{From: from, Fields: benchFields}); err != nil {
+				if _, err := appendID(s, context.Background(), store.Post{From: from, Fields: benchFields}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -178,7 +180,7 @@ func BenchmarkReadResume(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("%s/room=%d/%s", cache.name, n, tc.name), func(b *testing.B) {
 				for b.Loop() {
-					msgs, _, err := s.Read(pair[1], tc.after, 256, false)
+					msgs, _, err := s.Read(pair[1], store.ReadRequest{After: tc.after, Limit: 256, Acknowledge: false})
 					if err != nil || len(msgs) != tc.want {
 						b.Fatalf("read %d messages (%v), want %d", len(msgs), err, tc.want)
 					}
@@ -189,7 +191,7 @@ func BenchmarkReadResume(b *testing.B) {
 		// own stream of the room reads too.
 		b.Run(fmt.Sprintf("%s/room=%d/nothing", cache.name, n), func(b *testing.B) {
 			for b.Loop() {
-				if msgs, _, err := s.Read(pair[0], last, 256, false); err != nil || len(msgs) != 0 {
+				if msgs, _, err := s.Read(pair[0], store.ReadRequest{After: last, Limit: 256, Acknowledge: false}); err != nil || len(msgs) != 0 {
 					b.Fatalf("read %d (%v)", len(msgs), err)
 				}
 			}
@@ -210,7 +212,7 @@ func BenchmarkPrune(b *testing.B) {
 			b.StopTimer()
 			for _, p := range pairs {
 				fillRoom(b, s, p[0], perRoom)
-				if _, _, err := s.Read(p[1], s.LastID(), 1, true); err != nil {
+				if _, _, err := s.Read(p[1], store.ReadRequest{After: s.LastID(), Limit: 1, Acknowledge: true}); err != nil {
 					b.Fatal(err)
 				}
 			}

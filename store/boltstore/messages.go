@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"context"
@@ -6,46 +6,12 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tincan/tincan/store"
 )
 
-// Message is one delivered message: its id and the JSON object as sent.
-type Message struct {
-	ID   uint64
-	Data []byte
-}
-
-// Post is a message from a member.
-type Post struct {
-	From           Member
-	To             string // a client id; "" for every other member
-	IdempotencyKey string // "" for none
-	// Fields are the members of the posted JSON object, without braces and
-	// without "id" and "from", e.g. `"type":"offer","sdp":"v=0..."`.
-	Fields []byte
-}
-
-// Append stores a message and returns its id once it is on disk. Without a
-// recipient it goes to every other current member, or, when there is none,
-// to the next member who joins. A repeated idempotency key of the same sender
-// returns the first id and stores nothing.
-// Refusals: ErrUnauthorized (sender gone), ErrUnknownPeer, ErrTooManyMessages.
-func (s *Store) Append(ctx context.Context, p Post) (uint64, error) {
-	a, err := s.AppendTo(ctx, p)
-	return a.ID, err
-}
-
-// Appended is what AppendTo did.
-type Appended struct {
-	ID uint64
-	// Recipients are the members to wake: nobody for a message kept for
-	// the next joiner, or for a repeat (the first post woke them).
-	Recipients []string
-	Repeat     bool // a repeated idempotency key: the first post's id, nothing stored
-}
-
-// AppendTo is Append that also says who the message went to, and whether
-// it was a repeat.
-func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
+// Append implements store.Store. The message is on disk when it returns.
+func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error) {
 	var id uint64
 	var recipients []string
 	var repeat bool
@@ -53,10 +19,10 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
 		id, recipients, repeat = 0, nil, false
 		rb := tx.Bucket(bucketRooms).Bucket([]byte(p.From.Room))
 		if rb == nil {
-			return ErrUnauthorized
+			return store.ErrUnauthorized
 		}
 		if _, ok := readMember(rb, p.From.ID); !ok {
-			return ErrUnauthorized
+			return store.ErrUnauthorized
 		}
 		var idemKey string
 		if p.IdempotencyKey != "" {
@@ -69,7 +35,7 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
 		var to []string
 		if p.To != "" {
 			if _, ok := readMember(rb, p.To); !ok || p.To == p.From.ID {
-				return refuse(ErrUnknownPeer, "no peer %q in room %q", p.To, p.From.Room)
+				return store.Refusef(store.ErrUnknownPeer, "no peer %q in room %q", p.To, p.From.Room)
 			}
 			to = []string{p.To}
 		} else {
@@ -80,7 +46,7 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
 			to = peers
 		}
 		if n, _ := s.countsInTx(p.From.Room); s.opts.MaxRoomMessages > 0 && n >= s.opts.MaxRoomMessages {
-			return refuse(ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
+			return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
 		}
 
 		// Checks done; from here on, write.
@@ -97,9 +63,9 @@ func (s *Store) AppendTo(ctx context.Context, p Post) (Appended, error) {
 		return nil
 	})
 	if err != nil {
-		return Appended{}, fmt.Errorf("append to %s: %w", p.From.Room, err)
+		return store.Appended{}, fmt.Errorf("append to %s: %w", p.From.Room, err)
 	}
-	return Appended{ID: id, Recipients: recipients, Repeat: repeat}, nil
+	return store.Appended{ID: id, Recipients: recipients, Repeat: repeat}, nil
 }
 
 // emit stores a server event (fields without braces and id) for recipients.
@@ -129,6 +95,7 @@ func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool
 	}
 	s.staged.add(room, id, pending)
 	s.afterCommit(func() { s.index.add(room, id, pending, rec) })
+	s.notifyAfterCommit(room, id, to...)
 	return id, nil
 }
 
@@ -142,17 +109,14 @@ func (s *Store) countsInTx(room string) (messages int, held bool) {
 	return n + len(s.staged.ids[room]), h || s.staged.held[room]
 }
 
-// Read returns up to limit messages addressed to m with an id greater than
-// after, oldest first, skipping those older than the message TTL. The cursor
-// is where reading started: after, or the member's acknowledged id when that
-// is larger (a member never again receives what it acknowledged). With ack,
-// the read also acknowledges after: the client says it holds everything up
-// to there. The acknowledgement is written without waiting for the disk.
-// Refusals: ErrUnauthorized (the member is gone).
-func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Message, cursor uint64, err error) {
+// Read implements store.Store. Acknowledgements reach the disk within
+// AckFlush, one write for all of them: a long-poll acknowledges with every
+// request, and a write each would double the writes per message.
+func (s *Store) Read(m store.Member, q store.ReadRequest) (msgs []store.Message, cursor uint64, err error) {
+	after, limit, ack := q.After, q.Limit, q.Acknowledge
 	acked, ok := s.dir.acked(m)
 	if !ok {
-		return nil, 0, ErrUnauthorized
+		return nil, 0, store.ErrUnauthorized
 	}
 	cursor = max(after, acked)
 	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
@@ -165,7 +129,7 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 			if copyData {
 				data = clone(data)
 			}
-			msgs = append(msgs, Message{ID: id, Data: data})
+			msgs = append(msgs, store.Message{ID: id, Data: data})
 		}
 		return nil
 	}
@@ -213,7 +177,7 @@ func (s *Store) Read(m Member, after uint64, limit int, ack bool) (msgs []Messag
 	return s.afterRead(m, after, acked, ack, msgs, cursor)
 }
 
-func (s *Store) afterRead(m Member, after, acked uint64, ack bool, msgs []Message, cursor uint64) ([]Message, uint64, error) {
+func (s *Store) afterRead(m store.Member, after, acked uint64, ack bool, msgs []store.Message, cursor uint64) ([]store.Message, uint64, error) {
 	if ack && after > acked {
 		s.ack(m, after)
 	}
@@ -226,7 +190,7 @@ func (s *Store) afterRead(m Member, after, acked uint64, ack bool, msgs []Messag
 // writes per message). A crash can lose the last AckFlush of them: then a
 // client that reconnects without a cursor may get those messages again; one
 // that sends its cursor, as clients do, cannot.
-func (s *Store) ack(m Member, upto uint64) {
+func (s *Store) ack(m store.Member, upto uint64) {
 	if !s.dir.ack(m, upto) {
 		return
 	}
@@ -235,11 +199,11 @@ func (s *Store) ack(m Member, upto uint64) {
 	s.unsaved[m] = max(s.unsaved[m], upto)
 }
 
-// FlushAcks writes the acknowledgements not yet on disk.
-func (s *Store) FlushAcks(ctx context.Context) error {
+// flushAcks writes the acknowledgements not yet on disk.
+func (s *Store) flushAcks(ctx context.Context) error {
 	s.acksMu.Lock()
 	batch := s.unsaved
-	s.unsaved = map[Member]uint64{}
+	s.unsaved = map[store.Member]uint64{}
 	s.acksMu.Unlock()
 	if len(batch) == 0 {
 		return nil
@@ -269,14 +233,14 @@ func (s *Store) ackLoop() {
 	for {
 		select {
 		case <-t.C:
-			s.FlushAcks(context.Background())
+			s.flushAcks(context.Background())
 		case <-s.closing:
 			return
 		}
 	}
 }
 
-func (s *Store) forgetAck(m Member) {
+func (s *Store) forgetAck(m store.Member) {
 	s.acksMu.Lock()
 	defer s.acksMu.Unlock()
 	delete(s.unsaved, m)
@@ -289,17 +253,14 @@ func (s *Store) LastID() uint64 {
 	return n
 }
 
-// Prune deletes messages that nobody will receive any more: every recipient
-// acknowledged them or left, or they are older than the message TTL; and
-// idempotency keys older than the TTL. It decides in a read transaction and
+// Prune implements store.Store. It decides in a read transaction and
 // writes only where there is something to delete, a few dozen rooms per
 // write, so pruning never holds up posts for long and an idle server does
 // not fsync for nothing. (A message once prunable stays so: acknowledgements
-// only grow, members only leave, time only passes.) It returns the number
-// of messages deleted.
+// only grow, members only leave, time only passes.)
 func (s *Store) Prune(ctx context.Context) (int, error) {
 	const roomsPerWrite = 64
-	if err := s.FlushAcks(ctx); err != nil {
+	if err := s.flushAcks(ctx); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
 	total, err := s.pruneOrphans(ctx)

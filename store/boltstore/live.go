@@ -1,0 +1,90 @@
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tincan/tincan/store"
+)
+
+// Live readers and presence: what the store tells the handlers' streams
+// and polls, and how it decides that a silent member has gone. Both are
+// in memory: after a restart nobody is listening yet, and every member
+// gets the whole client timeout to come back.
+
+// errRoomChanged: the room changed between a join's password check and
+// its transaction; the join starts over. An *store.Error, so that the
+// commit loop takes it as a refusal that wrote nothing.
+var errRoomChanged = &store.Error{Code: "retry", Msg: "room changed while joining"}
+
+// Subscribe implements store.Store. Notifications are sent by the commit
+// loop, after the commit and after the index and the directory show it.
+func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
+	return s.notifier.Subscribe(m, f)
+}
+
+// Touch implements store.Store.
+func (s *Store) Touch(m store.Member) { s.presence.Touch(m) }
+
+// Hold implements store.Store.
+func (s *Store) Hold(m store.Member) (release func()) { return s.presence.Hold(m) }
+
+// startPresence gives every member on disk the whole client timeout.
+func (s *Store) startPresence() error {
+	members, err := s.members()
+	for _, m := range members {
+		s.presence.Touch(m)
+	}
+	return err
+}
+
+// reapLoop removes silent members until Close.
+func (s *Store) reapLoop() {
+	defer s.background.Done()
+	t := time.NewTicker(min(time.Second, s.opts.ClientTimeout/4))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.removeSilent()
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+func (s *Store) removeSilent() {
+	timeout := s.opts.ClientTimeout
+	for _, m := range s.presence.Silent(timeout) {
+		// Each removal is a commit: a member may have come back while the
+		// ones before it were removed.
+		if !s.presence.IsSilent(m, timeout) {
+			continue
+		}
+		if _, err := s.Leave(context.Background(), m, store.ReasonTimeout); err != nil {
+			if !errors.Is(err, store.ErrClosed) {
+				s.opts.Logger.Error("remove silent member", "room", m.Room, "client", m.ID, "err", err)
+			}
+			return
+		}
+		s.opts.Logger.Info("member timed out", "room", m.Room, "client", m.ID)
+	}
+}
+
+// pruneLoop prunes every PruneEvery until Close.
+func (s *Store) pruneLoop() {
+	defer s.background.Done()
+	t := time.NewTicker(s.opts.PruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if _, err := s.Prune(context.Background()); err != nil && !errors.Is(err, store.ErrClosed) {
+				s.opts.Logger.Error("prune", "err", err)
+			}
+		case <-s.closing:
+			return
+		}
+	}
+}
