@@ -272,9 +272,11 @@ func (st *eventStream) deliver() bool {
 	}
 	for {
 		// The first read acknowledges the cursor the client resumed from.
-		msgs, start, err := s.store.Read(st.m, store.ReadRequest{After: st.last, Limit: readBatch, Acknowledge: first})
+		msgs, start, err := s.store.Read(st.ctx, st.m, store.ReadRequest{After: st.last, Limit: readBatch, Acknowledge: first})
 		if err != nil {
-			if !errors.Is(err, store.ErrUnauthorized) { // else the member left or was removed
+			// ErrUnauthorized: the member left or was removed; a cancelled
+			// context: the stream is ending anyway.
+			if !errors.Is(err, store.ErrUnauthorized) && st.ctx.Err() == nil {
 				s.log.Error("read for stream", "room", st.m.Room, "client", st.m.ID, "stream", st.id, "err", err)
 			}
 			return false

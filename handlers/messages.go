@@ -89,7 +89,7 @@ func (s *Server) handlePoll() http.Handler {
 		})()
 		for first := true; ; first = false {
 			// The first read acknowledges the cursor the client sent.
-			msgs, _, err := s.store.Read(m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
+			msgs, _, err := s.store.Read(r.Context(), m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
 			if err != nil {
 				fail(w, err)
 				return

@@ -58,7 +58,7 @@ func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, e
 	if token == "" {
 		return store.Member{}, errorf(401, "unauthorized", "this call needs the member's token (Authorization: Bearer …)")
 	}
-	m, err := s.store.Authenticate(token)
+	m, err := s.store.Authenticate(r.Context(), token)
 	if err != nil {
 		return store.Member{}, err
 	}
@@ -160,7 +160,7 @@ func (s *Server) handleRoom() http.Handler {
 			fail(w, err)
 			return
 		}
-		n, err := s.store.Occupants(room)
+		n, err := s.store.Occupants(r.Context(), room)
 		if err != nil {
 			fail(w, err)
 			return

@@ -115,7 +115,7 @@ type Store interface {
 
 	// Authenticate finds the member a token belongs to.
 	// Refusals: ErrUnauthorized (unknown token, or the member left).
-	Authenticate(token string) (Member, error)
+	Authenticate(ctx context.Context, token string) (Member, error)
 
 	// Append stores a message from p.From and returns its id once it is
 	// durable. Without p.To it goes to every other current member or, when
@@ -134,7 +134,7 @@ type Store interface {
 	// acknowledgement holds for every later Read at once, and is made
 	// durable within a short interval (a crash may lose that interval).
 	// Refusals: ErrUnauthorized (m is not a member).
-	Read(m Member, q ReadRequest) (msgs []Message, cursor uint64, err error)
+	Read(ctx context.Context, m Member, q ReadRequest) (msgs []Message, cursor uint64, err error)
 
 	// Subscribe calls f after every change that concerns m: a new entry
 	// for m, with its id as upto, or m's removal (upto 0). When f is called
@@ -155,7 +155,7 @@ type Store interface {
 	Hold(m Member) (release func())
 
 	// Occupants is the number of members of a room (0 for an unknown room).
-	Occupants(room string) (int, error)
+	Occupants(ctx context.Context, room string) (int, error)
 	// Capacity is the number of members a room admits.
 	Capacity() int
 

@@ -180,7 +180,7 @@ func BenchmarkReadResume(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("%s/room=%d/%s", cache.name, n, tc.name), func(b *testing.B) {
 				for b.Loop() {
-					msgs, _, err := s.Read(pair[1], store.ReadRequest{After: tc.after, Limit: 256, Acknowledge: false})
+					msgs, _, err := s.Read(ctx0, pair[1], store.ReadRequest{After: tc.after, Limit: 256, Acknowledge: false})
 					if err != nil || len(msgs) != tc.want {
 						b.Fatalf("read %d messages (%v), want %d", len(msgs), err, tc.want)
 					}
@@ -191,7 +191,7 @@ func BenchmarkReadResume(b *testing.B) {
 		// own stream of the room reads too.
 		b.Run(fmt.Sprintf("%s/room=%d/nothing", cache.name, n), func(b *testing.B) {
 			for b.Loop() {
-				if msgs, _, err := s.Read(pair[0], store.ReadRequest{After: last, Limit: 256, Acknowledge: false}); err != nil || len(msgs) != 0 {
+				if msgs, _, err := s.Read(ctx0, pair[0], store.ReadRequest{After: last, Limit: 256, Acknowledge: false}); err != nil || len(msgs) != 0 {
 					b.Fatalf("read %d (%v)", len(msgs), err)
 				}
 			}
@@ -212,7 +212,7 @@ func BenchmarkPrune(b *testing.B) {
 			b.StopTimer()
 			for _, p := range pairs {
 				fillRoom(b, s, p[0], perRoom)
-				if _, _, err := s.Read(p[1], store.ReadRequest{After: s.LastID(), Limit: 1, Acknowledge: true}); err != nil {
+				if _, _, err := s.Read(ctx0, p[1], store.ReadRequest{After: s.LastID(), Limit: 1, Acknowledge: true}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -112,7 +112,7 @@ func (s *Store) countsInTx(room string) (messages int, held bool) {
 // Read implements store.Store. Acknowledgements reach the disk within
 // AckFlush, one write for all of them: a long-poll acknowledges with every
 // request, and a write each would double the writes per message.
-func (s *Store) Read(m store.Member, q store.ReadRequest) (msgs []store.Message, cursor uint64, err error) {
+func (s *Store) Read(_ context.Context, m store.Member, q store.ReadRequest) (msgs []store.Message, cursor uint64, err error) {
 	after, limit, ack := q.After, q.Limit, q.Acknowledge
 	acked, ok := s.dir.acked(m)
 	if !ok {

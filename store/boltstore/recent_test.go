@@ -40,13 +40,13 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 				want = append(want, mustAppend(t, s, a.Member, fmt.Sprintf(`"type":"m%d"`, i)))
 			}
 			// a sees only b's peer-joined event, never its own messages.
-			if msgs, _, err := s.Read(a.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 1 {
+			if msgs, _, err := s.Read(ctx0, a.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 1 {
 				t.Fatalf("a reads %v %v, want its peer-joined event only", msgs, err)
 			}
 
 			ids := func(m store.Member, after uint64, limit int) []uint64 {
 				t.Helper()
-				msgs, _, err := s.Read(m, store.ReadRequest{After: after, Limit: limit, Acknowledge: false})
+				msgs, _, err := s.Read(ctx0, m, store.ReadRequest{After: after, Limit: limit, Acknowledge: false})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -67,7 +67,7 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 			}
 
 			// b acknowledges the first six; a prune deletes them.
-			if _, _, err := s.Read(b.Member, store.ReadRequest{After: want[5], Limit: 100, Acknowledge: true}); err != nil {
+			if _, _, err := s.Read(ctx0, b.Member, store.ReadRequest{After: want[5], Limit: 100, Acknowledge: true}); err != nil {
 				t.Fatal(err)
 			}
 			if got := ids(b.Member, 0, 100); !slices.Equal(got, want[6:]) {
@@ -84,13 +84,13 @@ func TestReadFromMemoryOrDisk(t *testing.T) {
 			if _, err := s.Leave(ctx, b.Member, store.ReasonLeft); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Authenticate(b.Token); !errors.Is(err, store.ErrUnauthorized) {
+			if _, err := s.Authenticate(ctx0, b.Token); !errors.Is(err, store.ErrUnauthorized) {
 				t.Fatalf("token of a departed member: %v", err)
 			}
-			if _, _, err := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); !errors.Is(err, store.ErrUnauthorized) {
+			if _, _, err := s.Read(ctx0, b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); !errors.Is(err, store.ErrUnauthorized) {
 				t.Fatalf("read of a departed member: %v", err)
 			}
-			if m, err := s.Authenticate(a.Token); err != nil || m != a.Member {
+			if m, err := s.Authenticate(ctx0, a.Token); err != nil || m != a.Member {
 				t.Fatalf("a's token: %v %v", m, err)
 			}
 		})
@@ -150,7 +150,7 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	}
 	c := mustJoin(t, s, "r")
 	d := mustJoin(t, s, "r")
-	if msgs, _, err := s.Read(d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 0 {
+	if msgs, _, err := s.Read(ctx0, d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); err != nil || len(msgs) != 0 {
 		t.Fatalf("the new room's second member reads %d messages (%v), want none of the old room's", len(msgs), err)
 	}
 	// The old keys are gone with their room: the same key makes a new message.
@@ -158,7 +158,7 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msgs, _, _ := s.Read(d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id {
+	if msgs, _, _ := s.Read(ctx0, d.Member, store.ReadRequest{After: 0, Limit: 100, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id {
 		t.Fatalf("the new room reads %+v, want only message %d", msgs, id)
 	}
 	if n, err := s.Prune(ctx); err != nil || n != 7 {

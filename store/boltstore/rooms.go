@@ -251,7 +251,7 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 }
 
 // Authenticate implements store.Store.
-func (s *Store) Authenticate(token string) (store.Member, error) {
+func (s *Store) Authenticate(_ context.Context, token string) (store.Member, error) {
 	if m, ok := s.dir.lookup(sha256.Sum256([]byte(token))); ok {
 		return m, nil
 	}
@@ -259,7 +259,7 @@ func (s *Store) Authenticate(token string) (store.Member, error) {
 }
 
 // Occupants implements store.Store.
-func (s *Store) Occupants(room string) (int, error) {
+func (s *Store) Occupants(_ context.Context, room string) (int, error) {
 	var n int
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if rb := tx.Bucket(bucketRooms).Bucket([]byte(room)); rb != nil {

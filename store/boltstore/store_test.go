@@ -25,6 +25,9 @@ func open(t testing.TB, path string, opts Options) *Store {
 	return s
 }
 
+// ctx0 is the context of calls that the tests do not cancel.
+var ctx0 = context.Background()
+
 // appendID appends p and returns its id.
 func appendID(s *Store, ctx context.Context, p store.Post) (uint64, error) {
 	a, err := s.Append(ctx, p)
@@ -196,7 +199,7 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Read(b.Member, store.ReadRequest{After: id, Limit: 10, Acknowledge: true}) // b acknowledges id; Close writes it
+	s.Read(ctx0, b.Member, store.ReadRequest{After: id, Limit: 10, Acknowledge: true}) // b acknowledges id; Close writes it
 	secret, err := s.Secret(context.Background(), "turn", 32)
 	if err != nil {
 		t.Fatal(err)
@@ -204,10 +207,10 @@ func TestReopen(t *testing.T) {
 	s.Close()
 
 	s = open(t, path, Options{})
-	if m, err := s.Authenticate(b.Token); err != nil || m != b.Member {
+	if m, err := s.Authenticate(ctx0, b.Token); err != nil || m != b.Member {
 		t.Fatalf("token lost: %v %v", m, err)
 	}
-	msgs, cursor, err := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false})
+	msgs, cursor, err := s.Read(ctx0, b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false})
 	if err != nil || cursor != id || len(msgs) != 1 || msgs[0].ID != keyed || !bytes.Contains(msgs[0].Data, []byte(`"from":"`+a.ID+`"`)) {
 		t.Fatalf("messages or acknowledgement lost: %v cursor %d %+v", err, cursor, msgs)
 	}
@@ -237,22 +240,22 @@ func TestPrune(t *testing.T) {
 	}
 
 	// b acknowledges id1; c has not: nothing goes.
-	s.Read(b.Member, store.ReadRequest{After: id1, Limit: 10, Acknowledge: true})
+	s.Read(ctx0, b.Member, store.ReadRequest{After: id1, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n != 0 {
 		t.Fatalf("pruned %d with c behind", n)
 	}
 	// c acknowledges id2: id1 is done for both (and the peer-joined events
 	// before it, which b and c have acknowledged too).
-	s.Read(c.Member, store.ReadRequest{After: id2, Limit: 10, Acknowledge: true})
+	s.Read(ctx0, c.Member, store.ReadRequest{After: id2, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("nothing pruned after every recipient acknowledged")
 	}
-	if msgs, _, _ := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id2 {
+	if msgs, _, _ := s.Read(ctx0, b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 1 || msgs[0].ID != id2 {
 		t.Fatalf("b should still have id2 only: %+v", msgs)
 	}
 	// TTL: id2 expires for b, who never acknowledged it.
 	clk.add(2 * time.Minute)
-	if msgs, _, _ := s.Read(b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 0 {
+	if msgs, _, _ := s.Read(ctx0, b.Member, store.ReadRequest{After: 0, Limit: 10, Acknowledge: false}); len(msgs) != 0 {
 		t.Fatalf("expired message delivered: %+v", msgs)
 	}
 	if n, _ := s.Prune(ctx); n < 1 {
@@ -276,7 +279,7 @@ func TestPrune(t *testing.T) {
 	if _, err := s.Leave(ctx, c.Member, store.ReasonLeft); err != nil {
 		t.Fatal(err)
 	}
-	s.Read(b.Member, store.ReadRequest{After: id3, Limit: 10, Acknowledge: true})
+	s.Read(ctx0, b.Member, store.ReadRequest{After: id3, Limit: 10, Acknowledge: true})
 	if n, _ := s.Prune(ctx); n < 1 {
 		t.Fatal("a message acknowledged by every remaining recipient was not pruned")
 	}
@@ -311,7 +314,7 @@ func TestPrune(t *testing.T) {
 		}
 		return nil
 	})
-	if n, _ := s.Occupants("r"); n != 0 {
+	if n, _ := s.Occupants(ctx0, "r"); n != 0 {
 		t.Fatal("room survives its members")
 	}
 	if ms, _ := s.members(); len(ms) != 0 {
@@ -358,7 +361,7 @@ func TestConcurrentJoinsRespectCapacity(t *testing.T) {
 			t.Fatalf("join: %v", err)
 		}
 	}
-	if occupants, _ := s.Occupants("r"); joined != 1 || occupants != 2 {
+	if occupants, _ := s.Occupants(ctx0, "r"); joined != 1 || occupants != 2 {
 		t.Fatalf("%d joins admitted, %d occupants; capacity is 2", joined, occupants)
 	}
 }
