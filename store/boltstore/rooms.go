@@ -100,7 +100,7 @@ func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bo
 	// Resume: the token names a member of this very room.
 	if req.Token != "" && rb != nil {
 		if m, ok := s.dir.lookup(sha256.Sum256([]byte(req.Token))); ok && m.Room == req.Room {
-			if rec, ok := readMember(rb, m.ID); ok && subtle.ConstantTimeCompare(rec.Token, HashToken(req.Token)) == 1 {
+			if rec, ok := readMember(rb, m.ID); ok && subtle.ConstantTimeCompare(rec.Token, hashToken(req.Token)) == 1 {
 				peers, err := peersOf(rb, m.ID)
 				if err != nil {
 					return store.Joined{}, err
@@ -148,7 +148,7 @@ func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bo
 	}
 	id, token := newSecret(12), newSecret(24)
 	info.NextJoin++
-	rec := memberRecord{Token: HashToken(token), Join: info.NextJoin}
+	rec := memberRecord{Token: hashToken(token), Join: info.NextJoin}
 	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
 		return store.Joined{}, err
 	}

@@ -1,14 +1,3 @@
-// Package boltstore is the single-node engine of store.Store: tincan's
-// durable state in one bbolt file: rooms, their
-// members (with token and password hashes, never the secrets), and each room's
-// message log. It is the only package that knows bbolt.
-//
-// Its promises are store.Store's; storetest proves them.
-//
-// Every change goes through one commit loop: concurrent writers queue up while
-// a transaction is being fsync'd and the next transaction takes them all, so
-// many posts share one fsync (group commit). A write is acknowledged to its
-// caller only after its transaction committed to disk.
 package boltstore
 
 import (
@@ -30,18 +19,7 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// Bucket layout (hidden from callers):
-//
-//	meta                     sequence for message ids; room count; secrets
-//	rooms/<room>             "info" -> roomInfo (JSON)
-//	rooms/<room>/members     client id -> memberRecord (binary, see rooms.go)
-//	msgs                     big-endian id -> message record (see record.go)
-//	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key (idem.go)
-//
-// Messages of every room share one bucket keyed by a global sequence, so a
-// group commit appends to the same few pages however many rooms it touches;
-// an in-memory index (index.go) finds a room's messages. Idempotency keys
-// are stored under their message's id for the same reason (idem.go).
+// The buckets: see doc.go.
 var (
 	bucketMeta    = []byte("meta")
 	bucketTokens  = []byte("tokens") // retired: the directory finds tokens (directory.go)
@@ -418,8 +396,8 @@ func (s *Store) Secret(ctx context.Context, name string, n int) ([]byte, error) 
 	return out, err
 }
 
-// HashToken is the form in which a token is stored and looked up.
-func HashToken(token string) []byte {
+// hashToken is the form in which a token is stored and looked up.
+func hashToken(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
 }
