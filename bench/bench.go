@@ -192,7 +192,6 @@ type bench struct {
 	setup    *recorder
 	budget   atomic.Int64  // -count left; negative: no limit
 	keyN     atomic.Uint64 // Idempotency-Keys handed out
-	started  time.Time     // start of the measured phase
 }
 
 func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {

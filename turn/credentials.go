@@ -133,7 +133,7 @@ func CheckURL(rawURL string) error {
 	switch urlScheme(rawURL) {
 	case "stun", "stuns", "turn", "turns":
 	default:
-		return fmt.Errorf("ice server %q: scheme must be stun:, stuns:, turn: or turns:", rawURL)
+		return fmt.Errorf("ice server %q: the scheme must be stun, stuns, turn or turns", rawURL)
 	}
 	if _, err := stun.ParseURI(rawURL); err != nil {
 		return fmt.Errorf("ice server %q: %w", rawURL, err)
