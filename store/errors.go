@@ -28,6 +28,11 @@ var (
 	ErrTooManyMessages = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
 	ErrTooManyRooms    = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
 	ErrClosed          = &Error{Code: "shutting_down", Msg: "store is closed"}
+	// ErrUnavailable: the engine cannot reach a quorum of its storage now.
+	// Unlike the refusals above it does not say that nothing was written:
+	// a write may have happened, so a client retries with the same
+	// Idempotency-Key.
+	ErrUnavailable = &Error{Code: "unavailable", Msg: "storage is unavailable"}
 )
 
 // Refusef is a refusal of base's kind with its own message.
