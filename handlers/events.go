@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,9 +18,9 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// The event stream. r3labs/sse only formats and flushes frames here (see
-// ../shared/notes/r3labs-sse.md): every connection gets its own r3labs
-// stream, so a slow reader can block only its own stream.
+// The event stream. r3labs/sse only formats and flushes frames here, and
+// every connection gets its own r3labs stream, so that a slow reader can
+// block only its own stream (r3labs.go says what the library does).
 //
 // Nothing of ours waits while a stream is idle, because 10,000 idle streams
 // must stay cheap. A commit that concerns the member kicks its streams, and a
@@ -36,40 +34,14 @@ import (
 // stream writes to the socket itself, learns of the reader's hang-up from
 // hangups, and ends with the connection (Connection: close). Over HTTP/2,
 // which cannot be hijacked, the stream stays in the handler.
+//
+// A stream's life: newEventStream, admission by the registry, open (which
+// sets up everything the stream holds), serve (until the stream ends), then
+// close, which undoes what was set up: each step registers its own undoing
+// with onClose as it acquires something, and close runs them last first.
 
 // retryMillis is the reconnect delay the ready frame asks for.
 const retryMillis = "2000"
-
-func newEventServer(subs *subscriptions) *sse.Server {
-	srv := sse.NewWithCallback(func(id string, _ *sse.Subscriber) { subs.ready(id) }, nil)
-	srv.AutoReplay = false // replay is ours, from the store
-	srv.AutoStream = false
-	srv.SplitData = true
-	srv.BufferSize = 32
-	srv.Headers = map[string]string{
-		"Cache-Control":     "no-cache, no-transform",
-		"X-Accel-Buffering": "no",
-	}
-	return srv
-}
-
-// subscriptions tells a stream when r3labs has registered its connection:
-// events published to a stream before that are dropped.
-type subscriptions struct{ m sync.Map } // stream id -> chan struct{}
-
-func (s *subscriptions) expect(id string) <-chan struct{} {
-	ch := make(chan struct{})
-	s.m.Store(id, ch)
-	return ch
-}
-
-func (s *subscriptions) ready(id string) {
-	if ch, ok := s.m.LoadAndDelete(id); ok {
-		close(ch.(chan struct{}))
-	}
-}
-
-func (s *subscriptions) forget(id string) { s.m.Delete(id) }
 
 func (s *Server) handleEvents() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -93,132 +65,122 @@ func (s *Server) handleEvents() http.Handler {
 		if !ok {
 			return
 		}
-		if !s.admitStream() {
-			release()
+		st := s.newEventStream(m, cursor)
+		// Undone last: once the gauge has dropped, the stream is gone and
+		// its place under the address's cap is free.
+		s.metrics.streams.Inc()
+		st.onClose(s.metrics.streams.Dec)
+		st.onClose(release)
+		if !s.streams.admit(st) {
+			st.close()
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			// The head is written by rawResponse; the CORS headers set so
 			// far go with it.
-			st := s.newEventStream(context.Background(), m, cursor, release, conn, &rawResponse{conn: conn, proto: r.Proto, header: w.Header().Clone()})
-			st.unwatch = s.hangups.watch(conn, st.end)
+			st.open(context.Background(), conn, &rawResponse{conn: conn, proto: r.Proto, header: w.Header().Clone()})
 			go st.serve()
 			return
 		}
-		s.newEventStream(r.Context(), m, cursor, release, nil, w).serve()
+		st.open(r.Context(), nil, w)
+		st.serve()
 	})
 }
 
-// eventStream is one open event stream.
+// eventStream is one event stream of a member.
 type eventStream struct {
-	s           *Server
-	id          string // its r3labs stream
-	m           store.Member
-	ctx         context.Context
-	cancel      context.CancelFunc
-	w           *deadlineWriter
-	conn        net.Conn // the hijacked connection; nil over HTTP/2
-	unwatch     func()   // stops watching conn for a hang-up
-	subscribed  <-chan struct{}
-	lifetime    *time.Timer
-	closed      func() // undoes the bookkeeping of the open stream
-	unsubscribe func() // ends the store's notifications
+	s        *Server
+	id       string // its r3labs stream
+	m        store.Member
+	cleanups []func() // run by close, last first
+
+	// Set by open.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	w          *deadlineWriter
+	subscribed <-chan struct{} // closed once r3labs has registered the connection
 
 	// Kicks not yet served. The delivery goroutine runs while it is above
 	// zero, so there is at most one, and it reads again if a kick came
 	// while it read.
-	pending atomic.Int64
+	pending    atomic.Int64
+	deliveries sync.WaitGroup
 	// Owned by the delivery goroutine of the moment (pending orders them).
 	last  uint64 // the last id sent, or where reading starts
 	ready bool   // the ready frame is out
-
-	mu         sync.Mutex
-	ending     bool
-	deliveries sync.WaitGroup
 }
 
-// newEventStream registers a stream for m, admitted by admitStream, that
-// starts after cursor; the caller then runs serve. release is called when
-// the stream ends.
-func (s *Server) newEventStream(parent context.Context, m store.Member, cursor uint64, release func(), conn net.Conn, w http.ResponseWriter) *eventStream {
-	st := &eventStream{s: s, m: m, conn: conn, last: cursor}
-	st.id = strconv.FormatUint(s.streamN.Add(1), 10)
+// newEventStream returns a stream for m that starts after cursor. Nothing
+// is set up yet: admit it, then open and serve it, or close it.
+func (s *Server) newEventStream(m store.Member, cursor uint64) *eventStream {
+	return &eventStream{s: s, id: strconv.FormatUint(s.streamN.Add(1), 10), m: m, last: cursor}
+}
+
+// onClose registers f to be run by close, before everything registered
+// earlier. Only the goroutine that sets the stream up calls it.
+func (st *eventStream) onClose(f func()) { st.cleanups = append(st.cleanups, f) }
+
+// close undoes everything set up for the stream, in reverse order.
+func (st *eventStream) close() {
+	for i := len(st.cleanups) - 1; i >= 0; i-- {
+		st.cleanups[i]()
+	}
+	st.cleanups = nil
+}
+
+// open sets up an admitted stream to write to w, within parent; conn is
+// the hijacked connection under w, nil over HTTP/2. It ends with the first
+// kick, which sends the ready frame and the backlog.
+func (st *eventStream) open(parent context.Context, conn net.Conn, w http.ResponseWriter) {
+	s := st.s
 	st.ctx, st.cancel = context.WithCancel(parent)
 	st.w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.cfg.StallTimeout, failed: func(stalled bool) {
 		if stalled {
 			s.metrics.evicted.Inc()
-			s.log.Info("evicted stalled stream", "room", m.Room, "client", m.ID, "stream", st.id)
+			s.log.Info("evicted stalled stream", "room", st.m.Room, "client", st.m.ID, "stream", st.id)
 		}
 		st.end()
 	}}
-	st.subscribed = s.subs.expect(st.id)
-	s.events.CreateStream(st.id)
-	presenceClosed := s.store.Hold(m)
-	s.metrics.streams.Inc()
-	st.closed = func() {
-		s.metrics.streams.Dec()
-		presenceClosed()
-		release()
+	st.onClose(st.w.release)
+	if conn != nil {
+		st.onClose(func() { conn.Close() })
+		st.onClose(s.hangups.watch(conn, st.end))
 	}
+
+	st.subscribed = s.subs.expect(st.id)
+	st.onClose(func() { s.subs.forget(st.id) })
+	s.events.CreateStream(st.id)
+	st.onClose(func() { s.events.RemoveStream(st.id) }) // only after ServeHTTP: see r3labs.go
+	st.onClose(s.store.Hold(st.m))
 	if s.cfg.MaxStreamLife > 0 {
 		// Randomized so that streams opened together do not all reconnect together.
 		life := time.Duration(float64(s.cfg.MaxStreamLife) * (0.75 + 0.5*rand.Float64()))
-		st.lifetime = time.AfterFunc(life, st.end)
+		lifetime := time.AfterFunc(life, st.end)
+		st.onClose(func() { lifetime.Stop() })
 	}
+	s.streams.add(st)
 
-	s.streamsMu.Lock()
-	s.streams[st] = struct{}{}
-	s.streamsMu.Unlock()
-	st.unsubscribe = s.store.Subscribe(m, func(uint64) { st.kick() })
+	// Kicks come from the store's notifications and from here; close ends
+	// the notifications first, so that no delivery starts after the wait.
+	st.onClose(st.deliveries.Wait)
+	st.onClose(s.store.Subscribe(st.m, func(uint64) { st.kick() }))
 	st.kick() // the ready frame and the backlog
-	return st
 }
 
-// admitStream counts a new stream in, unless the server is draining. Drain
-// waits for the streams counted in.
-func (s *Server) admitStream() bool {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	if s.isDraining() {
-		return false
-	}
-	s.streamsWG.Add(1)
-	return true
-}
-
-// serve runs r3labs' handler until the stream ends, then cleans up.
+// serve runs r3labs' handler until the stream ends, then closes it.
 func (st *eventStream) serve() {
-	s := st.s
 	// r3labs takes the stream name from ?stream= and would answer a
 	// Last-Event-ID itself: hand it a request with neither of ours.
 	req := (&http.Request{Method: http.MethodGet, URL: &url.URL{RawQuery: "stream=" + st.id}, Header: http.Header{}}).WithContext(st.ctx)
-	s.events.ServeHTTP(st.w, req)
-
+	st.s.events.ServeHTTP(st.w, req)
 	st.end()
-	st.mu.Lock()
-	st.ending = true // no more deliveries
-	st.mu.Unlock()
-	st.deliveries.Wait()
-	st.unsubscribe()
-	if st.lifetime != nil {
-		st.lifetime.Stop()
-	}
-	s.subs.forget(st.id)
-	s.events.RemoveStream(st.id) // only now: see the notes on the goroutine leak
-	if st.conn != nil {
-		st.unwatch()
-		st.conn.Close()
-	}
-	st.closed()
-	s.streamsMu.Lock()
-	delete(s.streams, st)
-	s.streamsMu.Unlock()
-	s.streamsWG.Done()
+	st.close()
 }
 
-// end stops the stream: r3labs' handler returns, and a write blocked on a
-// full TCP buffer fails at once. The reader resumes from its last id.
+// end stops an open stream: r3labs' handler returns, and a write blocked
+// on a full TCP buffer fails at once. The reader resumes from its last id.
+// Any goroutine may call it, any number of times.
 func (st *eventStream) end() {
 	st.cancel()
 	st.w.evict()
@@ -228,11 +190,6 @@ func (st *eventStream) end() {
 func (st *eventStream) kick() {
 	if st.pending.Add(1) != 1 {
 		return // the delivery goroutine will read again
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.ending {
-		return
 	}
 	st.deliveries.Add(1)
 	go st.run()
@@ -260,7 +217,8 @@ func (st *eventStream) run() {
 
 // deliver publishes the ready frame (the first time) and everything the
 // store holds for the member after the last id sent. It reports false when
-// the stream must end: the member is gone, or the reader stalled.
+// the stream must end: the member is gone, the store failed (logged), or
+// the reader stalled.
 func (st *eventStream) deliver() bool {
 	s := st.s
 	first := !st.ready
@@ -328,140 +286,7 @@ func (st *eventStream) publish(ev *sse.Event) bool {
 // is full gets none: it has frames to send, and the write deadline evicts
 // its reader if it stopped reading.
 func (s *Server) heartbeat() {
-	for _, st := range s.openStreams() {
+	for _, st := range s.streams.list() {
 		s.events.TryPublish(st.id, &sse.Event{Comment: []byte("keepalive")})
 	}
 }
-
-func (s *Server) openStreams() []*eventStream {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	list := make([]*eventStream, 0, len(s.streams))
-	for st := range s.streams {
-		list = append(list, st)
-	}
-	return list
-}
-
-// deadlineWriter gives every write to the network a deadline, so that no
-// write blocks for longer than the stall timeout, and can evict the reader:
-// then every write fails at once.
-type deadlineWriter struct {
-	http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	evicted atomic.Bool
-	armed   bool // a deadline is set for the frame being written
-	once    sync.Once
-	failed  func(stalled bool) // called once, at the first failed write
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if d.evicted.Load() {
-		return 0, errEvicted
-	}
-	d.arm()
-	n, err := d.ResponseWriter.Write(p)
-	d.check(err)
-	return n, err
-}
-
-// Flush sends the frame and then lifts the deadline: an idle stream must not
-// be cut for having sent nothing (HTTP/2 resets a stream when its deadline
-// passes, write or not).
-func (d *deadlineWriter) Flush() {
-	if d.evicted.Load() {
-		return
-	}
-	d.arm()
-	err := d.rc.Flush()
-	d.check(err)
-	if err == nil && !d.evicted.Load() {
-		d.rc.SetWriteDeadline(time.Time{})
-		d.armed = false
-	}
-}
-
-// arm sets the deadline once per frame (r3labs writes a frame in several
-// pieces). Only the stream's writing goroutine calls it.
-func (d *deadlineWriter) arm() {
-	if !d.armed {
-		d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
-		d.armed = true
-	}
-}
-
-// check ends the stream at the first failed write: net/http keeps the error,
-// so every later frame would be lost.
-func (d *deadlineWriter) check(err error) {
-	if err != nil {
-		d.fail(errors.Is(err, os.ErrDeadlineExceeded))
-	}
-}
-
-// fail marks the writer failed and reports it, once.
-func (d *deadlineWriter) fail(stalled bool) {
-	d.evicted.Store(true)
-	d.once.Do(func() { d.failed(stalled) })
-}
-
-// evict unblocks a write stuck on a full TCP buffer and fails later ones.
-func (d *deadlineWriter) evict() {
-	d.evicted.Store(true)
-	d.rc.SetWriteDeadline(time.Now())
-}
-
-func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
-
-var errEvicted = errors.New("reader evicted")
-
-// rawResponse is the http.ResponseWriter of a hijacked HTTP/1.x connection.
-// It buffers what r3labs writes and sends it on Flush, the head first. The
-// body ends when the connection closes (Connection: close), so it needs no
-// chunked encoding.
-type rawResponse struct {
-	conn   net.Conn
-	proto  string // the request's: an HTTP/1.0 client gets an HTTP/1.0 answer
-	header http.Header
-	status int
-	buf    []byte
-}
-
-func (r *rawResponse) Header() http.Header { return r.header }
-
-func (r *rawResponse) WriteHeader(code int) {
-	if r.status != 0 {
-		return
-	}
-	r.status = code
-	r.header.Set("Connection", "close")
-	r.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	var head bytes.Buffer
-	fmt.Fprintf(&head, "%s %03d %s\r\n", r.proto, code, http.StatusText(code))
-	r.header.Write(&head)
-	head.WriteString("\r\n")
-	r.buf = append(r.buf, head.Bytes()...)
-	r.header = http.Header{} // sent: later changes go nowhere, as in net/http
-}
-
-func (r *rawResponse) Write(p []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	r.buf = append(r.buf, p...)
-	return len(p), nil
-}
-
-// FlushError sends what is buffered. http.ResponseController calls it.
-func (r *rawResponse) FlushError() error {
-	r.WriteHeader(http.StatusOK)
-	_, err := r.conn.Write(r.buf)
-	r.buf = r.buf[:0]
-	if cap(r.buf) > 1024 { // do not hold a large frame's buffer while idle
-		r.buf = nil
-	}
-	return err
-}
-
-func (r *rawResponse) Flush() { r.FlushError() }
-
-// SetWriteDeadline is for http.ResponseController.
-func (r *rawResponse) SetWriteDeadline(t time.Time) error { return r.conn.SetWriteDeadline(t) }

@@ -104,7 +104,7 @@ func (s *Server) handlePoll() http.Handler {
 				continue
 			case <-timeout.C:
 			case <-r.Context().Done():
-			case <-s.draining:
+			case <-s.streams.stopping():
 			}
 			writePollAnswer(w, nil, since)
 			return

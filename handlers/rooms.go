@@ -108,7 +108,7 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, errorf(400, "bad_request", "password longer than 72 bytes"))
 			return
 		}
-		if s.isDraining() {
+		if s.streams.isDraining() {
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}

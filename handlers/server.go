@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,27 +81,22 @@ type Server struct {
 	events  *sse.Server
 	handler http.Handler
 
-	draining  chan struct{} // closed by Drain
-	streamN   atomic.Uint64
-	subs      subscriptions
-	streamsMu sync.Mutex
-	streams   map[*eventStream]struct{} // open event streams
-	streamsWG sync.WaitGroup            // their goroutines, hijacked ones included
-	hangups   hangups                   // watches hijacked connections; closed by Drain
-	drainOnce sync.Once
+	streams *streamRegistry // the open event streams; drained by Drain
+	streamN atomic.Uint64   // names the r3labs streams
+	subs    subscriptions
+	hangups hangups // watches hijacked connections; closed by Drain
 }
 
 // New builds the API over st. It registers its metrics in cfg.Registry.
 func New(cfg Config, st store.Store) *Server {
 	cfg.setDefaults()
 	s := &Server{
-		cfg:      cfg,
-		store:    st,
-		log:      cfg.Logger,
-		draining: make(chan struct{}),
-		streams:  map[*eventStream]struct{}{},
-		hangups:  newHangups(),
-		limits:   newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
+		cfg:     cfg,
+		store:   st,
+		log:     cfg.Logger,
+		streams: newStreamRegistry(),
+		hangups: newHangups(),
+		limits:  newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
@@ -138,23 +132,7 @@ func (s *Server) Run(ctx context.Context) error {
 // http.Server.Shutdown, which waits for the long-polls and other requests
 // in flight but not for streams on hijacked connections.
 func (s *Server) Drain() {
-	s.streamsMu.Lock()
-	if !s.isDraining() {
-		close(s.draining)
-	}
-	s.streamsMu.Unlock()
-	for _, st := range s.openStreams() {
-		st.end()
-	}
-	s.streamsWG.Wait()
-	s.drainOnce.Do(s.hangups.close)
-}
-
-func (s *Server) isDraining() bool {
-	select {
-	case <-s.draining:
-		return true
-	default:
-		return false
+	if s.streams.drain() {
+		s.hangups.close() // after every stream's stop, as it requires
 	}
 }
