@@ -23,12 +23,20 @@ type apiError struct {
 	status int
 	code   string
 	detail string
+	cause  error // what the log says instead of detail; nil: detail says it
 }
 
 func (e *apiError) Error() string { return e.detail }
 
 func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, detail: fmt.Sprintf(format, args...)}
+}
+
+// because sets the cause that the request's log line gives for e, which
+// the client is not shown.
+func (e *apiError) because(cause error) *apiError {
+	e.cause = cause
+	return e
 }
 
 // statusOf maps the store's refusal codes to HTTP statuses.
@@ -47,6 +55,7 @@ var statusOf = map[string]int{
 func encode(w http.ResponseWriter, status int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
+		recordCause(w, err)
 		data = []byte(`{}`)
 		status = http.StatusInternalServerError
 	}
@@ -77,18 +86,27 @@ func writeJSON(w http.ResponseWriter, status int, contentType string, data []byt
 }
 
 // fail answers err as problem+json: refusals with their own status and code,
-// anything else as a 500 (logged by the caller's middleware, never shown).
+// anything else as a 500 internal, whose detail is never shown. For every
+// 5xx it records the cause (err, or the apiError's own cause) for the
+// request's log line, which the middleware writes.
 func fail(w http.ResponseWriter, err error) {
 	p := problem{Type: "about:blank", Status: http.StatusInternalServerError, Code: "internal"}
+	cause := err
 	var ae *apiError
 	var se *store.Error
 	switch {
 	case errors.As(err, &ae):
 		p.Status, p.Code, p.Detail = ae.status, ae.code, ae.detail
+		if ae.cause != nil {
+			cause = ae.cause
+		}
 	case errors.As(err, &se) && statusOf[se.Code] != 0:
 		p.Status, p.Code, p.Detail = statusOf[se.Code], se.Code, se.Msg
 	default:
 		p.Detail = "internal error"
+	}
+	if p.Status >= 500 {
+		recordCause(w, cause)
 	}
 	p.Title = http.StatusText(p.Status)
 	if (p.Status == http.StatusTooManyRequests || p.Status == http.StatusServiceUnavailable) && w.Header().Get("Retry-After") == "" {

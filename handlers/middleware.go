@@ -9,7 +9,9 @@ import (
 )
 
 // middleware wraps every request: CORS, metrics and a log line (with tokens
-// redacted).
+// redacted). The line is an error for a 5xx answer and for a request whose
+// handler recorded a cause (recordCause); it then gives the cause as "err".
+// It is the only line logged for a failed request.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.cfg.Now()
@@ -19,12 +21,16 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		s.metrics.request(rec.status)
 		level := slog.LevelDebug
-		if rec.status >= 500 {
+		if rec.status >= 500 || rec.cause != nil {
 			level = slog.LevelError
 		}
 		if s.log.Enabled(r.Context(), level) { // redacting the query costs: only when logged
-			s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "query", redactQuery(r.URL.RawQuery),
-				"status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr)
+			attrs := []any{"method", r.Method, "path", r.URL.Path, "query", redactQuery(r.URL.RawQuery),
+				"status", rec.status, "duration", time.Since(start), "remote", r.RemoteAddr}
+			if rec.cause != nil {
+				attrs = append(attrs, "err", rec.cause)
+			}
+			s.log.Log(r.Context(), level, "request", attrs...)
 		}
 	})
 }
@@ -68,13 +74,15 @@ func redactQuery(raw string) string {
 	return q.Encode()
 }
 
-// statusRecorder remembers the status for the log. Its Unwrap lets
-// http.ResponseController reach the writer's Flush (with its error) and
-// deadlines; it has no Flush of its own, which would hide flush errors.
+// statusRecorder remembers the status, and the cause of a failure, for the
+// log. Its Unwrap lets http.ResponseController reach the writer's Flush
+// (with its error) and deadlines; it has no Flush of its own, which would
+// hide flush errors.
 type statusRecorder struct {
 	http.ResponseWriter
 	status      int
 	wroteHeader bool
+	cause       error // why the request failed, for the log; the first recorded
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -85,3 +93,23 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// recordCause records why the request answered by w failed, for its log
+// line: on the middleware's statusRecorder, found through the writers'
+// Unwrap. The first cause recorded is kept; without a statusRecorder (a
+// handler served on its own) nothing is recorded.
+func recordCause(w http.ResponseWriter, err error) {
+	for {
+		switch x := w.(type) {
+		case *statusRecorder:
+			if x.cause == nil {
+				x.cause = err
+			}
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
+	}
+}

@@ -185,8 +185,7 @@ func (s *Server) handleHealthz() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		if err := s.store.Ping(ctx); err != nil {
-			s.log.Error("healthz", "err", err)
-			fail(w, errorf(503, "unhealthy", "store is not writable"))
+			fail(w, errorf(503, "unhealthy", "store is not writable").because(err))
 			return
 		}
 		encode(w, http.StatusOK, map[string]string{"status": "ok"})

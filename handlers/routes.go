@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/julienschmidt/httprouter"
@@ -36,8 +37,9 @@ func (s *Server) routes() http.Handler {
 		fail(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %.100s", r.Method, r.URL.Path))
 	})
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
-		s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", v)
-		fail(w, errorf(http.StatusInternalServerError, "internal", "internal error"))
+		// The panic is the cause the request's log line gives, even when
+		// the answer had begun and stays what it was.
+		fail(w, fmt.Errorf("panic: %v", v))
 	}
 	return r
 }
