@@ -11,6 +11,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/turn"
 )
 
 // roomParam reads and checks the {room} of the path.
@@ -67,15 +68,15 @@ func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, e
 }
 
 type joinAnswer struct {
-	Room       string   `json:"room"`
-	ClientID   string   `json:"client_id"`
-	Token      string   `json:"token"`
-	Initiator  bool     `json:"initiator"`
-	Peers      []string `json:"peers"`
-	Capacity   int      `json:"capacity"`
-	ICEServers any      `json:"ice_servers"`
-	Events     string   `json:"events"`
-	Messages   string   `json:"messages"`
+	Room       string           `json:"room"`
+	ClientID   string           `json:"client_id"`
+	Token      string           `json:"token"`
+	Initiator  bool             `json:"initiator"`
+	Peers      []string         `json:"peers"`
+	Capacity   int              `json:"capacity"`
+	ICEServers []turn.ICEServer `json:"ice_servers"`
+	Events     string           `json:"events"`
+	Messages   string           `json:"messages"`
 }
 
 func (s *Server) handleJoin() http.Handler {
@@ -125,7 +126,7 @@ func (s *Server) handleJoin() http.Handler {
 		encode(w, status, joinAnswer{
 			Room: room, ClientID: j.ID, Token: j.Token,
 			Initiator: len(j.Peers) > 0, Peers: j.Peers, Capacity: s.store.Capacity(),
-			ICEServers: s.cfg.ICEServers(j.ID),
+			ICEServers: s.iceServers(j.ID),
 			Events:     "/rooms/" + room + "/events", Messages: "/rooms/" + room + "/messages",
 		})
 	})
@@ -176,8 +177,24 @@ func (s *Server) handleICEServers() http.Handler {
 			fail(w, err)
 			return
 		}
-		encode(w, http.StatusOK, map[string]any{"ice_servers": s.cfg.ICEServers(m.ID)})
+		encode(w, http.StatusOK, iceAnswer{ICEServers: s.iceServers(m.ID)})
 	})
+}
+
+type iceAnswer struct {
+	ICEServers []turn.ICEServer `json:"ice_servers"`
+}
+
+// iceServers is the "ice_servers" list for clientID: never null.
+func (s *Server) iceServers(clientID string) []turn.ICEServer {
+	var list []turn.ICEServer
+	if s.cfg.ICEServers != nil {
+		list = s.cfg.ICEServers(clientID)
+	}
+	if list == nil {
+		list = []turn.ICEServer{}
+	}
+	return list
 }
 
 func (s *Server) handleHealthz() http.Handler {

@@ -16,6 +16,7 @@ import (
 	"github.com/r3labs/sse/v2"
 
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/turn"
 )
 
 // Config holds what the handlers need besides the store.
@@ -35,9 +36,9 @@ type Config struct {
 	MaxOpenPerIP int     // event streams and long-polls open at once
 	TrustProxy   bool    // take the client IP from X-Forwarded-For
 
-	// ICEServers returns the ICE servers (with fresh credentials) for a
-	// client: a JSON-encodable list as the contract's "ice_servers".
-	ICEServers func(clientID string) any
+	// ICEServers returns the contract's "ice_servers" for a client, with
+	// fresh TURN credentials (turn.Credentials.ICEServers); nil: none.
+	ICEServers func(clientID string) []turn.ICEServer
 	Static     fs.FS // the web page: index.html, room.html and the files under /static/
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry
@@ -56,9 +57,6 @@ func (c *Config) setDefaults() {
 	def(&c.MaxWait, 60*time.Second)
 	if c.MaxBody == 0 {
 		c.MaxBody = 65536
-	}
-	if c.ICEServers == nil {
-		c.ICEServers = func(string) any { return []any{} }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
