@@ -1,6 +1,6 @@
 package handlers
 
-// Benchmarks of the HTTP API's hot paths (issue 6): posting a message, and
+// Benchmarks of the HTTP API's hot paths: posting a message, and
 // writing and delivering event-stream frames. Run with
 //
 //	go test -run '^$' -bench . ./handlers/

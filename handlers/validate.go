@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 )
 
-// The parsers of client input. Each is fuzzed (validate_fuzz_test.go).
+// The checks and parsers of client input, fuzzed in validate_test.go.
 
 // validRoom: ^[A-Za-z0-9_-]{1,64}$
 func validRoom(name string) bool {
