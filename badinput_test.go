@@ -219,15 +219,15 @@ func manyHeaders(n int) []string {
 // room is exactly as before: the same occupants and the same messages for
 // each member.
 func TestBadInput(t *testing.T) {
-	base := startServer(t)
-	addr := strings.TrimPrefix(base, "http://")
-	alice := join(t, base, "victim", 201)
-	bob := join(t, base, "victim", 201)
-	olga := join(t, base, "other", 201)
-	alice.post(`{"type":"offer","sdp":"v=0 before"}`)
-	bob.post(`{"type":"answer","sdp":"v=0 before"}`)
-	alice.post(`{"type":"chat","n":1.50}`)
-	olga.post(`{"type":"chat","alone":true}`)
+	srv := newTestServer(t)
+	addr := srv.addr()
+	alice := srv.join(t, "victim", 201)
+	bob := srv.join(t, "victim", 201)
+	olga := srv.join(t, "other", 201)
+	alice.post(t, `{"type":"offer","sdp":"v=0 before"}`)
+	bob.post(t, `{"type":"answer","sdp":"v=0 before"}`)
+	alice.post(t, `{"type":"chat","n":1.50}`)
+	olga.post(t, `{"type":"chat","alone":true}`)
 
 	type snapshot struct {
 		Room              string
@@ -235,9 +235,9 @@ func TestBadInput(t *testing.T) {
 	}
 	take := func() snapshot {
 		t.Helper()
-		room := do(t, "GET", base+"/rooms/victim", "")
+		room := srv.do(t, "GET", "/rooms/victim", "")
 		msgs := func(c *client) string {
-			a := do(t, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=0&wait=0", base, c.Room), "", c.auth()...)
+			a := srv.do(t, "GET", fmt.Sprintf("/rooms/%s/messages?since=0&wait=0", c.Room), "", c.auth()...)
 			if a.Status != 200 {
 				t.Fatalf("poll of %s: %d %s", c.ClientID, a.Status, a.Body)
 			}
@@ -288,8 +288,8 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("the bad requests changed the rooms:\nbefore %+v\nafter  %+v", before, after)
 	}
 	// And the server still works.
-	id := alice.post(`{"type":"chat","text":"after"}`)
-	if p := bob.poll(0, "0"); len(p.Messages) == 0 || idOf(p.Messages[len(p.Messages)-1]) != id {
+	id := alice.post(t, `{"type":"chat","text":"after"}`)
+	if p := bob.poll(t, 0, "0"); len(p.Messages) == 0 || idOf(p.Messages[len(p.Messages)-1]) != id {
 		t.Fatalf("after the bad requests bob's poll: %+v", p)
 	}
 }
@@ -299,8 +299,8 @@ func TestBadInput(t *testing.T) {
 // (501) and an unknown HTTP version (505). They never reach tincan; the test
 // shows that they stay harmless.
 func TestBadInputNetHTTP5xx(t *testing.T) {
-	base := startServer(t)
-	addr := strings.TrimPrefix(base, "http://")
+	srv := newTestServer(t)
+	addr := srv.addr()
 	for _, bc := range []badRequest{
 		{name: "Transfer-Encoding gzip", raw: "POST /rooms/victim/join HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", status: 501},
 		{name: "HTTP/9.9", raw: "GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", status: 505},
@@ -310,7 +310,7 @@ func TestBadInputNetHTTP5xx(t *testing.T) {
 			t.Errorf("%s: %d %s %q, want net/http's plain %d", bc.name, resp.StatusCode, resp.Header.Get("Content-Type"), body, bc.status)
 		}
 	}
-	if a := do(t, "GET", base+"/rooms/victim", ""); a.Status != 200 || !strings.Contains(string(a.Body), `"occupants":0`) {
+	if a := srv.do(t, "GET", "/rooms/victim", ""); a.Status != 200 || !strings.Contains(string(a.Body), `"occupants":0`) {
 		t.Fatalf("after: %d %s", a.Status, a.Body)
 	}
 }

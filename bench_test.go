@@ -11,11 +11,11 @@ import (
 // TestBenchCommand runs `tincan bench` through run, against the real server,
 // with a small workload.
 func TestBenchCommand(t *testing.T) {
-	url := startServer(t, "-rate-limit", "0", "-max-streams-per-ip", "0")
+	srv := newTestServer(t, withFlags("-rate-limit", "0", "-max-streams-per-ip", "0"))
 	var out strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := run(ctx, []string{"tincan", "bench", "-url", url, "-rooms", "3", "-k", "10", "-progress", "0", "-timeout", "10s"},
+	err := run(ctx, []string{"tincan", "bench", "-url", srv.URL(), "-rooms", "3", "-k", "10", "-progress", "0", "-timeout", "10s"},
 		func(string) string { return "" }, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -41,10 +41,6 @@ import (
 
 const chromiumPath = "/usr/bin/chromium"
 
-// browserServerArgs are the flags of the real server in these tests, after
-// startServer's own (127.0.0.1:0, a temporary db, -turn=false).
-var browserServerArgs = []string{}
-
 // ---- browser and pages ----
 
 type browser struct {
@@ -307,22 +303,6 @@ func randomRoom(t *testing.T) string {
 	return "bt-" + hex.EncodeToString(b[:])
 }
 
-func roomOccupants(t *testing.T, base, room string) int {
-	t.Helper()
-	res, err := http.Get(base + "/rooms/" + room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var v struct {
-		Occupants int `json:"occupants"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
-		t.Fatalf("GET /rooms/%s: %v", room, err)
-	}
-	return v.Occupants
-}
-
 // ---- the call page ----
 
 // startCall opens two pages on one room, the second after the first waits.
@@ -335,7 +315,8 @@ func startCall(t *testing.T, b *browser, base, room, query string) (alice, bob *
 }
 
 func TestBrowserCallSSE(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice, bob := startCall(t, b, base, room, "")
@@ -346,14 +327,15 @@ func TestBrowserCallSSE(t *testing.T) {
 		}
 		p.waitVideo(20 * time.Second)
 	}
-	if n := roomOccupants(t, base, room); n != 2 {
+	if n := srv.roomInfo(t, room).Occupants; n != 2 {
 		t.Errorf("occupants = %d, want 2", n)
 	}
 	screenshots(t, alice, bob)
 }
 
 func TestBrowserCallPoll(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	alice, bob := startCall(t, b, base, randomRoom(t), "?transport=poll")
 	waitConnected(t, 30*time.Second, alice, bob)
@@ -370,7 +352,8 @@ func TestBrowserCallPoll(t *testing.T) {
 // the polite side rolls back, and the call comes back with new ICE credentials.
 // The mute and camera buttons turn the local tracks off.
 func TestBrowserCallICERestartGlare(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	alice, bob := startCall(t, b, base, randomRoom(t), "")
 	waitConnected(t, 30*time.Second, alice, bob)
@@ -425,7 +408,8 @@ func setOffline(t *testing.T, p *page, offline bool) {
 // member, and the call reconnects. Bob reaches the server through a proxy
 // that the test unplugs (Chrome's offline mode leaves open streams alone).
 func TestBrowserCallOfflineTimeout(t *testing.T) {
-	base := startServer(t, append(browserServerArgs, "-client-timeout=2s")...)
+	srv := newTestServer(t, withFlags("-client-timeout=2s"))
+	base := srv.URL()
 	cable := &plug{h: streamingProxy(base), cancels: map[*int]context.CancelFunc{}}
 	proxy := httptest.NewServer(cable)
 	t.Cleanup(proxy.Close)
@@ -446,7 +430,7 @@ func TestBrowserCallOfflineTimeout(t *testing.T) {
 	if id := bob.clientID(); id == old || id == "" {
 		t.Errorf("bob's client id after the timeout: %q (was %q), want a new member", id, old)
 	}
-	if n := roomOccupants(t, base, room); n != 2 {
+	if n := srv.roomInfo(t, room).Occupants; n != 2 {
 		t.Errorf("occupants = %d, want 2", n)
 	}
 }
@@ -496,7 +480,8 @@ func (p *plug) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // A reload resumes the same member (no second seat, no "full") and the call
 // comes back: first the later joiner reloads, then the first one.
 func TestBrowserCallReload(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice, bob := startCall(t, b, base, room, "")
@@ -517,7 +502,7 @@ func TestBrowserCallReload(t *testing.T) {
 		if got := reloaded.clientID(); got != id {
 			t.Errorf("%s: client id after reload %q, want %q (resumed)", reloaded.name, got, id)
 		}
-		if n := roomOccupants(t, base, room); n != 2 {
+		if n := srv.roomInfo(t, room).Occupants; n != 2 {
 			t.Errorf("after %s reloaded: occupants = %d, want 2", reloaded.name, n)
 		}
 		reloaded.waitVideo(20 * time.Second)
@@ -529,7 +514,8 @@ func TestBrowserCallReload(t *testing.T) {
 // A duplicated tab copies sessionStorage, token included: the copy must take a
 // seat of its own rather than resume the member of the original tab.
 func TestBrowserCallDuplicatedTab(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice := b.open("alice", base+"/r/"+room)
@@ -550,14 +536,15 @@ func TestBrowserCallDuplicatedTab(t *testing.T) {
 	if a, c := alice.clientID(), copyTab.clientID(); a == c {
 		t.Errorf("the duplicated tab resumed alice's member %s", a)
 	}
-	if n := roomOccupants(t, base, room); n != 2 {
+	if n := srv.roomInfo(t, room).Occupants; n != 2 {
 		t.Errorf("occupants = %d, want 2", n)
 	}
 }
 
 // A third page sees "full"; after one hangs up it can join.
 func TestBrowserCallRoomFull(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice, bob := startCall(t, b, base, room, "")
@@ -606,7 +593,8 @@ func chat(t *testing.T, from, to *page, text string) {
 // When getUserMedia fails the page still joins: it sees the other's camera,
 // and the data channel chat works both ways.
 func TestBrowserCallNoCamera(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice := b.open("alice", base+"/r/"+room)
@@ -623,7 +611,8 @@ func TestBrowserCallNoCamera(t *testing.T) {
 
 // ?media=none on both sides: nobody sends media and the call still connects.
 func TestBrowserCallChatOnly(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	alice, bob := startCall(t, b, base, randomRoom(t), "?media=none")
 	waitConnected(t, 30*time.Second, alice, bob)
@@ -634,7 +623,8 @@ func TestBrowserCallChatOnly(t *testing.T) {
 // Behind a proxy that buffers whole responses the event stream never arrives:
 // the page must switch to long-poll by itself and connect.
 func TestBrowserCallBufferingProxy(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	proxy := httptest.NewServer(bufferingProxy(base, 0))
 	t.Cleanup(proxy.Close)
 	b := newBrowser(t)
@@ -651,7 +641,8 @@ func TestBrowserCallBufferingProxy(t *testing.T) {
 // The landing page makes up a room name and a link, and opens the call; on a
 // phone-sized screen the call page fits the width and keeps its buttons on screen.
 func TestBrowserLandingAndPhone(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	b := newBrowser(t)
 	phone := chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
 	home := b.open("phone", base+"/", phone)
@@ -691,7 +682,8 @@ func TestBrowserLandingAndPhone(t *testing.T) {
 // TestBrowserTincanJS runs the scenarios of testdata/browser/tincan_test.js
 // in Chromium, against the real server behind proxies that misbehave on purpose.
 func TestBrowserTincanJS(t *testing.T) {
-	base := startServer(t, browserServerArgs...)
+	srv := newTestServer(t)
+	base := srv.URL()
 	h := httptest.NewServer(newHarness(base))
 	t.Cleanup(h.Close)
 	b := newBrowser(t)
@@ -732,7 +724,8 @@ func TestBrowserTincanJS(t *testing.T) {
 func TestBrowserTincanJSCrossOrigin(t *testing.T) {
 	site := httptest.NewServer(http.StripPrefix("/testdata/", http.FileServer(http.Dir("testdata/browser"))))
 	t.Cleanup(site.Close)
-	base := startServer(t, append(browserServerArgs, "-allow-origin", site.URL)...)
+	srv := newTestServer(t, withFlags("-allow-origin", site.URL))
+	base := srv.URL()
 	b := newBrowser(t)
 	p := b.open("embed", site.URL+"/testdata/cross_origin.html?server="+url.QueryEscape(base))
 	type result struct {

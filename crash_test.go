@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,15 +37,12 @@ func TestCrashRecovery(t *testing.T) {
 		killAt  = 300 // 201s before each kill
 		room    = "crash"
 	)
-	bin := tincanBinary(t)
-	db := filepath.Join(t.TempDir(), "crash.db")
-	srv := startBinServer(t, bin, db, "-room-capacity", "3")
-	r1 := join(t, srv.url, room, 201)
-	r2 := join(t, srv.url, room, 201)
-	s := join(t, srv.url, room, 201)
-	members := []*client{r1, r2, s}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: posters}, Timeout: 30 * time.Second}
-	defer hc.CloseIdleConnections()
+	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "3"))
+	r1 := srv.join(t, room, 201)
+	r2 := srv.join(t, room, 201)
+	s := srv.join(t, room, 201)
+	members := []*client{r1, r2, s}
 
 	var (
 		acked    = map[string]uint64{} // idempotency key -> id of its 201
@@ -55,20 +52,18 @@ func TestCrashRecovery(t *testing.T) {
 		idBefore uint64                // the highest id known to be handed out before the last kill
 		inflight []string              // keys whose POST got no answer before the last kill
 	)
-	// restart starts the server again on the same file (on a new port),
-	// checks that the members resume, and retries what was in flight.
+	// restart starts the server again on the same file (on a new port,
+	// which the members follow), checks that they resume, and retries what
+	// was in flight.
 	restart := func() {
 		t.Helper()
 		began := time.Now()
-		srv = startBinServer(t, bin, db, "-room-capacity", "3")
+		srv.restart(t)
 		t.Logf("restarted in %v", time.Since(began).Round(time.Millisecond))
-		for _, c := range members {
-			c.base = srv.url
-		}
 		checkResume(t, members)
 		stored := 0
 		for _, key := range inflight {
-			id, a, err := postLoad(hc, srv.url, s, key)
+			id, a, err := postLoad(s, key)
 			if err != nil || a.Status != 201 {
 				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, a.Status, a.Body)
 			}
@@ -89,7 +84,7 @@ func TestCrashRecovery(t *testing.T) {
 				lastKey = k
 			}
 		}
-		if id, a, err := postLoad(hc, srv.url, s, lastKey); err != nil || a.Status != 201 || id != acked[lastKey] {
+		if id, a, err := postLoad(s, lastKey); err != nil || a.Status != 201 || id != acked[lastKey] {
 			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, a.Status, a.Body)
 		}
 	}
@@ -104,9 +99,13 @@ func TestCrashRecovery(t *testing.T) {
 		if last1 > 0 {
 			header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
 		}
-		stream1 := r1.eventsBuffered(1<<16, "", header...)
+		stream1, err := r1.openEvents(context.Background(), 1<<16, "", header...)
+		if err != nil {
+			t.Fatalf("R1's stream: %v", err)
+		}
+		t.Cleanup(stream1.close)
 
-		l := loadUntilKill(t, hc, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
+		l := loadUntilKill(t, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
 		before := idBefore
 		for k, id := range l.acked {
 			if id <= before {
@@ -118,7 +117,7 @@ func TestCrashRecovery(t *testing.T) {
 		inflight = l.inflight
 		t.Logf("kill %d: after %d posts answered 201 in %v; %d in flight", crash, len(l.acked), l.took.Round(time.Millisecond), len(inflight))
 
-		frames := drain(t, stream1)
+		frames := stream1.drain(t)
 		if len(frames) == 0 || frames[0].Event != "ready" || frames[0].ID != strconv.FormatUint(last1, 10) {
 			t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
 		}
@@ -142,7 +141,7 @@ func TestCrashRecovery(t *testing.T) {
 
 	restart()
 	// New ids are above every id handed out before the crash.
-	end := s.post(`{"type":"end"}`)
+	end := s.post(t, `{"type":"end"}`)
 	if end <= idBefore {
 		t.Fatalf("a post after the restart got id %d, not above %d from before the crash", end, idBefore)
 	}
@@ -155,12 +154,16 @@ func TestCrashRecovery(t *testing.T) {
 	}
 
 	// (a) R1 resumes its stream with Last-Event-ID.
-	stream1 := r1.eventsBuffered(1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
-	if got := stream1.ready(); got != last1 {
+	stream1, err := r1.openEvents(context.Background(), 1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
+	if err != nil {
+		t.Fatalf("R1's resumed stream: %v", err)
+	}
+	t.Cleanup(stream1.close)
+	if got := stream1.ready(t); got != last1 {
 		t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
 	}
 	for after := last1; ; {
-		m := stream1.message()
+		m := stream1.message(t)
 		if idOf(m) <= after {
 			t.Fatalf("R1's resumed stream delivered id %d after %d", idOf(m), after)
 		}
@@ -176,7 +179,7 @@ func TestCrashRecovery(t *testing.T) {
 	// (b) R2 walks the long-poll from since=0.
 	var got2 []map[string]any
 	for since := uint64(0); len(got2) == 0 || got2[len(got2)-1]["type"] != "end"; {
-		p := r2.poll(since, "10")
+		p := r2.poll(t, since, "10")
 		for _, m := range p.Messages {
 			if idOf(m) <= since {
 				t.Fatalf("poll since %d delivered id %d", since, idOf(m))
@@ -199,7 +202,7 @@ func TestCrashRecovery(t *testing.T) {
 func checkResume(t *testing.T, members []*client) {
 	t.Helper()
 	for i, c := range members {
-		r := join(t, c.base, c.Room, 200, c.auth()...)
+		r := c.resume(t)
 		others := []string{}
 		for j, o := range members {
 			if j != i {
@@ -210,9 +213,7 @@ func checkResume(t *testing.T, members []*client) {
 			t.Fatalf("resume of member %d after the restart: %+v, want client %s with peers %v", i, r.joinAnswer, c.ClientID, others)
 		}
 	}
-	var info struct{ Occupants, Capacity int }
-	do(t, "GET", members[0].base+"/rooms/"+members[0].Room, "").json(t, &info)
-	if info.Occupants != len(members) || info.Capacity != len(members) {
+	if info := members[0].ep.roomInfo(t, members[0].Room); info.Occupants != len(members) || info.Capacity != len(members) {
 		t.Fatalf("room after the restart: %+v", info)
 	}
 }
@@ -224,9 +225,9 @@ type load struct {
 }
 
 // loadUntilKill posts from s in several goroutines, each message with its
-// own Idempotency-Key, and kills p with SIGKILL once killAt posts were
+// own Idempotency-Key, and kills srv with SIGKILL once killAt posts were
 // answered 201, while posts are in flight.
-func loadUntilKill(t *testing.T, hc *http.Client, p *binServer, s *client, prefix string, posters, killAt int) load {
+func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, posters, killAt int) load {
 	t.Helper()
 	var (
 		mu      sync.Mutex
@@ -245,7 +246,7 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *binServer, s *client, prefi
 			var prev uint64
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("%s-g%d-%d", prefix, g, i)
-				id, a, err := postLoad(hc, p.url, s, key)
+				id, a, err := postLoad(s, key)
 				mu.Lock()
 				switch {
 				case err != nil:
@@ -274,7 +275,7 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *binServer, s *client, prefi
 	case <-stopped: // every poster met an error
 	case <-time.After(60 * time.Second):
 	}
-	p.kill(t) // SIGKILL, posts in flight
+	srv.kill(t) // SIGKILL, posts in flight
 	wg.Wait()
 	l.took = time.Since(began)
 	if len(bad) > 0 {
@@ -287,40 +288,19 @@ func loadUntilKill(t *testing.T, hc *http.Client, p *binServer, s *client, prefi
 }
 
 // postLoad posts one load message of c with Idempotency-Key key (see
-// postKeyed). A 429 rate_limited is no answer: it retries the same key
-// after 50ms. id is that of a 201; a 201 without one is an error.
-func postLoad(hc *http.Client, base string, c *client, key string) (id uint64, a answer, err error) {
+// tryPost). A 429 rate_limited is no answer: it retries the same key after
+// 50ms. id is that of a 201; a 201 without one is an error.
+func postLoad(c *client, key string) (id uint64, a answer, err error) {
 	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, strings.Repeat("x", 200))
 	for range 100 {
-		a, err = postKeyed(hc, base, c, key, msg)
+		a, err = c.tryPost(context.Background(), msg, "Idempotency-Key", key)
 		if err != nil || a.Status != http.StatusTooManyRequests {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err == nil && a.Status == 201 {
-		id, err = postedID(a)
+		id, err = a.postedID()
 	}
 	return id, a, err
-}
-
-// drain returns the frames of a stream whose server is gone, without
-// comments, and fails if it does not end within 30s.
-func drain(t *testing.T, s *stream) []frame {
-	t.Helper()
-	var frames []frame
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case f, ok := <-s.frames:
-			if !ok {
-				return frames
-			}
-			if !f.Comment {
-				frames = append(frames, f)
-			}
-		case <-timeout:
-			t.Fatal("the event stream did not end within 30s of the kill")
-		}
-	}
 }

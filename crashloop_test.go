@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,15 +34,12 @@ func TestCrashLoop(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed>>32))
 	t.Logf("random seed %d", seed)
 
-	bin := tincanBinary(t)
-	db := filepath.Join(t.TempDir(), "loop.db")
-	srv := startBinServer(t, bin, db, "-room-capacity", "3")
-	var base atomic.Value // the current server URL
-	base.Store(srv.url)
-
-	sender := join(t, srv.url, room, 201)
-	sseR := join(t, srv.url, room, 201)
-	pollR := join(t, srv.url, room, 201)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
+	// The members' requests follow the server to each new port.
+	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "3"))
+	sender := srv.join(t, room, 201)
+	sseR := srv.join(t, room, 201)
+	pollR := srv.join(t, room, 201)
 
 	var (
 		mu    sync.Mutex
@@ -60,8 +56,6 @@ func TestCrashLoop(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
 
 	// The posters: a key is retried until it is answered 201.
 	var stopPosting atomic.Bool
@@ -73,7 +67,7 @@ func TestCrashLoop(t *testing.T) {
 			var prev uint64
 			for i := 0; !stopPosting.Load(); i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				id, err := postUntilAcked(ctx, hc, &base, sender, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+				id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
 				if err != nil {
 					problem("%s: %v", key, err)
 					return
@@ -97,11 +91,11 @@ func TestCrashLoop(t *testing.T) {
 	receiving.Add(2)
 	go func() {
 		defer receiving.Done()
-		gotSSE = receiveSSE(ctx, hc, &base, sseR, 0, &sseStreams, problem)
+		gotSSE = receiveSSE(ctx, sseR, 0, &sseStreams, problem)
 	}()
 	go func() {
 		defer receiving.Done()
-		gotPoll = receivePolls(ctx, hc, &base, pollR, 0, problem)
+		gotPoll = receivePolls(ctx, pollR, 0, problem)
 	}()
 
 	// The kills.
@@ -119,17 +113,13 @@ func TestCrashLoop(t *testing.T) {
 		time.Sleep(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
 		srv.kill(t)
 		if rng.IntN(4) == 0 { // and now and then once more while it starts
-			p := spawnBinServer(t, bin, db, "-room-capacity", "3")
+			p := srv.spawn(t)
 			time.Sleep(time.Duration(rng.Int64N(int64(40 * time.Millisecond))))
 			p.kill(t)
 			startupKills++
 		}
-		srv = startBinServer(t, bin, db, "-room-capacity", "3")
-		base.Store(srv.url)
-		var info struct{ Occupants int }
-		if a := do(t, "GET", srv.url+"/rooms/"+room, ""); a.Status != 200 {
-			t.Fatalf("after kill %d: GET room: %d %s", k+1, a.Status, a.Body)
-		} else if a.json(t, &info); info.Occupants != 3 {
+		srv.restart(t)
+		if info := srv.roomInfo(t, room); info.Occupants != 3 {
 			t.Fatalf("after kill %d the room has %d occupants, want 3", k+1, info.Occupants)
 		}
 	}
@@ -138,7 +128,7 @@ func TestCrashLoop(t *testing.T) {
 	// Let the posters finish what they have in flight, then end.
 	stopPosting.Store(true)
 	posting.Wait()
-	end, err := postUntilAcked(ctx, hc, &base, sender, "end", `{"type":"end"}`)
+	end, err := sender.postUntilAcked(ctx, "end", `{"type":"end"}`)
 	if err != nil {
 		t.Fatalf("the end message: %v", err)
 	}

@@ -8,10 +8,10 @@ import (
 )
 
 func TestRateLimit(t *testing.T) {
-	base := startServer(t, "-rate-limit", "1", "-rate-burst", "5")
+	srv := newTestServer(t, withFlags("-rate-limit", "1", "-rate-burst", "5"))
 	var limited answer
 	for i := range 20 {
-		a := do(t, "GET", base+"/rooms/r", "")
+		a := srv.do(t, "GET", "/rooms/r", "")
 		if a.Status == 429 {
 			limited = a
 			if i < 5 {
@@ -27,7 +27,7 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("Retry-After %q", limited.Header.Get("Retry-After"))
 	}
 	// Health checks are not counted.
-	if a := do(t, "GET", base+"/healthz", ""); a.Status != 200 {
+	if a := srv.do(t, "GET", "/healthz", ""); a.Status != 200 {
 		t.Fatalf("healthz limited: %d", a.Status)
 	}
 }
@@ -35,10 +35,10 @@ func TestRateLimit(t *testing.T) {
 func TestTrustProxy(t *testing.T) {
 	for _, trust := range []bool{false, true} {
 		t.Run(fmt.Sprint("trust=", trust), func(t *testing.T) {
-			base := startServer(t, "-rate-limit", "1", "-rate-burst", "2", fmt.Sprint("-trust-proxy=", trust))
+			srv := newTestServer(t, withFlags("-rate-limit", "1", "-rate-burst", "2", fmt.Sprint("-trust-proxy=", trust)))
 			limitedAt := func(ip string) int {
 				for i := range 10 {
-					if a := do(t, "GET", base+"/rooms/r", "", "X-Forwarded-For", "198.51.100.1, "+ip); a.Status == 429 {
+					if a := srv.do(t, "GET", "/rooms/r", "", "X-Forwarded-For", "198.51.100.1, "+ip); a.Status == 429 {
 						return i
 					}
 				}
@@ -58,25 +58,25 @@ func TestTrustProxy(t *testing.T) {
 }
 
 func TestMaxStreamsPerIP(t *testing.T) {
-	base := startServer(t, "-max-streams-per-ip", "2")
-	a := join(t, base, "s", 201)
-	a.events("").ready()
-	a.events("").ready()
-	ans := do(t, "GET", base+"/rooms/s/messages?wait=0&token="+a.Token, "")
+	srv := newTestServer(t, withFlags("-max-streams-per-ip", "2"))
+	a := srv.join(t, "s", 201)
+	a.events(t, "").ready(t)
+	a.events(t, "").ready(t)
+	ans := srv.do(t, "GET", "/rooms/s/messages?wait=0&token="+a.Token, "")
 	if ans.Status != 429 || ans.problem(t) != "rate_limited" {
 		t.Fatalf("third listener: %d %s", ans.Status, ans.Body)
 	}
 }
 
 func TestMaxRooms(t *testing.T) {
-	base := startServer(t, "-max-rooms", "2")
-	a := join(t, base, "one", 201)
-	join(t, base, "two", 201)
-	ans := do(t, "POST", base+"/rooms/three/join", "")
+	srv := newTestServer(t, withFlags("-max-rooms", "2"))
+	a := srv.join(t, "one", 201)
+	srv.join(t, "two", 201)
+	ans := srv.do(t, "POST", "/rooms/three/join", "")
 	if ans.Status != http.StatusServiceUnavailable || ans.problem(t) != "too_many_rooms" {
 		t.Fatalf("third room: %d %s", ans.Status, ans.Body)
 	}
-	join(t, base, "one", 201) // joining an existing room is fine
-	a.leave()
-	join(t, base, "one", 201)
+	srv.join(t, "one", 201) // joining an existing room is fine
+	a.leave(t)
+	srv.join(t, "one", 201)
 }

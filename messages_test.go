@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -15,9 +14,9 @@ import (
 // Tests of the contract's Messages, SSE and long-poll sections.
 
 func TestPostValidation(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "val", 201)
-	b := join(t, base, "val", 201)
+	srv := newTestServer(t)
+	a := srv.join(t, "val", 201)
+	b := srv.join(t, "val", 201)
 	big := `{"type":"blob","x":"` + strings.Repeat("a", 65536) + `"}`
 	for _, tc := range []struct {
 		name, body string
@@ -46,14 +45,14 @@ func TestPostValidation(t *testing.T) {
 		{"idempotency key too long", `{"type":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 65)}, 400, "bad_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ans := do(t, "POST", base+"/rooms/val/messages", tc.body, append(a.auth(), tc.header...)...)
+			ans := srv.do(t, "POST", "/rooms/val/messages", tc.body, append(a.auth(), tc.header...)...)
 			if ans.Status != tc.status || ans.problem(t) != tc.code {
 				t.Fatalf("%d %s, want %d %s", ans.Status, ans.Body, tc.status, tc.code)
 			}
 		})
 	}
 	// Nothing of that was stored.
-	if p := b.poll(0, "0"); len(p.Messages) != 0 {
+	if p := b.poll(t, 0, "0"); len(p.Messages) != 0 {
 		t.Fatalf("refused posts were delivered: %v", p.Messages)
 	}
 	// The accepted forms.
@@ -68,117 +67,117 @@ func TestPostValidation(t *testing.T) {
 		fmt.Sprintf(`{"type":"x","to":%q}`, b.ClientID),
 		`{"type":"x","to":null}`,
 	} {
-		a.post(body)
+		a.post(t, body)
 	}
-	if p := b.poll(0, "0"); len(p.Messages) != 9 {
+	if p := b.poll(t, 0, "0"); len(p.Messages) != 9 {
 		t.Fatalf("got %d of 9 messages", len(p.Messages))
 	}
 }
 
 func TestMessageDelivery(t *testing.T) {
-	base := startServer(t, "-room-capacity", "3")
-	a := join(t, base, "d", 201)
-	b := join(t, base, "d", 201)
-	c := join(t, base, "d", 201)
+	srv := newTestServer(t, withFlags("-room-capacity", "3"))
+	a := srv.join(t, "d", 201)
+	b := srv.join(t, "d", 201)
+	c := srv.join(t, "d", 201)
 	if !slices.Equal(c.Peers, []string{a.ClientID, b.ClientID}) {
 		t.Fatalf("peers %v, want join order [%s %s]", c.Peers, a.ClientID, b.ClientID)
 	}
-	sb, sc := b.events(""), c.events("")
-	sb.ready()
-	sc.ready()
-	sb.message() // c joined
+	sb, sc := b.events(t, ""), c.events(t, "")
+	sb.ready(t)
+	sc.ready(t)
+	sb.message(t) // c joined
 
 	// Values unchanged (numbers keep their digits), id and from replaced.
-	id := a.post(`{"type":"x", "n": 1.500000000000000000001, "big": 123456789012345678901234567890, "id": "mine", "from": "me", "nested": {"a": [1, 2.0]}}`)
+	id := a.post(t, `{"type":"x", "n": 1.500000000000000000001, "big": 123456789012345678901234567890, "id": "mine", "from": "me", "nested": {"a": [1, 2.0]}}`)
 	for _, s := range []*stream{sb, sc} {
-		m := s.message()
+		m := s.message(t)
 		if idOf(m) != id || m["from"] != a.ClientID || fmt.Sprint(m["n"]) != "1.500000000000000000001" ||
 			fmt.Sprint(m["big"]) != "123456789012345678901234567890" || fmt.Sprint(m["nested"]) != "map[a:[1 2.0]]" {
 			t.Fatalf("delivered %v", m)
 		}
 	}
 	// Addressed to one: the other does not see it; the sender never sees its own.
-	sa := a.events("")
-	sa.ready()
-	sa.message() // b joined
-	sa.message() // c joined
-	id2 := a.post(fmt.Sprintf(`{"type":"private","to":%q}`, c.ClientID))
-	if m := sc.message(); idOf(m) != id2 || m["to"] != c.ClientID {
+	sa := a.events(t, "")
+	sa.ready(t)
+	sa.message(t) // b joined
+	sa.message(t) // c joined
+	id2 := a.post(t, fmt.Sprintf(`{"type":"private","to":%q}`, c.ClientID))
+	if m := sc.message(t); idOf(m) != id2 || m["to"] != c.ClientID {
 		t.Fatalf("addressed message %v", m)
 	}
-	id3 := b.post(`{"type":"public"}`)
+	id3 := b.post(t, `{"type":"public"}`)
 	for _, s := range []*stream{sa, sc} {
-		if m := s.message(); idOf(m) != id3 {
+		if m := s.message(t); idOf(m) != id3 {
 			t.Fatalf("want %d, got %v", id3, m)
 		}
 	}
-	sb.quiet(300 * time.Millisecond) // neither its own nor a's private message
+	sb.quiet(t, 300*time.Millisecond) // neither its own nor a's private message
 
 	// Ids increase strictly.
 	last := id3
 	for i := range 20 {
-		n := a.post(fmt.Sprintf(`{"type":"seq","i":%d}`, i))
+		n := a.post(t, fmt.Sprintf(`{"type":"seq","i":%d}`, i))
 		if n <= last {
 			t.Fatalf("id %d after %d", n, last)
 		}
 		last = n
 	}
 	for i := range 20 {
-		if m := sb.message(); fmt.Sprint(m["i"]) != fmt.Sprint(i) {
+		if m := sb.message(t); fmt.Sprint(m["i"]) != fmt.Sprint(i) {
 			t.Fatalf("order: got %v at %d", m, i)
 		}
 	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "idem", 201)
-	b := join(t, base, "idem", 201)
-	id1 := a.post(`{"type":"x"}`, "Idempotency-Key", "k1")
-	id2 := a.post(`{"type":"x"}`, "Idempotency-Key", "k1")
-	id3 := a.post(`{"type":"x"}`, "Idempotency-Key", "k2")
+	srv := newTestServer(t)
+	a := srv.join(t, "idem", 201)
+	b := srv.join(t, "idem", 201)
+	id1 := a.post(t, `{"type":"x"}`, "Idempotency-Key", "k1")
+	id2 := a.post(t, `{"type":"x"}`, "Idempotency-Key", "k1")
+	id3 := a.post(t, `{"type":"x"}`, "Idempotency-Key", "k2")
 	if id1 != id2 || id3 == id1 {
 		t.Fatalf("ids %d %d %d", id1, id2, id3)
 	}
 	// The same key from another client is its own.
-	if id4 := b.post(`{"type":"x"}`, "Idempotency-Key", "k1"); id4 == id1 {
+	if id4 := b.post(t, `{"type":"x"}`, "Idempotency-Key", "k1"); id4 == id1 {
 		t.Fatal("key shared between clients")
 	}
-	if p := b.poll(0, "0"); len(p.Messages) != 2 {
+	if p := b.poll(t, 0, "0"); len(p.Messages) != 2 {
 		t.Fatalf("stored %d messages, want 2", len(p.Messages))
 	}
 	// The repeat stored nothing, and is not counted as stored.
-	if n := metric(t, base, "tincan_messages_stored_total"); n != 3 {
+	if n := srv.metric(t, "tincan_messages_stored_total"); n != 3 {
 		t.Fatalf("tincan_messages_stored_total %v after 3 posts and a repeat, want 3", n)
 	}
 }
 
 func TestPendingForNextJoiner(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "early", 201)
-	id := a.post(`{"type":"offer","sdp":"v=0 early"}`)
-	b := join(t, base, "early", 201)
-	s := b.events("")
-	s.ready()
-	if m := s.message(); idOf(m) != id || m["sdp"] != "v=0 early" {
+	srv := newTestServer(t)
+	a := srv.join(t, "early", 201)
+	id := a.post(t, `{"type":"offer","sdp":"v=0 early"}`)
+	b := srv.join(t, "early", 201)
+	s := b.events(t, "")
+	s.ready(t)
+	if m := s.message(t); idOf(m) != id || m["sdp"] != "v=0 early" {
 		t.Fatalf("pending offer: %v", m)
 	}
 }
 
 func TestSSEResume(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "res", 201)
-	b := join(t, base, "res", 201)
+	srv := newTestServer(t)
+	a := srv.join(t, "res", 201)
+	b := srv.join(t, "res", 201)
 	var ids []uint64
 	for i := range 5 {
-		ids = append(ids, a.post(fmt.Sprintf(`{"type":"n","i":%d}`, i)))
+		ids = append(ids, a.post(t, fmt.Sprintf(`{"type":"n","i":%d}`, i)))
 	}
-	s := b.events("")
-	if f := s.next(); f.Event != "ready" || f.ID != "0" || f.Retry == "" || f.Data != `{"next":0}` {
+	s := b.events(t, "")
+	if f := s.next(t); f.Event != "ready" || f.ID != "0" || f.Retry == "" || f.Data != `{"next":0}` {
 		t.Fatalf("ready frame %+v", f)
 	}
 	for _, id := range ids {
-		if m := s.message(); idOf(m) != id {
+		if m := s.message(t); idOf(m) != id {
 			t.Fatalf("replay: want %d got %v", id, m)
 		}
 	}
@@ -189,33 +188,33 @@ func TestSSEResume(t *testing.T) {
 	s.close()
 
 	// since=N resumes after N.
-	s = b.events(fmt.Sprintf("&since=%d", ids[1]))
-	if got := s.ready(); got != ids[1] {
+	s = b.events(t, fmt.Sprintf("&since=%d", ids[1]))
+	if got := s.ready(t); got != ids[1] {
 		t.Fatalf("ready next %d, want %d", got, ids[1])
 	}
-	if m := s.message(); idOf(m) != ids[2] {
+	if m := s.message(t); idOf(m) != ids[2] {
 		t.Fatalf("since: got %v", m)
 	}
 	s.close()
 	// Last-Event-ID wins over since.
-	s = b.events(fmt.Sprintf("&since=%d", ids[1]), "Last-Event-ID", fmt.Sprint(ids[3]))
-	if got := s.ready(); got != ids[3] {
+	s = b.events(t, fmt.Sprintf("&since=%d", ids[1]), "Last-Event-ID", fmt.Sprint(ids[3]))
+	if got := s.ready(t); got != ids[3] {
 		t.Fatalf("ready next %d, want %d", got, ids[3])
 	}
-	if m := s.message(); idOf(m) != ids[4] {
+	if m := s.message(t); idOf(m) != ids[4] {
 		t.Fatalf("Last-Event-ID: got %v", m)
 	}
 	s.close()
 	// After acknowledging ids[3], a cursor before it does not bring it back.
-	s = b.events("&since=0")
-	if got := s.ready(); got != ids[3] {
+	s = b.events(t, "&since=0")
+	if got := s.ready(t); got != ids[3] {
 		t.Fatalf("after ack, ready next %d, want %d", got, ids[3])
 	}
-	if m := s.message(); idOf(m) != ids[4] {
+	if m := s.message(t); idOf(m) != ids[4] {
 		t.Fatalf("after ack: got %v", m)
 	}
 	for _, bad := range []string{"&since=x", "&since=-1", "&since=99999999999999999999"} {
-		ans := do(t, "GET", base+"/rooms/res/events?token="+b.Token+bad, "")
+		ans := srv.do(t, "GET", "/rooms/res/events?token="+b.Token+bad, "")
 		if ans.Status != 400 || ans.problem(t) != "bad_request" {
 			t.Errorf("cursor %s: %d", bad, ans.Status)
 		}
@@ -226,11 +225,11 @@ func TestSSEResume(t *testing.T) {
 // -max-streams-per-ip and its place in tincan_streams_open are freed without
 // waiting for a write to fail. The heartbeat is an hour, so no write comes.
 func TestSSEHangUp(t *testing.T) {
-	base := startServer(t, "-heartbeat", "1h", "-max-streams-per-ip", "1")
-	join(t, base, "hang", 201)
-	b := join(t, base, "hang", 201)
+	srv := newTestServer(t, withFlags("-heartbeat", "1h", "-max-streams-per-ip", "1"))
+	srv.join(t, "hang", 201)
+	b := srv.join(t, "hang", 201)
 	for i := range 3 { // with one stream allowed per address, each needs the last one gone
-		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		conn, err := net.Dial("tcp", srv.addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,19 +244,19 @@ func TestSSEHangUp(t *testing.T) {
 				t.Fatalf("stream %d before its ready frame: %v", i, err)
 			}
 		}
-		waitFor(t, "the stream to open", func() bool { return metric(t, base, "tincan_streams_open") == 1 })
+		waitFor(t, "the stream to open", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
 		conn.Close()
-		waitFor(t, "the stream to close after its reader hung up", func() bool { return metric(t, base, "tincan_streams_open") == 0 })
+		waitFor(t, "the stream to close after its reader hung up", func() bool { return srv.metric(t, "tincan_streams_open") == 0 })
 	}
 }
 
 // An HTTP/1.0 client (or proxy) gets the stream too, delimited by the
 // connection: no chunked encoding, frames as they come.
 func TestSSEHTTP10(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "old", 201)
-	b := join(t, base, "old", 201)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	srv := newTestServer(t)
+	a := srv.join(t, "old", 201)
+	b := srv.join(t, "old", 201)
+	conn, err := net.Dial("tcp", srv.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +280,7 @@ func TestSSEHTTP10(t *testing.T) {
 			break
 		}
 	}
-	id := a.post(`{"type":"hello"}`)
+	id := a.post(t, `{"type":"hello"}`)
 	want := fmt.Sprintf(`data: {"id":%d,`, id)
 	for {
 		line, err := r.ReadString('\n')
@@ -295,10 +294,10 @@ func TestSSEHTTP10(t *testing.T) {
 }
 
 func TestSSEHeartbeat(t *testing.T) {
-	base := startServer(t, "-heartbeat", "100ms")
-	a := join(t, base, "hb", 201)
-	s := a.events("")
-	s.ready()
+	srv := newTestServer(t, withFlags("-heartbeat", "100ms"))
+	a := srv.join(t, "hb", 201)
+	s := a.events(t, "")
+	s.ready(t)
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -313,25 +312,25 @@ func TestSSEHeartbeat(t *testing.T) {
 }
 
 func TestLongPoll(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "lp", 201)
-	b := join(t, base, "lp", 201)
+	srv := newTestServer(t)
+	a := srv.join(t, "lp", 201)
+	b := srv.join(t, "lp", 201)
 
-	p := b.poll(0, "0")
+	p := b.poll(t, 0, "0")
 	if len(p.Messages) != 0 || p.Next != 0 {
 		t.Fatalf("empty poll %+v", p)
 	}
-	id1 := a.post(`{"type":"one"}`)
-	id2 := a.post(`{"type":"two"}`)
-	p = b.poll(0, "5")
+	id1 := a.post(t, `{"type":"one"}`)
+	id2 := a.post(t, `{"type":"two"}`)
+	p = b.poll(t, 0, "5")
 	if len(p.Messages) != 2 || idOf(p.Messages[0]) != id1 || idOf(p.Messages[1]) != id2 || p.Next != id2 || p.Messages[0]["from"] != a.ClientID {
 		t.Fatalf("poll %+v", p)
 	}
 	// Waiting: answered when a message comes.
 	got := make(chan pollAnswer, 1)
-	go func() { got <- b.poll(p.Next, "30") }()
+	go func() { got <- b.poll(t, p.Next, "30") }()
 	time.Sleep(200 * time.Millisecond)
-	id3 := a.post(`{"type":"three"}`)
+	id3 := a.post(t, `{"type":"three"}`)
 	select {
 	case p = <-got:
 		if len(p.Messages) != 1 || idOf(p.Messages[0]) != id3 || p.Next != id3 {
@@ -341,16 +340,16 @@ func TestLongPoll(t *testing.T) {
 		t.Fatal("waiting poll not woken")
 	}
 	// Fractional wait with nothing: answers with next = since.
-	p = b.poll(id3, "0.2")
+	p = b.poll(t, id3, "0.2")
 	if len(p.Messages) != 0 || p.Next != id3 {
 		t.Fatalf("timed-out poll %+v", p)
 	}
 	// Acknowledged: never again.
-	if p = b.poll(0, "0"); len(p.Messages) != 0 {
+	if p = b.poll(t, 0, "0"); len(p.Messages) != 0 {
 		t.Fatalf("acknowledged messages came back: %+v", p)
 	}
 	for _, q := range []string{"since=abc", "wait=x", "wait=-1", "wait=NaN", "since=1.5"} {
-		ans := do(t, "GET", base+"/rooms/lp/messages?"+q, "", b.auth()...)
+		ans := srv.do(t, "GET", "/rooms/lp/messages?"+q, "", b.auth()...)
 		if ans.Status != 400 || ans.problem(t) != "bad_request" {
 			t.Errorf("%s: %d %s", q, ans.Status, ans.Body)
 		}
@@ -358,24 +357,20 @@ func TestLongPoll(t *testing.T) {
 }
 
 func TestRestartKeepsState(t *testing.T) {
-	db := t.TempDir() + "/keep.db"
-	base, stop := startServerDB(t, db)
-	a := join(t, base, "keep", 201)
-	b := join(t, base, "keep", 201)
-	id := a.post(`{"type":"offer","sdp":"v=0 before restart"}`)
-	stop()
+	srv := newTestServer(t)
+	a := srv.join(t, "keep", 201)
+	b := srv.join(t, "keep", 201)
+	id := a.post(t, `{"type":"offer","sdp":"v=0 before restart"}`)
+	srv.restart(t) // a and b follow it to its new port
 
-	base, _ = startServerDB(t, db)
-	a.base, b.base = base, base
-	p := b.poll(0, "0")
+	p := b.poll(t, 0, "0")
 	if len(p.Messages) != 1 || idOf(p.Messages[0]) != id {
 		t.Fatalf("after restart: %+v", p)
 	}
-	if next := a.post(`{"type":"x"}`); next <= id {
+	if next := a.post(t, `{"type":"x"}`); next <= id {
 		t.Fatalf("id %d repeats after restart (had %d)", next, id)
 	}
-	r := join(t, base, "keep", 200, b.auth()...)
-	if r.ClientID != b.ClientID {
+	if r := b.resume(t); r.ClientID != b.ClientID {
 		t.Fatal("membership lost in restart")
 	}
 }
@@ -384,26 +379,25 @@ func TestRestartKeepsState(t *testing.T) {
 // from ?token=, and refuses another room's token (403 not_member) and a
 // departed member's (401 unauthorized), like every other route.
 func TestEventsAuth(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "evauth", 201)
-	b := join(t, base, "evauth", 201)
-	other := join(t, base, "elsewhere", 201)
-	s, err := openStream(context.Background(), http.DefaultClient, base+"/rooms/evauth/events", 16, b.auth()...)
+	srv := newTestServer(t)
+	a := srv.join(t, "evauth", 201)
+	b := srv.join(t, "evauth", 201)
+	other := srv.join(t, "elsewhere", 201)
+	s, err := srv.openStream(context.Background(), "/rooms/evauth/events", 16, b.auth()...)
 	if err != nil {
 		t.Fatalf("events with the token in a header: %v", err)
 	}
-	s.t = t
 	t.Cleanup(s.close)
-	s.ready()
-	id := a.post(`{"type":"hello"}`)
-	if m := s.message(); idOf(m) != id {
+	s.ready(t)
+	id := a.post(t, `{"type":"hello"}`)
+	if m := s.message(t); idOf(m) != id {
 		t.Fatalf("header-authenticated stream got %v, want message %d", m, id)
 	}
-	if ans := do(t, "GET", base+"/rooms/evauth/events?token="+other.Token, ""); ans.Status != 403 || ans.problem(t) != "not_member" {
+	if ans := srv.do(t, "GET", "/rooms/evauth/events?token="+other.Token, ""); ans.Status != 403 || ans.problem(t) != "not_member" {
 		t.Fatalf("events with another room's token: %d %s", ans.Status, ans.Body)
 	}
-	a.leave()
-	if ans := do(t, "GET", base+"/rooms/evauth/events", "", a.auth()...); ans.Status != 401 || ans.problem(t) != "unauthorized" {
+	a.leave(t)
+	if ans := srv.do(t, "GET", "/rooms/evauth/events", "", a.auth()...); ans.Status != 401 || ans.problem(t) != "unauthorized" {
 		t.Fatalf("events after leaving: %d %s", ans.Status, ans.Body)
 	}
 }
@@ -412,24 +406,24 @@ func TestEventsAuth(t *testing.T) {
 // member that joins next and to nobody after it; messages and server events
 // go only to the members present when they happen.
 func TestDeliveryScope(t *testing.T) {
-	base := startServer(t, "-room-capacity", "4")
-	a := join(t, base, "scope", 201)
-	held := a.post(`{"type":"offer","sdp":"v=0 held"}`)
-	b := join(t, base, "scope", 201)
-	if p := b.poll(0, "0"); len(p.Messages) != 1 || idOf(p.Messages[0]) != held {
+	srv := newTestServer(t, withFlags("-room-capacity", "4"))
+	a := srv.join(t, "scope", 201)
+	held := a.post(t, `{"type":"offer","sdp":"v=0 held"}`)
+	b := srv.join(t, "scope", 201)
+	if p := b.poll(t, 0, "0"); len(p.Messages) != 1 || idOf(p.Messages[0]) != held {
 		t.Fatalf("first joiner got %v, want the held offer %d", p.Messages, held)
 	}
-	toB := a.post(`{"type":"note"}`)
-	c := join(t, base, "scope", 201)
-	if p := c.poll(0, "0"); len(p.Messages) != 0 {
+	toB := a.post(t, `{"type":"note"}`)
+	c := srv.join(t, "scope", 201)
+	if p := c.poll(t, 0, "0"); len(p.Messages) != 0 {
 		t.Fatalf("a later joiner got %v: nothing from before it came", p.Messages)
 	}
-	if p := b.poll(held, "0"); len(p.Messages) != 2 || idOf(p.Messages[0]) != toB || p.Messages[1]["type"] != "peer-joined" || p.Messages[1]["peer"] != c.ClientID {
+	if p := b.poll(t, held, "0"); len(p.Messages) != 2 || idOf(p.Messages[0]) != toB || p.Messages[1]["type"] != "peer-joined" || p.Messages[1]["peer"] != c.ClientID {
 		t.Fatalf("b got %v, want a's note %d and c's peer-joined", p.Messages, toB)
 	}
-	b.leave()
-	d := join(t, base, "scope", 201)
-	if p := d.poll(0, "0"); len(p.Messages) != 0 {
+	b.leave(t)
+	d := srv.join(t, "scope", 201)
+	if p := d.poll(t, 0, "0"); len(p.Messages) != 0 {
 		t.Fatalf("the last joiner got %v: no peer-left or peer-joined from before it came", p.Messages)
 	}
 }
@@ -437,19 +431,19 @@ func TestDeliveryScope(t *testing.T) {
 // The limits are inclusive: a body of exactly 64 KiB and an Idempotency-Key
 // of exactly 64 characters are taken. Every JSON answer says no-store.
 func TestLimitsInclusive(t *testing.T) {
-	base := startServer(t)
-	a := join(t, base, "edge", 201)
-	join(t, base, "edge", 201)
+	srv := newTestServer(t)
+	a := srv.join(t, "edge", 201)
+	srv.join(t, "edge", 201)
 	body := `{"type":"x","pad":"` + strings.Repeat("p", 65536-len(`{"type":"x","pad":""}`)) + `"}`
 	if len(body) != 65536 {
 		t.Fatalf("setup: body of %d bytes", len(body))
 	}
-	ans := do(t, "POST", base+"/rooms/edge/messages", body, append(a.auth(), "Idempotency-Key", strings.Repeat("k", 64))...)
+	ans := srv.do(t, "POST", "/rooms/edge/messages", body, append(a.auth(), "Idempotency-Key", strings.Repeat("k", 64))...)
 	if ans.Status != 201 {
 		t.Fatalf("a body of 65536 bytes with a key of 64: %d %s", ans.Status, ans.Body)
 	}
-	joined := do(t, "POST", base+"/rooms/edge2/join", "")
-	ice := do(t, "GET", base+"/ice-servers", "", a.auth()...)
+	joined := srv.do(t, "POST", "/rooms/edge2/join", "")
+	ice := srv.do(t, "GET", "/ice-servers", "", a.auth()...)
 	for name, got := range map[string]answer{"post": ans, "join": joined, "ice-servers": ice} {
 		if cc := got.Header.Get("Cache-Control"); cc != "no-store" {
 			t.Errorf("%s answer: Cache-Control %q, want no-store", name, cc)

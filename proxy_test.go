@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,8 +42,8 @@ const (
 // the short read timeout.
 func TestNginxReverseProxy(t *testing.T) {
 	bin := proxyProgram(t, "nginx", "nginx")
-	live := strings.TrimPrefix(startServer(t, "-heartbeat", proxyHeartbeat), "http://")
-	quiet := strings.TrimPrefix(startServer(t, "-heartbeat", "1h"), "http://")
+	live := newTestServer(t, withFlags("-heartbeat", proxyHeartbeat)).addr()
+	quiet := newTestServer(t, withFlags("-heartbeat", "1h")).addr()
 
 	type server struct {
 		Name     string
@@ -70,7 +71,7 @@ func TestNginxReverseProxy(t *testing.T) {
 		p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, bin, "-p", dir, "-c", conf)
 		err := p.waitReady(func() error {
 			for _, s := range servers {
-				if err := getOK(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/healthz", s.Port)); err != nil {
+				if err := newEndpoint(fmt.Sprintf("http://127.0.0.1:%d", s.Port), nil).healthz(); err != nil {
 					return err
 				}
 			}
@@ -100,7 +101,8 @@ func TestNginxReverseProxy(t *testing.T) {
 			}
 			tr := &http.Transport{}
 			t.Cleanup(tr.CloseIdleConnections)
-			proxyScenario(t, &http.Client{Transport: tr}, "nginx-"+name, liveURL, quietURL)
+			hc := &http.Client{Transport: tr}
+			proxyScenario(t, "nginx-"+name, newEndpoint(liveURL, hc), newEndpoint(quietURL, hc))
 		})
 	}
 }
@@ -109,8 +111,8 @@ func TestNginxReverseProxy(t *testing.T) {
 // as their forward proxy (http.Transport.Proxy).
 func TestSquidForwardProxy(t *testing.T) {
 	bin := proxyProgram(t, "squid", "squid")
-	live := startServer(t, "-heartbeat", proxyHeartbeat)
-	quiet := startServer(t, "-heartbeat", "1h")
+	live := newTestServer(t, withFlags("-heartbeat", proxyHeartbeat))
+	quiet := newTestServer(t, withFlags("-heartbeat", "1h"))
 
 	var proxyURL *url.URL
 	for attempt := 1; ; attempt++ {
@@ -131,7 +133,7 @@ func TestSquidForwardProxy(t *testing.T) {
 		proxyURL = &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
 		p := startProxyProgram(t, "squid", []string{filepath.Join(dir, "cache.log"), filepath.Join(dir, "access.log")}, bin, "-N", "-d", "1", "-f", conf)
 		tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
-		err = p.waitReady(func() error { return getOK(&http.Client{Transport: tr}, live+"/healthz") })
+		err = p.waitReady(live.via(&http.Client{Transport: tr}).healthz)
 		tr.CloseIdleConnections()
 		if err == nil {
 			break
@@ -143,18 +145,20 @@ func TestSquidForwardProxy(t *testing.T) {
 	}
 	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
 	t.Cleanup(tr.CloseIdleConnections)
-	proxyScenario(t, &http.Client{Transport: tr}, "squid", live, quiet)
+	hc := &http.Client{Transport: tr}
+	proxyScenario(t, "squid", live.via(hc), quiet.via(hc))
 }
 
-// proxyScenario runs the checks through hc in room: live is a server with a
-// heartbeat below the proxy's read timeout, quiet one without.
-func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
-	a := joinVia(t, hc, live, room, 201)
-	b := joinVia(t, hc, live, room, 201)
+// proxyScenario runs the checks in room through the proxy: live reaches a
+// server with a heartbeat below the proxy's read timeout, quiet one
+// without.
+func proxyScenario(t *testing.T, room string, live, quiet *endpoint) {
+	a := live.join(t, room, 201)
+	b := live.join(t, room, 201)
 
 	// The stream opens at once: the ready frame, then b's peer-joined.
 	began := time.Now()
-	s := a.events("")
+	s := a.events(t, "")
 	if ct := s.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("event stream through the proxy has Content-Type %q", ct)
 	}
@@ -172,7 +176,7 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	var worst time.Duration
 	for i := range 5 {
 		began := time.Now()
-		id := b.post(fmt.Sprintf(`{"type":"chat","n":%d}`, i))
+		id := b.post(t, fmt.Sprintf(`{"type":"chat","n":%d}`, i))
 		f, ok := s.nextWithin(5 * time.Second)
 		took := time.Since(began)
 		if !ok {
@@ -200,10 +204,10 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 		ch := make(chan polled, 1)
 		go func() {
 			began := time.Now()
-			a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=%s", c.base, c.Room, since, wait), "", c.auth()...)
+			a, err := c.longPoll(context.Background(), since, wait)
 			r := polled{status: a.Status, took: time.Since(began), err: err}
 			if err == nil && a.Status == 200 {
-				r.err = jsonNumbers(a.Body, &r.p)
+				r.p, r.err = a.decodePoll()
 			}
 			ch <- r
 		}()
@@ -212,7 +216,7 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	waiting := poll(b, 0, "2")
 	time.Sleep(300 * time.Millisecond)
 	began = time.Now()
-	id := a.post(`{"type":"chat","to-b":true}`)
+	id := a.post(t, `{"type":"chat","to-b":true}`)
 	select {
 	case r := <-waiting:
 		if r.err != nil || r.status != 200 || len(r.p.Messages) != 1 || idOf(r.p.Messages[0]) != id || r.p.Next != id {
@@ -234,9 +238,9 @@ func proxyScenario(t *testing.T, hc *http.Client, room, live, quiet string) {
 	// The proxy's read timeout: on the quiet server an idle stream is cut
 	// and a long-poll waiting longer than it gets the proxy's 504, while on
 	// the live server heartbeats keep the stream open well past it.
-	c := joinVia(t, hc, quiet, room, 201)
-	d := joinVia(t, hc, quiet, room, 201)
-	qs := c.events("")
+	c := quiet.join(t, room, 201)
+	d := quiet.join(t, room, 201)
+	qs := c.events(t, "")
 	if f, ok := qs.nextWithin(2 * time.Second); !ok || f.Event != "ready" {
 		t.Fatalf("quiet stream: no ready frame: %+v", f)
 	}
@@ -271,7 +275,7 @@ wait:
 		t.Fatalf("only %d heartbeat comments in %v with -heartbeat %s", comments, hold, proxyHeartbeat)
 	}
 	began = time.Now()
-	id = b.post(`{"type":"chat","after":"idle"}`)
+	id = b.post(t, `{"type":"chat","after":"idle"}`)
 	if f, ok := s.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(id) {
 		t.Fatalf("after idling %v the stream did not deliver message %d: %+v", hold, id, f)
 	}

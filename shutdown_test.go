@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,23 +29,18 @@ func TestGracefulShutdown(t *testing.T) {
 		room     = "term"
 		minAcked = 200
 	)
-	bin := tincanBinary(t)
-	db := filepath.Join(t.TempDir(), "term.db")
-	srv := startBinServer(t, bin, db, "-room-capacity", "5", "-heartbeat", "1s")
-	var base atomic.Value
-	base.Store(srv.url)
-	sender := join(t, srv.url, room, 201)
-	sseR := join(t, srv.url, room, 201)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "5", "-heartbeat", "1s"))
+	sender := srv.join(t, room, 201)
+	sseR := srv.join(t, room, 201)
 	var pollers []*client
 	for range polls {
-		pollers = append(pollers, join(t, srv.url, room, 201))
+		pollers = append(pollers, srv.join(t, room, 201))
 	}
-	walker := join(t, srv.url, room, 201) // reads nothing until after the restart
+	walker := srv.join(t, room, 201) // reads nothing until after the restart
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	defer hc.CloseIdleConnections()
 
 	type streamEnd struct {
 		frames []frame
@@ -56,7 +50,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// sseR's streams, read from the start.
 	var conns []*stream
 	for range streams {
-		c, err := openStream(ctx, hc, srv.url+"/rooms/"+room+"/events?token="+sseR.Token, 1<<16)
+		c, err := sseR.openEvents(ctx, 1<<16, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,8 +72,8 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// In another room where nothing happens, a stream and two long-polls
 	// are waiting when the SIGTERM comes.
-	idle := []*client{join(t, srv.url, "idle", 201), join(t, srv.url, "idle", 201)}
-	idleStream, err := openStream(ctx, hc, srv.url+"/rooms/idle/events?token="+idle[1].Token, 1<<16)
+	idle := []*client{srv.join(t, "idle", 201), srv.join(t, "idle", 201)}
+	idleStream, err := idle[1].openEvents(ctx, 1<<16, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +94,11 @@ func TestGracefulShutdown(t *testing.T) {
 	for _, c := range idle {
 		since := idleCursor(t, c)
 		go func() {
-			a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/idle/messages?since=%d&wait=30", srv.url, since), "", c.auth()...)
+			a, err := c.longPoll(context.Background(), since, "30")
 			idleEnds <- idleEnd{a, err, time.Now()}
 		}()
 	}
-	waitFor(t, "the idle long-polls to wait", func() bool { return metric(t, srv.url, "tincan_polls_waiting") == float64(len(idle)) })
+	waitFor(t, "the idle long-polls to wait", func() bool { return srv.metric(t, "tincan_polls_waiting") == float64(len(idle)) })
 
 	// The pollers receive the load by long-poll, each from where it is,
 	// until a poll fails.
@@ -118,9 +112,9 @@ func TestGracefulShutdown(t *testing.T) {
 		go func() {
 			r := pollEnd{who: i}
 			for {
-				a, err := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=30", srv.url, room, r.since), "", pollR.auth()...)
-				var p pollAnswer
-				if err != nil || a.Status != 200 || jsonNumbers(a.Body, &p) != nil {
+				a, err := pollR.longPoll(context.Background(), r.since, "30")
+				p, badJSON := a.decodePoll()
+				if err != nil || a.Status != 200 || badJSON != nil {
 					pollEnds <- r
 					return
 				}
@@ -148,14 +142,14 @@ func TestGracefulShutdown(t *testing.T) {
 			defer posting.Done()
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				a, err := postKeyed(hc, srv.url, sender, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+				a, err := sender.tryPost(context.Background(), fmt.Sprintf(`{"type":"load","k":%q}`, key), "Idempotency-Key", key)
 				mu.Lock()
 				switch {
 				case err != nil || a.Status == 503: // refused or cut: not acknowledged
 					pending = append(pending, key)
 					why = append(why, fmt.Sprintf("%s: %v %d %s", key, err, a.Status, a.Body))
 				case a.Status == 201:
-					id, idErr := postedID(a)
+					id, idErr := a.postedID()
 					if idErr != nil {
 						bad = append(bad, fmt.Sprintf("%s: %v", key, idErr))
 					}
@@ -185,7 +179,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// not a cut connection, and a long-poll answered 200 were ended by the
 	// server before it exited: the kernel closing the sockets of a dead
 	// process would not write those.
-	t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.cmd.ProcessState, nAck.Load())
+	t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.exitState(), nAck.Load())
 
 	var seenSSE []frame
 	for i := range streams {
@@ -216,8 +210,8 @@ func TestGracefulShutdown(t *testing.T) {
 	for range idle {
 		select {
 		case e := <-idleEnds:
-			var p pollAnswer
-			if e.err != nil || e.a.Status != 200 || jsonNumbers(e.a.Body, &p) != nil || len(p.Messages) != 0 {
+			p, err := e.a.decodePoll()
+			if e.err != nil || e.a.Status != 200 || err != nil || len(p.Messages) != 0 {
 				t.Errorf("an idle long-poll waiting at SIGTERM ended with %v %d %s, want 200 and no messages", e.err, e.a.Status, e.a.Body)
 			} else {
 				t.Logf("an idle long-poll was answered %v after SIGTERM: %d %s", e.at.Sub(term).Round(time.Millisecond), e.a.Status, strings.TrimSpace(string(e.a.Body)))
@@ -247,10 +241,9 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 
 	// Restart; what was not acknowledged is retried with its key.
-	srv = startBinServer(t, bin, db, "-room-capacity", "5")
-	base.Store(srv.url)
+	srv.restart(t)
 	for _, key := range pending {
-		id, err := postUntilAcked(ctx, hc, &base, sender, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+		id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
 		if err != nil {
 			t.Fatalf("retry of %s after the restart: %v", key, err)
 		}
@@ -259,7 +252,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		acked[key] = id
 	}
-	end, err := postUntilAcked(ctx, hc, &base, sender, "end", `{"type":"end"}`)
+	end, err := sender.postUntilAcked(ctx, "end", `{"type":"end"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,17 +274,17 @@ func TestGracefulShutdown(t *testing.T) {
 	var problems []string
 	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	var n atomic.Int64
-	resumed := receiveSSE(ctx, hc, &base, sseR, last, &n, problem)
+	resumed := receiveSSE(ctx, sseR, last, &n, problem)
 	checkExactlyOnce(t, "the SSE receiver (resumed with Last-Event-ID)", append(got, resumed...), sender.ClientID, acked, end)
 
 	// The pollers resume where they were.
 	for i, r := range polled {
-		got := append(r.got, receivePolls(ctx, hc, &base, pollers[i], r.since, problem)...)
+		got := append(r.got, receivePolls(ctx, pollers[i], r.since, problem)...)
 		checkExactlyOnce(t, fmt.Sprintf("long-poll receiver %d (resumed after %d)", i, r.since), got, sender.ClientID, acked, end)
 	}
 
 	// walker reads everything from 0.
-	checkExactlyOnce(t, "a member that never read (from 0)", receivePolls(ctx, hc, &base, walker, 0, problem), sender.ClientID, acked, end)
+	checkExactlyOnce(t, "a member that never read (from 0)", receivePolls(ctx, walker, 0, problem), sender.ClientID, acked, end)
 	if len(problems) > 0 {
 		t.Fatalf("after the restart:\n%s", strings.Join(problems, "\n"))
 	}
@@ -302,7 +295,7 @@ func TestGracefulShutdown(t *testing.T) {
 // idleCursor is where c's long-poll waits: after what is there already.
 func idleCursor(t *testing.T, c *client) uint64 {
 	t.Helper()
-	return c.poll(0, "0").Next
+	return c.poll(t, 0, "0").Next
 }
 
 // TestShutdownSlowClients: clients that hold their connections open
@@ -313,12 +306,10 @@ func idleCursor(t *testing.T, c *client) uint64 {
 // (Strictly within 5 s of SIGTERM would need the server to give up a
 // little earlier: see the report of issue 5.)
 func TestShutdownSlowClients(t *testing.T) {
-	bin := tincanBinary(t)
-	db := filepath.Join(t.TempDir(), "slow.db")
-	srv := startBinServer(t, bin, db)
-	addr := strings.TrimPrefix(srv.url, "http://")
-	a := join(t, srv.url, "slow", 201)
-	b := join(t, srv.url, "slow", 201)
+	srv := startBinServer(t, buildTincan(t))
+	addr := srv.addr()
+	a := srv.join(t, "slow", 201)
+	b := srv.join(t, "slow", 201)
 	dial := func() net.Conn {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -335,20 +326,19 @@ func TestShutdownSlowClients(t *testing.T) {
 	stalled := dial()
 	stalled.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(stalled, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", a.Token)
-	waitFor(t, "the stalled stream", func() bool { return metric(t, srv.url, "tincan_streams_open") == 1 })
+	waitFor(t, "the stalled stream", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
 	pad := strings.Repeat("x", 60000)
 	for range 20 {
-		b.post(fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
+		b.post(t, fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
 	}
-	id := b.post(`{"type":"last"}`)
+	id := b.post(t, `{"type":"last"}`)
 
 	took := srv.terminate(t, 5*time.Second)
-	t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.cmd.ProcessState)
+	t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.exitState())
 
 	// Nothing acknowledged was lost.
-	srv = startBinServer(t, bin, db)
-	a.base = srv.url
-	if p := a.poll(0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
+	srv.restart(t) // a follows it to its new port
+	if p := a.poll(t, 0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
 		t.Fatalf("after the restart alice has %d messages (last %v), want 22 ending with %d", len(p.Messages), p.Messages[len(p.Messages)-1]["id"], id)
 	}
 	srv.terminate(t, 5*time.Second)

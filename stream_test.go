@@ -14,50 +14,50 @@ import (
 // A reader that never reads its stream must not hold up anyone else, and is
 // evicted; on reconnect it catches up from the store.
 func TestStalledReader(t *testing.T) {
-	base := startServer(t, "-stall-timeout", "1s")
-	slow := join(t, base, "slow", 201)
-	sender := join(t, base, "slow", 201)
+	srv := newTestServer(t, withFlags("-stall-timeout", "1s"))
+	slow := srv.join(t, "slow", 201)
+	sender := srv.join(t, "slow", 201)
 
 	// A raw connection with a tiny receive buffer that sends the request
 	// and then never reads.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	conn, err := net.Dial("tcp", srv.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	conn.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(conn, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", slow.Token)
-	waitFor(t, "the stalled stream to open", func() bool { return metric(t, base, "tincan_streams_open") == 1 })
+	waitFor(t, "the stalled stream to open", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
 
 	// Fill the stalled connection's buffers.
 	payload := strings.Repeat("x", 60000)
 	var sent []uint64
 	for range 200 {
-		sent = append(sent, sender.post(`{"type":"bulk","p":"`+payload+`"}`))
+		sent = append(sent, sender.post(t, `{"type":"bulk","p":"`+payload+`"}`))
 	}
 
 	// Another room meanwhile works as usual.
-	a := join(t, base, "fast", 201)
-	b := join(t, base, "fast", 201)
-	s := b.events("")
-	s.ready()
+	a := srv.join(t, "fast", 201)
+	b := srv.join(t, "fast", 201)
+	s := b.events(t, "")
+	s.ready(t)
 	for i := range 20 {
-		id := a.post(fmt.Sprintf(`{"type":"ping","i":%d}`, i))
-		if m := s.message(); idOf(m) != id {
+		id := a.post(t, fmt.Sprintf(`{"type":"ping","i":%d}`, i))
+		if m := s.message(t); idOf(m) != id {
 			t.Fatalf("other room: want %d, got %v", id, m)
 		}
 	}
 
-	waitFor(t, "the stalled reader to be evicted", func() bool { return metric(t, base, "tincan_streams_evicted_total") >= 1 })
-	waitFor(t, "the stalled stream to close", func() bool { return metric(t, base, "tincan_streams_open") == 1 }) // b's only
+	waitFor(t, "the stalled reader to be evicted", func() bool { return srv.metric(t, "tincan_streams_evicted_total") >= 1 })
+	waitFor(t, "the stalled stream to close", func() bool { return srv.metric(t, "tincan_streams_open") == 1 }) // b's only
 
 	// Reconnecting, the slow reader gets everything, in order, once: the
 	// 200 posts exactly, none lost to the eviction.
-	rs := slow.events("")
-	rs.ready()
-	rs.message() // sender joined
+	rs := slow.events(t, "")
+	rs.ready(t)
+	rs.message(t) // sender joined
 	for i, want := range sent {
-		if got := idOf(rs.message()); got != want {
+		if got := idOf(rs.message(t)); got != want {
 			t.Fatalf("message %d of %d after the eviction: id %d, want %d", i+1, len(sent), got, want)
 		}
 	}
@@ -65,20 +65,20 @@ func TestStalledReader(t *testing.T) {
 
 // Streams and long-polls leave no goroutine behind once they end.
 func TestNoGoroutineLeak(t *testing.T) {
-	base := startServer(t, "-heartbeat", "50ms")
-	a := join(t, base, "leak", 201)
-	b := join(t, base, "leak", 201)
+	srv := newTestServer(t, withFlags("-heartbeat", "50ms"))
+	a := srv.join(t, "leak", 201)
+	b := srv.join(t, "leak", 201)
 	tr := &http.Transport{}
 	httpc := &http.Client{Transport: tr}
 	ignore := goleak.IgnoreCurrent()
 
 	for range 5 {
-		resp, err := httpc.Get(base + "/rooms/leak/events?token=" + a.Token)
+		resp, err := httpc.Get(srv.URL() + "/rooms/leak/events?token=" + a.Token)
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := bufio.NewReader(resp.Body)
-		b.post(`{"type":"x"}`)
+		b.post(t, `{"type":"x"}`)
 		for { // read until the message frame
 			line, err := r.ReadString('\n')
 			if err != nil {
@@ -89,7 +89,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 		}
 		resp.Body.Close()
-		resp, err = httpc.Get(base + "/rooms/leak/messages?wait=0.1&token=" + b.Token)
+		resp, err = httpc.Get(srv.URL() + "/rooms/leak/messages?wait=0.1&token=" + b.Token)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	tr.CloseIdleConnections()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	waitFor(t, "streams to close", func() bool { return metric(t, base, "tincan_streams_open") == 0 })
+	waitFor(t, "streams to close", func() bool { return srv.metric(t, "tincan_streams_open") == 0 })
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	if err := goleak.Find(ignore); err != nil {
 		t.Fatal(err)

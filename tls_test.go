@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -30,17 +31,17 @@ import (
 // connection), HTTP/1.1 over TLS works too, and plain HTTP on the TLS port
 // is refused with a 4xx.
 func TestTLS(t *testing.T) {
-	certFile, keyFile, roots := selfSignedCert(t)
-	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "200ms")
-	if !strings.HasPrefix(base, "https://127.0.0.1:") {
-		t.Fatalf("server URL %q, want https://127.0.0.1:…", base)
+	cert := selfSignedCert(t)
+	srv := newTestServer(t, withTLS(cert), withFlags("-heartbeat", "200ms"))
+	if !strings.HasPrefix(srv.URL(), "https://127.0.0.1:") {
+		t.Fatalf("server URL %q, want https://127.0.0.1:…", srv.URL())
 	}
 
 	t.Run("h2", func(t *testing.T) {
-		rec := &protoRecorder{rt: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+		rec := &protoRecorder{rt: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.roots}, ForceAttemptHTTP2: true}}
 		t.Cleanup(rec.rt.(*http.Transport).CloseIdleConnections)
 		hc := &http.Client{Transport: rec}
-		resp, err := hc.Get(base + "/healthz")
+		resp, err := hc.Get(srv.URL() + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func TestTLS(t *testing.T) {
 		if resp.ProtoMajor != 2 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "h2" || resp.TLS.Version < tls.VersionTLS12 {
 			t.Fatalf("GET /healthz over TLS: %s, ALPN %q, TLS version %x; want HTTP/2 (h2)", resp.Proto, resp.TLS.NegotiatedProtocol, resp.TLS.Version)
 		}
-		tlsConversation(t, hc, base, "h2room")
+		tlsConversation(t, srv.via(hc), "h2room")
 		if protos := rec.protos(); len(protos) != 1 || protos["HTTP/2.0"] == 0 {
 			t.Fatalf("answers came as %v, want all HTTP/2.0", protos)
 		}
@@ -59,17 +60,17 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("http1.1", func(t *testing.T) {
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.roots}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 		t.Cleanup(tr.CloseIdleConnections)
 		rec := &protoRecorder{rt: tr}
-		tlsConversation(t, &http.Client{Transport: rec}, base, "h1room")
+		tlsConversation(t, srv.via(&http.Client{Transport: rec}), "h1room")
 		if protos := rec.protos(); len(protos) != 1 || protos["HTTP/1.1"] == 0 {
 			t.Fatalf("answers came as %v, want all HTTP/1.1", protos)
 		}
 	})
 
 	t.Run("plain HTTP on the TLS port", func(t *testing.T) {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "https://"))
+		conn, err := net.Dial("tcp", srv.addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestTLS(t *testing.T) {
 	t.Run("untrusted certificate", func(t *testing.T) {
 		tr := &http.Transport{ForceAttemptHTTP2: true}
 		defer tr.CloseIdleConnections()
-		_, err := (&http.Client{Transport: tr}).Get(base + "/healthz")
+		_, err := (&http.Client{Transport: tr}).Get(srv.URL() + "/healthz")
 		var verr *tls.CertificateVerificationError
 		if !errors.As(err, &verr) {
 			t.Fatalf("a client without the test's root: %v, want a certificate verification error", err)
@@ -97,13 +98,13 @@ func TestTLS(t *testing.T) {
 	})
 }
 
-// tlsConversation is a short call setup over hc: two joins, both event
+// tlsConversation is a short call setup through e: two joins, both event
 // streams open, an offer and an answer, a heartbeat, and a long-poll.
-func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
-	alice := joinVia(t, hc, base, room, 201)
-	bob := joinVia(t, hc, base, room, 201)
-	sa := alice.events("")
-	sb := bob.events("")
+func tlsConversation(t *testing.T, e *endpoint, room string) {
+	alice := e.join(t, room, 201)
+	bob := e.join(t, room, 201)
+	sa := alice.events(t, "")
+	sb := bob.events(t, "")
 	for _, s := range []*stream{sa, sb} {
 		if f, ok := s.nextWithin(5 * time.Second); !ok || f.Event != "ready" {
 			t.Fatalf("no ready frame over TLS: %+v", f)
@@ -112,11 +113,11 @@ func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
 	if f, ok := sa.nextWithin(5 * time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
 		t.Fatalf("alice's peer-joined: %+v", f)
 	}
-	offer := bob.post(`{"type":"offer","sdp":"v=0 over TLS"}`)
+	offer := bob.post(t, `{"type":"offer","sdp":"v=0 over TLS"}`)
 	if f, ok := sa.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(offer) {
 		t.Fatalf("alice did not get the offer %d over TLS: %+v", offer, f)
 	}
-	ans := alice.post(`{"type":"answer","sdp":"v=0 over TLS"}`)
+	ans := alice.post(t, `{"type":"answer","sdp":"v=0 over TLS"}`)
 	if f, ok := sb.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(ans) {
 		t.Fatalf("bob did not get the answer %d over TLS: %+v", ans, f)
 	}
@@ -138,15 +139,15 @@ func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
 	// Long-poll: alice waits after the offer; bob's candidate answers it.
 	polled := make(chan answer, 1)
 	go func() {
-		a, _ := request(hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", base, room, offer), "", alice.auth()...)
+		a, _ := alice.longPoll(context.Background(), offer, "10")
 		polled <- a
 	}()
 	time.Sleep(100 * time.Millisecond)
-	candidate := bob.post(`{"type":"candidate","candidate":null}`)
+	candidate := bob.post(t, `{"type":"candidate","candidate":null}`)
 	select {
 	case a := <-polled:
-		var p pollAnswer
-		if a.Status != 200 || jsonNumbers(a.Body, &p) != nil || len(p.Messages) != 1 || idOf(p.Messages[0]) != candidate {
+		p, err := a.decodePoll()
+		if a.Status != 200 || err != nil || len(p.Messages) != 1 || idOf(p.Messages[0]) != candidate {
 			t.Fatalf("long-poll over TLS: %d %s", a.Status, a.Body)
 		}
 	case <-time.After(10 * time.Second):
@@ -154,9 +155,26 @@ func tlsConversation(t *testing.T, hc *http.Client, base, room string) {
 	}
 }
 
+// testCert is a certificate made by a test and its key, in files, and the
+// pool of roots that trusts it.
+type testCert struct {
+	certFile, keyFile string
+	roots             *x509.CertPool
+}
+
+// withTLS serves HTTPS with cert; the server's endpoint gets a client that
+// trusts it (HTTP/1.1: a Transport with its own TLS config does not try
+// HTTP/2 unless told to).
+func withTLS(cert testCert) serverOption {
+	return func(c *serverConfig) {
+		c.flags = append(c.flags, "-tls-cert", cert.certFile, "-tls-key", cert.keyFile)
+		c.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.roots}}}
+	}
+}
+
 // selfSignedCert writes a certificate for 127.0.0.1, ::1 and localhost,
-// and its key, into a temp dir, and returns the pool that trusts it.
-func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+// and its key, into a temp dir.
+func selfSignedCert(t *testing.T) testCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -188,37 +206,34 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, roots *x509.CertPoo
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	roots = x509.NewCertPool()
+	roots := x509.NewCertPool()
 	roots.AddCert(cert)
-	return certFile, keyFile, roots
+	return testCert{certFile: certFile, keyFile: keyFile, roots: roots}
 }
 
-// startTLSServer is startServer for HTTPS: its /healthz check goes
-// through a client that trusts roots (http.DefaultClient does not trust
-// the test's certificate).
 // An HTTP/2 stream that has nothing to send outlives the stall timeout: the
 // write deadline covers a frame being written, not the time between frames
 // (HTTP/2 resets a stream whose deadline passes, writing or not).
 func TestH2IdleStream(t *testing.T) {
-	certFile, keyFile, roots := selfSignedCert(t)
-	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "1h", "-stall-timeout", "300ms")
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	cert := selfSignedCert(t)
+	srv := newTestServer(t, withTLS(cert), withFlags("-heartbeat", "1h", "-stall-timeout", "300ms"))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.roots}, ForceAttemptHTTP2: true}
 	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr}
-	a := joinVia(t, hc, base, "h2idle", 201)
-	b := joinVia(t, hc, base, "h2idle", 201)
-	s := b.events("")
-	s.ready()
+	h2 := srv.via(&http.Client{Transport: tr})
+	a := h2.join(t, "h2idle", 201)
+	b := h2.join(t, "h2idle", 201)
+	s := b.events(t, "")
+	s.ready(t)
 	time.Sleep(1500 * time.Millisecond) // five stall timeouts without a frame
-	id := a.post(`{"type":"late"}`)
-	if m := s.message(); idOf(m) != id {
+	id := a.post(t, `{"type":"late"}`)
+	if m := s.message(t); idOf(m) != id {
 		t.Fatalf("after an idle spell the stream gave %v, want message %d", m, id)
 	}
 }
@@ -228,13 +243,12 @@ func TestH2IdleStream(t *testing.T) {
 // allowed per address and an hour between heartbeats, each new stream needs
 // the hang-up of the previous one to have been noticed.
 func TestTLSHangUp(t *testing.T) {
-	certFile, keyFile, roots := selfSignedCert(t)
-	base := startTLSServer(t, roots, "-tls-cert", certFile, "-tls-key", keyFile, "-heartbeat", "1h", "-max-streams-per-ip", "1")
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	joinVia(t, hc, base, "tlshang", 201)
-	b := joinVia(t, hc, base, "tlshang", 201)
+	cert := selfSignedCert(t)
+	srv := newTestServer(t, withTLS(cert), withFlags("-heartbeat", "1h", "-max-streams-per-ip", "1"))
+	srv.join(t, "tlshang", 201)
+	b := srv.join(t, "tlshang", 201)
 	for i := range 3 {
-		conn, r, status := openTLSStream(t, base, roots, b.Token)
+		conn, r, status := openTLSStream(t, srv, cert.roots, b.Token)
 		// 429 while the previous stream still counts: its hang-up has not
 		// been noticed yet.
 		for deadline := time.Now().Add(30 * time.Second); strings.HasPrefix(status, "HTTP/1.1 429"); {
@@ -243,7 +257,7 @@ func TestTLSHangUp(t *testing.T) {
 				t.Fatalf("stream %d: the previous stream's hang-up was not noticed within 30 s", i)
 			}
 			time.Sleep(20 * time.Millisecond)
-			conn, r, status = openTLSStream(t, base, roots, b.Token)
+			conn, r, status = openTLSStream(t, srv, cert.roots, b.Token)
 		}
 		if !strings.HasPrefix(status, "HTTP/1.1 200") {
 			t.Fatalf("stream %d: status line %q", i, status)
@@ -258,9 +272,11 @@ func TestTLSHangUp(t *testing.T) {
 	}
 }
 
-func openTLSStream(t *testing.T, base string, roots *x509.CertPool, token string) (*tls.Conn, *bufio.Reader, string) {
+// openTLSStream opens an event stream of token's room "tlshang" on its own
+// HTTP/1.1 connection over TLS and reads the status line.
+func openTLSStream(t *testing.T, srv *testServer, roots *x509.CertPool, token string) (*tls.Conn, *bufio.Reader, string) {
 	t.Helper()
-	conn, err := tls.Dial("tcp", strings.TrimPrefix(base, "https://"), &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	conn, err := tls.Dial("tcp", srv.addr(), &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,14 +285,6 @@ func openTLSStream(t *testing.T, base string, roots *x509.CertPool, token string
 	r := bufio.NewReader(conn)
 	status, _ := r.ReadString('\n')
 	return conn, r, status
-}
-
-func startTLSServer(t *testing.T, roots *x509.CertPool, args ...string) string {
-	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
-	defer tr.CloseIdleConnections()
-	base, _ := startServerVia(t, &http.Client{Transport: tr}, filepath.Join(t.TempDir(), "tincan.db"), args...)
-	return base
 }
 
 // protoRecorder notes the protocol of every answer and the connections used.

@@ -29,13 +29,14 @@ func relayConfig(t *testing.T, c *client) webrtc.Configuration {
 // relayed only, connect through the embedded TURN server and echo over a
 // data channel.
 func TestTURNRelayedCall(t *testing.T) {
-	base := startServer(t, "-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "127.0.0.1", "-turn-allow-loopback")
+	srv := newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "127.0.0.1", "-turn-allow-loopback"))
 	errs := make(chan error, 16)
 	hc := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(hc.CloseIdleConnections)
 
-	ca := join(t, base, "relayed", 201)
-	cb := join(t, base, "relayed", 201)
+	peers := srv.via(hc) // the peers' own connections, closed at the end
+	ca := peers.join(t, "relayed", 201)
+	cb := peers.join(t, "relayed", 201)
 	var turnURLs int
 	for _, raw := range cb.ICEServers {
 		if strings.Contains(string(raw), "turn:127.0.0.1:") && strings.Contains(string(raw), `"credential"`) {
@@ -45,9 +46,9 @@ func TestTURNRelayedCall(t *testing.T) {
 	if turnURLs != 1 {
 		t.Fatalf("join answer lacks the embedded TURN server with credentials: %s", cb.ICEServers)
 	}
-	a := newRTCPeer(t, "A", "sse", ca, hc, errs)
+	a := newRTCPeer("A", "sse", ca, errs)
 	a.config = relayConfig(t, ca)
-	b := newRTCPeer(t, "B", "poll", cb, hc, errs)
+	b := newRTCPeer("B", "poll", cb, errs)
 	b.config = relayConfig(t, cb)
 	a.other.Store(b.id)
 	b.other.Store(a.id)
@@ -59,7 +60,7 @@ func TestTURNRelayedCall(t *testing.T) {
 	started := time.Now()
 	b.waitEcho(t, "ping B #1", errs)
 	t.Logf("relayed call connected in %v", time.Since(started).Round(time.Millisecond))
-	if n := metric(t, base, "tincan_turn_allocations_created_total"); n < 2 {
+	if n := srv.metric(t, "tincan_turn_allocations_created_total"); n < 2 {
 		t.Fatalf("%v TURN allocations: the call did not go through the relay", n)
 	}
 }

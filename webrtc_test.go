@@ -43,26 +43,27 @@ func TestWebRTCCall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
 			t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // runs last: after the server stopped
-			base := startServer(t)
+			srv := newTestServer(t)
 			room := "call-" + strings.ReplaceAll(tc.name, " ", "-")
 			errs := make(chan error, 16)
 			hc := &http.Client{Transport: &http.Transport{}}
 			t.Cleanup(hc.CloseIdleConnections)
+			peers := srv.via(hc) // the peers' own connections, closed at the end
 
 			// A joins first: nobody there, so not the initiator; it listens by SSE.
-			ca := join(t, base, room, 201)
+			ca := peers.join(t, room, 201)
 			if ca.Initiator {
 				t.Fatalf("first joiner is initiator: %+v", ca.joinAnswer)
 			}
-			a := newRTCPeer(t, "A", "sse", ca, hc, errs)
+			a := newRTCPeer("A", "sse", ca, errs)
 			a.start(0, false)
 			defer a.stop()
 			// B joins second: the initiator, it offers; it listens by long-poll.
-			cb := join(t, base, room, 201)
+			cb := peers.join(t, room, 201)
 			if !cb.Initiator || !slices.Equal(cb.Peers, []string{ca.ClientID}) {
 				t.Fatalf("second join answer %+v", cb.joinAnswer)
 			}
-			b := newRTCPeer(t, "B", "poll", cb, hc, errs)
+			b := newRTCPeer("B", "poll", cb, errs)
 			a.other.Store(b.id)
 			b.other.Store(a.id)
 			b.start(0, true)
@@ -86,8 +87,8 @@ func TestWebRTCCall(t *testing.T) {
 			if last == 0 {
 				t.Fatalf("%s received nothing before it dropped", r.name)
 			}
-			rc := join(t, base, room, 200, "Authorization", "Bearer "+r.token)
-			if rc.ClientID != r.id || rc.Token != r.token || !rc.Initiator || !slices.Equal(rc.Peers, []string{o.id}) {
+			rc := r.member.resume(t)
+			if rc.ClientID != r.id || rc.Token != r.member.Token || !rc.Initiator || !slices.Equal(rc.Peers, []string{o.id}) {
 				t.Fatalf("resume answer %+v, want client %s, initiator, peers [%s]", rc.joinAnswer, r.id, o.id)
 			}
 
@@ -135,10 +136,9 @@ func rtcAPI() *webrtc.API {
 // errs, never through t.
 type rtcPeer struct {
 	name, transport string
-	base, room      string
-	id, token       string
+	member          *client      // its requests go through member's endpoint
+	id              string       // member's client id
 	other           atomic.Value // the other peer's client id (string); set once it joined
-	hc              *http.Client
 	api             *webrtc.API
 	config          webrtc.Configuration // of every PeerConnection; none: host candidates only
 	errs            chan error
@@ -173,10 +173,10 @@ type localCandidate struct {
 	c  *webrtc.ICECandidate
 }
 
-func newRTCPeer(t *testing.T, name, transport string, c *client, hc *http.Client, errs chan error) *rtcPeer {
+func newRTCPeer(name, transport string, c *client, errs chan error) *rtcPeer {
 	return &rtcPeer{
-		name: name, transport: transport, base: c.base, room: c.Room, id: c.ClientID, token: c.Token,
-		hc: hc, api: rtcAPI(), errs: errs,
+		name: name, transport: transport, member: c, id: c.ClientID,
+		api: rtcAPI(), errs: errs,
 		echoes: make(chan string, 16), presence: make(chan map[string]any, 16), stale: map[string]bool{},
 	}
 }
@@ -277,7 +277,7 @@ func (p *rtcPeer) receiveSSE(ctx context.Context, since uint64, events chan<- an
 	if since > 0 {
 		header = []string{"Last-Event-ID", strconv.FormatUint(since, 10)}
 	}
-	s, err := openStream(ctx, p.hc, p.base+"/rooms/"+p.room+"/events?token="+p.token, 1024, header...)
+	s, err := p.member.openEvents(ctx, 1024, "", header...)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.fail("events: %v", err)
@@ -315,15 +315,15 @@ func (p *rtcPeer) receiveSSE(ctx context.Context, since uint64, events chan<- an
 // receivePoll long-polls from since on.
 func (p *rtcPeer) receivePoll(ctx context.Context, since uint64, events chan<- any) {
 	for ctx.Err() == nil {
-		a, err := requestWithContext(ctx, p.hc, "GET", fmt.Sprintf("%s/rooms/%s/messages?since=%d&wait=10", p.base, p.room, since), "", p.auth()...)
+		a, err := p.member.longPoll(ctx, since, "10")
 		if err != nil {
 			if ctx.Err() == nil {
 				p.fail("poll: %v", err)
 			}
 			return
 		}
-		var ans pollAnswer
-		if a.Status != 200 || jsonNumbers(a.Body, &ans) != nil {
+		ans, err := a.decodePoll()
+		if a.Status != 200 || err != nil {
 			p.fail("poll: status %d: %s", a.Status, a.Body)
 			return
 		}
@@ -350,7 +350,7 @@ func (p *rtcPeer) send(ctx context.Context, out <-chan map[string]any) {
 			return
 		}
 		body, _ := json.Marshal(m)
-		a, err := requestWithContext(ctx, p.hc, "POST", p.base+"/rooms/"+p.room+"/messages", string(body), p.auth()...)
+		a, err := p.member.tryPost(ctx, string(body))
 		if err != nil {
 			if ctx.Err() == nil {
 				p.fail("post: %v", err)
@@ -363,8 +363,6 @@ func (p *rtcPeer) send(ctx context.Context, out <-chan map[string]any) {
 		}
 	}
 }
-
-func (p *rtcPeer) auth() []string { return []string{"Authorization", "Bearer " + p.token} }
 
 // handle owns the PeerConnection: it reacts to received messages and to
 // local candidates, and makes the offer when asked to.
