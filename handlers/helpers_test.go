@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -188,4 +189,31 @@ func (b *logBuffer) errors(t *testing.T) []map[string]any {
 		}
 	}
 	return lines
+}
+
+// metric is the value of an unlabelled metric on /metrics.
+func (a *testAPI) metric(name string) float64 {
+	a.t.Helper()
+	ans := a.do("GET", "/metrics", "", "")
+	for _, line := range strings.Split(string(ans.body), "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				a.t.Fatalf("metric %s: %q", name, line)
+			}
+			return f
+		}
+	}
+	a.t.Fatalf("no metric %s on /metrics", name)
+	return 0
+}
+
+// waitFor polls cond until it holds, for a generous time.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still waiting after 30s", what)
+		}
+	}
 }

@@ -91,6 +91,9 @@ func (s *Server) handlePoll() http.Handler {
 			// The first read acknowledges the cursor the client sent.
 			msgs, _, err := s.store.Read(r.Context(), m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
 			if err != nil {
+				// ErrUnauthorized: the member left or was removed while
+				// waiting, a 401 as for a poll made after that. Anything
+				// else is the store's failure: a 500, its cause logged.
 				fail(w, err)
 				return
 			}
