@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,21 +16,19 @@ import (
 )
 
 // envBreakage names, for TestBrokenEngine, the breakage to run the suite
-// against; "none" is the real engine behind the same wrapping.
-const envBreakage = "STORETEST_BREAKAGE"
+// against; "none" is the real engine. envKnown, if set, names a test that
+// TestBrokenEngine declares a known failure.
+const (
+	envBreakage = "STORETEST_BREAKAGE"
+	envKnown    = "STORETEST_KNOWN"
+)
 
 // The suite fails on each broken engine, in the test meant to catch its
 // breakage, and passes those same tests on the real engine. Each run is
 // this test binary again (a failing suite cannot be observed from inside
 // the test that runs it), limited to the tests concerned.
 func TestSuiteCatchesBrokenEngines(t *testing.T) {
-	names := slices.Sorted(func(yield func(string) bool) {
-		for name := range breakages {
-			if !yield(name) {
-				return
-			}
-		}
-	})
+	names := slices.Sorted(maps.Keys(breakages))
 	var all []string
 	for _, name := range names {
 		all = append(all, breakages[name].catches)
@@ -66,9 +65,36 @@ func TestSuiteCatchesBrokenEngines(t *testing.T) {
 	}
 }
 
+// A known failure passes while the test fails, fails once the test
+// passes, and must name a test of the suite.
+func TestKnownFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name, breakage, known, test string
+		pass                        bool
+		report                      string // a line of the output
+	}{
+		{"still failing", "admit-one-over-capacity", "Join/Capacity", "Join/Capacity", true, "4 of 40 concurrent joins"},
+		{"fixed", "none", "Join/FirstMember", "Join/FirstMember", false, "no longer fails"},
+		{"no such test", "none", "Join/NoSuchTest", "Join/FirstMember", false, `known failure "Join/NoSuchTest": the suite has no such test`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := runBroken(t, tc.breakage, []string{tc.test}, envKnown+"="+tc.known)
+			var exit *exec.ExitError
+			if tc.pass && err != nil || !tc.pass && !errors.As(err, &exit) {
+				t.Fatalf("known failure %s, test %s on %s: %v, want passing %v\n%s", tc.known, tc.test, tc.breakage, err, tc.pass, out)
+			}
+			if !strings.Contains(out, tc.report) {
+				t.Fatalf("known failure %s, test %s on %s: the output does not say %q:\n%s", tc.known, tc.test, tc.breakage, tc.report, out)
+			}
+		})
+	}
+}
+
 // runBroken runs TestBrokenEngine in a new process of this test binary,
-// against the named breakage, limited to the given tests of the suite.
-func runBroken(t *testing.T, breakage string, tests []string) (string, error) {
+// against the named breakage, limited to the given tests of the suite, with
+// env added to the environment.
+func runBroken(t *testing.T, breakage string, tests []string, env ...string) (string, error) {
 	var groups, names []string
 	for _, test := range tests {
 		group, name, _ := strings.Cut(test, "/")
@@ -76,7 +102,7 @@ func runBroken(t *testing.T, breakage string, tests []string) (string, error) {
 	}
 	pattern := "^TestBrokenEngine$/^(" + strings.Join(groups, "|") + ")$/^(" + strings.Join(names, "|") + ")$"
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+pattern, "-test.v", "-test.count=1", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), envBreakage+"="+breakage)
+	cmd.Env = append(append(os.Environ(), envBreakage+"="+breakage), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -102,8 +128,12 @@ func TestBrokenEngine(t *testing.T) {
 		}
 		open = b.open
 	}
+	var known []storetest.KnownFailure
+	if test := os.Getenv(envKnown); test != "" {
+		known = append(known, storetest.KnownFailure{Test: test, Why: "declared by TestKnownFailure"})
+	}
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		path := filepath.Join(t.TempDir(), "broken.db")
 		return func(opts store.Options) (store.Store, error) { return open(path, opts) }
-	})
+	}, known...)
 }
