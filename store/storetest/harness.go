@@ -102,7 +102,7 @@ func (e *engine) refuseJoin(req store.JoinRequest, want error) {
 	}
 }
 
-// post appends a broadcast message from m with the given fields.
+// post appends a broadcast message with the given fields and returns its id.
 func (e *engine) post(from store.Member, fields string) uint64 {
 	e.t.Helper()
 	return e.send(store.Post{From: from, Fields: []byte(fields)}).ID
@@ -389,10 +389,10 @@ func (in *inbox) waitFor(t testing.TB, what string, match func(upto uint64) bool
 	}
 }
 
-// fastEnough tells whether a check made now, since is recent enough to mean
-// something about a deadline of budget: a check that something has not
-// happened yet proves nothing when the machine was too slow to make it in
-// time. A test that finds it too late logs so and does not fail.
+// fastEnough tells whether a check that ends now began soon enough after
+// since (within budget) to prove anything: that something has not happened
+// yet means nothing when the machine took too long to look. When it did,
+// fastEnough logs so, and the test does not fail on that check.
 func fastEnough(t testing.TB, since time.Time, budget time.Duration, what string) bool {
 	t.Helper()
 	if late := time.Since(since); late > budget {

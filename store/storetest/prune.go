@@ -9,7 +9,8 @@ import (
 )
 
 // Prune deletes an entry once every recipient acknowledged it, not
-// before, and says how many it deleted; what it keeps is still delivered.
+// before, and says how many it deleted, server events counted like
+// messages; what it keeps is still delivered.
 func testPruneAcknowledged(t testing.TB, open Opener) {
 	e := start(t, open, store.Options{Capacity: 3})
 	a, b, c := e.join("r"), e.join("r"), e.join("r") // events: b joined (for a), c joined (for a, b)

@@ -12,8 +12,9 @@ import (
 )
 
 // Every new entry for a member, message or event, is announced to its
-// subscribers with an upto that covers it, and is visible to Read when the
-// announcement comes.
+// subscribers, and is visible to Read when the announcement comes. The
+// suite takes an upto at least the entry's id as its announcement, so that
+// an engine may announce several entries in one call.
 func testSubscribeEachChange(t testing.TB, open Opener) {
 	e := start(t, open, store.Options{Capacity: 3})
 	a, b := e.join("r"), e.join("r")
