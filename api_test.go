@@ -12,24 +12,28 @@ import (
 
 func TestJoin(t *testing.T) {
 	srv := newTestServer(t)
+	var a, b *client
 
-	a := srv.join(t, "abc", 201)
-	if a.ClientID == "" || len(a.Token) < 22 || a.Initiator || len(a.Peers) != 0 || a.Capacity != 2 ||
-		a.Events != "/rooms/abc/events" || a.Messages != "/rooms/abc/messages" || a.ICEServers == nil || a.joinAnswer.Room != "abc" {
-		t.Fatalf("first join answer %+v", a.joinAnswer)
-	}
-	b := srv.join(t, "abc", 201)
-	if !b.Initiator || !slices.Equal(b.Peers, []string{a.ClientID}) || b.ClientID == a.ClientID {
-		t.Fatalf("second join answer %+v", b.joinAnswer)
-	}
-
-	t.Run("full", func(t *testing.T) {
+	phase(t, "the first joiner is a new member, not the initiator", func(t *testing.T) {
+		a = srv.join(t, "abc", 201)
+		if a.ClientID == "" || len(a.Token) < 22 || a.Initiator || len(a.Peers) != 0 || a.Capacity != 2 ||
+			a.Events != "/rooms/abc/events" || a.Messages != "/rooms/abc/messages" || a.ICEServers == nil || a.joinAnswer.Room != "abc" {
+			t.Fatalf("first join answer %+v", a.joinAnswer)
+		}
+	})
+	phase(t, "the second joiner is the initiator, with the first as its peer", func(t *testing.T) {
+		b = srv.join(t, "abc", 201)
+		if !b.Initiator || !slices.Equal(b.Peers, []string{a.ClientID}) || b.ClientID == a.ClientID {
+			t.Fatalf("second join answer %+v", b.joinAnswer)
+		}
+	})
+	phase(t, "a third join is refused: room_full", func(t *testing.T) {
 		ans := srv.do(t, "POST", "/rooms/abc/join", "")
 		if ans.Status != 409 || ans.problem(t) != "room_full" || !strings.Contains(string(ans.Body), `is full (2 of 2)`) {
 			t.Fatalf("third join: %d %s", ans.Status, ans.Body)
 		}
 	})
-	t.Run("resume", func(t *testing.T) {
+	phase(t, "a token resumes its member, and the peer hears peer-joined resumed", func(t *testing.T) {
 		s := b.events(t, "")
 		s.ready(t)
 		r := a.resume(t)
@@ -41,14 +45,14 @@ func TestJoin(t *testing.T) {
 			t.Fatalf("peer event %v", m)
 		}
 	})
-	t.Run("token of another room is a new join", func(t *testing.T) {
+	phase(t, "a token of another room, or no token, is a new join", func(t *testing.T) {
 		other := srv.join(t, "other", 201, a.auth()...)
 		if other.ClientID == a.ClientID || other.Token == a.Token {
 			t.Fatal("token of another room resumed")
 		}
 		srv.join(t, "fresh", 201, "Authorization", "Bearer not-a-token")
 	})
-	t.Run("room info", func(t *testing.T) {
+	phase(t, "room info counts the occupants and the capacity", func(t *testing.T) {
 		var info roomInfo
 		ans := srv.do(t, "GET", "/rooms/abc", "")
 		ans.json(t, &info)
@@ -177,42 +181,52 @@ func TestLeave(t *testing.T) {
 	s := a.events(t, "")
 	s.ready(t)
 	s.message(t) // b joined
-	b.post(t, `{"type":"hello"}`)
-	s.message(t)
-	if ans := srv.do(t, "POST", "/rooms/bye/leave?token="+b.Token, ""); ans.Status != 204 {
-		t.Fatalf("leave by query token: %d", ans.Status)
-	}
-	m := s.message(t)
-	if m["type"] != "peer-left" || m["peer"] != b.ClientID || m["reason"] != "left" {
-		t.Fatalf("peer-left %v", m)
-	}
-	if ans := srv.do(t, "POST", "/rooms/bye/messages", `{"type":"x"}`, b.auth()...); ans.Status != 401 {
-		t.Fatalf("token after leave: %d", ans.Status)
-	}
-	a.leave(t) // while its stream is open: the stream ends, a is not counted again
-	waitFor(t, "the stream to close", func() bool { return srv.metric(t, "tincan_streams_open") == 0 })
-	if n := srv.metric(t, "tincan_members"); n != 0 {
-		t.Fatalf("%v members counted after everyone left", n)
-	}
-	if srv.roomInfo(t, "bye").Occupants != 0 {
-		t.Fatal("room not empty")
-	}
-	// The room and its messages are gone: a new member sees no backlog.
-	c := srv.join(t, "bye", 201)
-	if p := c.poll(t, 0, "0"); len(p.Messages) != 0 {
-		t.Fatalf("new member of a deleted room got %v", p.Messages)
-	}
 
-	// A message kept for the next joiner goes with its room: the first
-	// member of a room of the same name made again does not get it.
-	lone := srv.join(t, "held", 201)
-	lone.post(t, `{"type":"offer","sdp":"v=0 held"}`)
-	lone.leave(t)
-	next := srv.join(t, "held", 201)
-	srv.join(t, "held", 201) // were the offer still held, this joiner would get it
-	if p := next.poll(t, 0, "0"); len(p.Messages) != 1 || p.Messages[0]["type"] != "peer-joined" {
-		t.Fatalf("first member of the new room got %v, want only the second member's peer-joined", p.Messages)
-	}
+	phase(t, "leave by query token: the peer hears peer-left, reason left", func(t *testing.T) {
+		b.post(t, `{"type":"hello"}`)
+		s.message(t)
+		if ans := srv.do(t, "POST", "/rooms/bye/leave?token="+b.Token, ""); ans.Status != 204 {
+			t.Fatalf("leave by query token: %d", ans.Status)
+		}
+		m := s.message(t)
+		if m["type"] != "peer-left" || m["peer"] != b.ClientID || m["reason"] != "left" {
+			t.Fatalf("peer-left %v", m)
+		}
+	})
+	phase(t, "the token of a member that left is refused", func(t *testing.T) {
+		if ans := srv.do(t, "POST", "/rooms/bye/messages", `{"type":"x"}`, b.auth()...); ans.Status != 401 {
+			t.Fatalf("token after leave: %d", ans.Status)
+		}
+	})
+	phase(t, "the last to leave ends its own stream and empties the room", func(t *testing.T) {
+		a.leave(t) // while its stream is open: the stream ends, a is not counted again
+		waitFor(t, "the stream to close", func() bool { return srv.metric(t, "tincan_streams_open") == 0 })
+		if n := srv.metric(t, "tincan_members"); n != 0 {
+			t.Fatalf("%v members counted after everyone left", n)
+		}
+		if srv.roomInfo(t, "bye").Occupants != 0 {
+			t.Fatal("room not empty")
+		}
+	})
+	phase(t, "a room made again has no backlog", func(t *testing.T) {
+		// The room and its messages are gone: a new member sees no backlog.
+		c := srv.join(t, "bye", 201)
+		if p := c.poll(t, 0, "0"); len(p.Messages) != 0 {
+			t.Fatalf("new member of a deleted room got %v", p.Messages)
+		}
+	})
+	phase(t, "a message held for the next joiner goes with its room", func(t *testing.T) {
+		// The first member of a room of the same name made again does not
+		// get it.
+		lone := srv.join(t, "held", 201)
+		lone.post(t, `{"type":"offer","sdp":"v=0 held"}`)
+		lone.leave(t)
+		next := srv.join(t, "held", 201)
+		srv.join(t, "held", 201) // were the offer still held, this joiner would get it
+		if p := next.poll(t, 0, "0"); len(p.Messages) != 1 || p.Messages[0]["type"] != "peer-joined" {
+			t.Fatalf("first member of the new room got %v, want only the second member's peer-joined", p.Messages)
+		}
+	})
 }
 
 func TestClientTimeout(t *testing.T) {
@@ -318,32 +332,38 @@ func TestTokensNeverLogged(t *testing.T) {
 	// -debug logs every request; the rate limit keeps its default, as in
 	// production.
 	srv := newTestServer(t, withFlags("-debug", "-rate-limit", "50"))
-	a := srv.join(t, "logs", 201)
-	a.resume(t) // a resume sends the token in a header
-	b := srv.join(t, "logs", 201)
+	var a, b *client
 	var locked struct{ Token string }
-	srv.do(t, "POST", "/rooms/vault/join", `{"password":"sesame"}`).json(t, &locked)
-	b.poll(t, 0, "0")
-	srv.do(t, "GET", "/rooms/logs/messages?wait=0&token="+a.Token, "")
-	s := b.events(t, "") // the token in the query, as EventSource sends it
-	s.ready(t)
-	a.post(t, `{"type":"x"}`)
-	s.message(t)
-	a.leave(t)
-	if ans := srv.do(t, "POST", "/rooms/logs/leave?token="+b.Token, ""); ans.Status != 204 {
-		t.Fatalf("leave by query token: %d", ans.Status)
-	}
-	srv.stop()
-	text := srv.logs()
-	if !strings.Contains(text, "token=REDACTED") || !strings.Contains(text, "/rooms/logs/messages") {
-		t.Fatalf("request log lines missing:\n%s", text)
-	}
-	if locked.Token == "" || a.Token == b.Token {
-		t.Fatalf("setup: tokens %q %q %q", a.Token, b.Token, locked.Token)
-	}
-	for _, secret := range []string{a.Token, b.Token, locked.Token, "sesame"} {
-		if strings.Contains(text, secret) {
-			t.Fatalf("secret %q in the logs:\n%s", secret, text)
+
+	phase(t, "tokens and a password travel in every place a client puts them", func(t *testing.T) {
+		a = srv.join(t, "logs", 201)
+		a.resume(t) // a resume sends the token in a header
+		b = srv.join(t, "logs", 201)
+		srv.do(t, "POST", "/rooms/vault/join", `{"password":"sesame"}`).json(t, &locked)
+		b.poll(t, 0, "0")
+		srv.do(t, "GET", "/rooms/logs/messages?wait=0&token="+a.Token, "")
+		s := b.events(t, "") // the token in the query, as EventSource sends it
+		s.ready(t)
+		a.post(t, `{"type":"x"}`)
+		s.message(t)
+		a.leave(t)
+		if ans := srv.do(t, "POST", "/rooms/logs/leave?token="+b.Token, ""); ans.Status != 204 {
+			t.Fatalf("leave by query token: %d", ans.Status)
 		}
-	}
+		if locked.Token == "" || a.Token == b.Token {
+			t.Fatalf("setup: tokens %q %q %q", a.Token, b.Token, locked.Token)
+		}
+	})
+	phase(t, "the log has the request lines, with no token and no password", func(t *testing.T) {
+		srv.stop()
+		text := srv.logs()
+		if !strings.Contains(text, "token=REDACTED") || !strings.Contains(text, "/rooms/logs/messages") {
+			t.Fatalf("request log lines missing:\n%s", text)
+		}
+		for _, secret := range []string{a.Token, b.Token, locked.Token, "sesame"} {
+			if strings.Contains(text, secret) {
+				t.Fatalf("secret %q in the logs:\n%s", secret, text)
+			}
+		}
+	})
 }

@@ -233,7 +233,7 @@ func TestBadInput(t *testing.T) {
 		Room              string
 		Alice, Bob, Other string
 	}
-	take := func() snapshot {
+	take := func(t *testing.T) snapshot {
 		t.Helper()
 		room := srv.do(t, "GET", "/rooms/victim", "")
 		msgs := func(c *client) string {
@@ -245,53 +245,59 @@ func TestBadInput(t *testing.T) {
 		}
 		return snapshot{Room: string(room.Body), Alice: msgs(alice), Bob: msgs(bob), Other: msgs(olga)}
 	}
-	before := take()
+	before := take(t)
 	if !strings.Contains(before.Room, `"occupants":2`) || !strings.Contains(before.Bob, "v=0 before") {
 		t.Fatalf("unexpected state before: %+v", before)
 	}
 
-	subst := strings.NewReplacer("{Aid}", alice.ClientID, "{Oid}", olga.ClientID, "{A}", alice.Token, "{O}", olga.Token)
-	cases := badRequests()
-	if len(cases) < 50 {
-		t.Fatalf("only %d bad requests", len(cases))
-	}
-	var plain []string
-	for _, bc := range cases {
-		t.Run(bc.name, func(t *testing.T) {
-			resp, body := sendRaw(t, addr, bc, subst)
-			ct := resp.Header.Get("Content-Type")
-			if resp.StatusCode >= 500 || resp.StatusCode < 400 {
-				t.Fatalf("%d (%s) %q, want a 4xx", resp.StatusCode, ct, clipBody(body))
-			}
-			if bc.status != 0 && resp.StatusCode != bc.status {
-				t.Errorf("status %d, want %d: %q", resp.StatusCode, bc.status, clipBody(body))
-			}
-			if bc.plain {
-				plain = append(plain, fmt.Sprintf("%s: %d %s %q", bc.name, resp.StatusCode, ct, clipBody(body)))
-				return
-			}
-			a := answer{Status: resp.StatusCode, Header: resp.Header, Body: body}
-			code := a.problem(t)
-			if bc.code != "" && code != bc.code {
-				t.Errorf("code %q, want %q: %s", code, bc.code, body)
-			}
-			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
-				t.Errorf("Cache-Control %q on a problem answer", cc)
-			}
-		})
-	}
-	for _, p := range plain {
-		t.Logf("answered by net/http, not problem+json: %s", p)
-	}
-
-	if after := take(); after != before {
-		t.Fatalf("the bad requests changed the rooms:\nbefore %+v\nafter  %+v", before, after)
-	}
-	// And the server still works.
-	id := alice.post(t, `{"type":"chat","text":"after"}`)
-	if p := bob.poll(t, 0, "0"); len(p.Messages) == 0 || idOf(p.Messages[len(p.Messages)-1]) != id {
-		t.Fatalf("after the bad requests bob's poll: %+v", p)
-	}
+	// The three checks do not build on one another: each runs whatever
+	// the others found.
+	t.Run("each malformed request is refused with a 4xx", func(t *testing.T) {
+		subst := strings.NewReplacer("{Aid}", alice.ClientID, "{Oid}", olga.ClientID, "{A}", alice.Token, "{O}", olga.Token)
+		cases := badRequests()
+		if len(cases) < 50 {
+			t.Fatalf("only %d bad requests", len(cases))
+		}
+		var plain []string
+		for _, bc := range cases { // each on its own: one refused wrongly does not stop the others
+			t.Run(bc.name, func(t *testing.T) {
+				resp, body := sendRaw(t, addr, bc, subst)
+				ct := resp.Header.Get("Content-Type")
+				if resp.StatusCode >= 500 || resp.StatusCode < 400 {
+					t.Fatalf("%d (%s) %q, want a 4xx", resp.StatusCode, ct, clipBody(body))
+				}
+				if bc.status != 0 && resp.StatusCode != bc.status {
+					t.Errorf("status %d, want %d: %q", resp.StatusCode, bc.status, clipBody(body))
+				}
+				if bc.plain {
+					plain = append(plain, fmt.Sprintf("%s: %d %s %q", bc.name, resp.StatusCode, ct, clipBody(body)))
+					return
+				}
+				a := answer{Status: resp.StatusCode, Header: resp.Header, Body: body}
+				code := a.problem(t)
+				if bc.code != "" && code != bc.code {
+					t.Errorf("code %q, want %q: %s", code, bc.code, body)
+				}
+				if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+					t.Errorf("Cache-Control %q on a problem answer", cc)
+				}
+			})
+		}
+		for _, p := range plain {
+			t.Logf("answered by net/http, not problem+json: %s", p)
+		}
+	})
+	t.Run("the rooms are exactly as before", func(t *testing.T) {
+		if after := take(t); after != before {
+			t.Fatalf("the bad requests changed the rooms:\nbefore %+v\nafter  %+v", before, after)
+		}
+	})
+	t.Run("the server still works", func(t *testing.T) {
+		id := alice.post(t, `{"type":"chat","text":"after"}`)
+		if p := bob.poll(t, 0, "0"); len(p.Messages) == 0 || idOf(p.Messages[len(p.Messages)-1]) != id {
+			t.Fatalf("after the bad requests bob's poll: %+v", p)
+		}
+	})
 }
 
 // TestBadInputNetHTTP5xx pins down the two malformed requests that net/http

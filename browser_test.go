@@ -138,9 +138,10 @@ type page struct {
 }
 
 // open makes a new tab (its own sessionStorage), runs the setup actions (such
-// as an emulated viewport) and loads url in it.
-func (b *browser) open(name, url string, setup ...chromedp.Action[chromedp.Void]) *page {
-	b.t.Helper()
+// as an emulated viewport) and loads url in it, failing t if it cannot. The
+// tab lasts as long as the browser.
+func (b *browser) open(t testing.TB, name, url string, setup ...chromedp.Action[chromedp.Void]) *page {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	b.t.Cleanup(cancel)
 	p := &page{b: b, name: name, ctx: ctx}
@@ -148,7 +149,7 @@ func (b *browser) open(name, url string, setup ...chromedp.Action[chromedp.Void]
 	b.pages = append(b.pages, p)
 	b.mu.Unlock()
 	if err := chromedp.Do(ctx); err != nil {
-		b.t.Fatalf("%s: opening a tab: %v", name, err)
+		t.Fatalf("%s: opening a tab: %v", name, err)
 	}
 	messages := chromedp.Console(ctx)
 	go func() {
@@ -165,28 +166,28 @@ func (b *browser) open(name, url string, setup ...chromedp.Action[chromedp.Void]
 		}
 	}()
 	if err := chromedp.Do(ctx, setup...); err != nil {
-		b.t.Fatalf("%s: setting up the tab: %v", name, err)
+		t.Fatalf("%s: setting up the tab: %v", name, err)
 	}
-	p.navigate(url)
+	p.navigate(t, url)
 	return p
 }
 
-func (p *page) navigate(url string) {
-	p.b.t.Helper()
+func (p *page) navigate(t testing.TB, url string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
-		p.b.t.Fatalf("%s: navigating to %s: %v", p.name, url, err)
+		t.Fatalf("%s: navigating to %s: %v", p.name, url, err)
 	}
 	p.b.logf("%s loaded %s", p.name, url)
 }
 
-func (p *page) reload() {
-	p.b.t.Helper()
+func (p *page) reload(t testing.TB) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
-		p.b.t.Fatalf("%s: reloading: %v", p.name, err)
+		t.Fatalf("%s: reloading: %v", p.name, err)
 	}
 	p.b.logf("%s reloaded", p.name)
 }
@@ -210,9 +211,9 @@ func (p *page) state() string     { return p.str(`document.documentElement.datas
 func (p *page) transport() string { return p.str(`document.documentElement.dataset.transport`) }
 func (p *page) clientID() string  { return p.str(`document.documentElement.dataset.clientId`) }
 
-// waitFor polls the expression until it is true.
-func (p *page) waitFor(what, expr string, timeout time.Duration) {
-	p.b.t.Helper()
+// waitFor polls the expression until it is true, failing t after timeout.
+func (p *page) waitFor(t testing.TB, what, expr string, timeout time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, err := eval[bool](p, `!!(`+expr+`)`, 5*time.Second)
@@ -220,30 +221,30 @@ func (p *page) waitFor(what, expr string, timeout time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.b.t.Fatalf("%s: no %s after %v (state %q, transport %q, last error %v)%s", p.name, what, timeout, p.state(), p.transport(), err, p.b.summary())
+			t.Fatalf("%s: no %s after %v (state %q, transport %q, last error %v)%s", p.name, what, timeout, p.state(), p.transport(), err, p.b.summary())
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
 }
 
-func (p *page) waitState(want string, timeout time.Duration) {
-	p.b.t.Helper()
-	p.waitFor("state "+want, `document.documentElement.dataset.state === `+jsString(want), timeout)
+func (p *page) waitState(t testing.TB, want string, timeout time.Duration) {
+	t.Helper()
+	p.waitFor(t, "state "+want, `document.documentElement.dataset.state === `+jsString(want), timeout)
 	p.b.logf("%s state %s", p.name, want)
 }
 
 func waitConnected(t *testing.T, timeout time.Duration, pages ...*page) {
 	t.Helper()
 	for _, p := range pages {
-		p.waitState("connected", timeout)
+		p.waitState(t, "connected", timeout)
 	}
 	t.Logf("connected: %s", pageNames(pages))
 }
 
 // waitVideo waits until the page plays the other side's camera.
-func (p *page) waitVideo(timeout time.Duration) {
-	p.b.t.Helper()
-	p.waitFor("remote video", `(() => { const v = document.querySelector('#remotes video');
+func (p *page) waitVideo(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	p.waitFor(t, "remote video", `(() => { const v = document.querySelector('#remotes video');
 		return v && v.videoWidth > 0 && v.readyState >= 2 && !v.closest('.tile').classList.contains('novideo'); })()`, timeout)
 }
 
@@ -308,9 +309,9 @@ func randomRoom(t *testing.T) string {
 // startCall opens two pages on one room, the second after the first waits.
 func startCall(t *testing.T, b *browser, base, room, query string) (alice, bob *page) {
 	t.Helper()
-	alice = b.open("alice", base+"/r/"+room+query)
-	alice.waitState("waiting", 20*time.Second)
-	bob = b.open("bob", base+"/r/"+room+query)
+	alice = b.open(t, "alice", base+"/r/"+room+query)
+	alice.waitState(t, "waiting", 20*time.Second)
+	bob = b.open(t, "bob", base+"/r/"+room+query)
 	return alice, bob
 }
 
@@ -325,7 +326,7 @@ func TestBrowserCallSSE(t *testing.T) {
 		if tr := p.transport(); tr != "sse" {
 			t.Errorf("%s: transport %q, want sse", p.name, tr)
 		}
-		p.waitVideo(20 * time.Second)
+		p.waitVideo(t, 20*time.Second)
 	}
 	if n := srv.roomInfo(t, room).Occupants; n != 2 {
 		t.Errorf("occupants = %d, want 2", n)
@@ -343,7 +344,7 @@ func TestBrowserCallPoll(t *testing.T) {
 		if tr := p.transport(); tr != "poll" {
 			t.Errorf("%s: transport %q, want poll", p.name, tr)
 		}
-		p.waitVideo(20 * time.Second)
+		p.waitVideo(t, 20*time.Second)
 	}
 	screenshots(t, alice, bob)
 }
@@ -356,36 +357,42 @@ func TestBrowserCallICERestartGlare(t *testing.T) {
 	base := srv.URL()
 	b := newBrowser(t)
 	alice, bob := startCall(t, b, base, randomRoom(t), "")
-	waitConnected(t, 30*time.Second, alice, bob)
 	const ufrag = `(() => { const p = [...window.tincanDebug.peers.values()][0];
 		const m = p && p.pc.localDescription && /a=ice-ufrag:(\S+)/.exec(p.pc.localDescription.sdp);
 		return m ? m[1] : ''; })()`
-	before := map[*page]string{alice: alice.str(ufrag), bob: bob.str(ufrag)}
-	var wg sync.WaitGroup
-	for _, p := range []*page{alice, bob} {
-		wg.Go(func() {
-			if _, err := eval[bool](p, `(window.tincanDebug.restartIce(), true)`, 5*time.Second); err != nil {
-				t.Errorf("%s: restartIce: %v", p.name, err)
-			}
-		})
-	}
-	wg.Wait()
-	for _, p := range []*page{alice, bob} {
-		p.waitFor("new ICE credentials", ufrag+` !== `+jsString(before[p])+` && `+ufrag+` !== ''`, 20*time.Second)
-		p.waitFor("a stable signaling state", `[...window.tincanDebug.peers.values()][0].pc.signalingState === 'stable'`, 20*time.Second)
-	}
-	waitConnected(t, 30*time.Second, alice, bob)
-	t.Logf("ICE restarted: alice %s -> %s, bob %s -> %s; offer collisions seen: alice %s, bob %s",
-		before[alice], alice.str(ufrag), before[bob], bob.str(ufrag),
-		alice.str(`window.tincanDebug.collisions`), bob.str(`window.tincanDebug.collisions`))
 
-	for _, id := range []string{"toggle-mic", "toggle-cam"} {
-		if _, err := eval[bool](alice, `(document.getElementById(`+jsString(id)+`).click(), true)`, 5*time.Second); err != nil {
-			t.Fatal(err)
+	phase(t, "the call connects", func(t *testing.T) {
+		waitConnected(t, 30*time.Second, alice, bob)
+	})
+	phase(t, "ICE restarts on both sides at once: new credentials, a stable state, connected again", func(t *testing.T) {
+		before := map[*page]string{alice: alice.str(ufrag), bob: bob.str(ufrag)}
+		var wg sync.WaitGroup
+		for _, p := range []*page{alice, bob} {
+			wg.Go(func() {
+				if _, err := eval[bool](p, `(window.tincanDebug.restartIce(), true)`, 5*time.Second); err != nil {
+					t.Errorf("%s: restartIce: %v", p.name, err)
+				}
+			})
 		}
-	}
-	alice.waitFor("muted tracks", `window.tincanDebug.localStream.getTracks().every((t) => !t.enabled) &&
+		wg.Wait()
+		for _, p := range []*page{alice, bob} {
+			p.waitFor(t, "new ICE credentials", ufrag+` !== `+jsString(before[p])+` && `+ufrag+` !== ''`, 20*time.Second)
+			p.waitFor(t, "a stable signaling state", `[...window.tincanDebug.peers.values()][0].pc.signalingState === 'stable'`, 20*time.Second)
+		}
+		waitConnected(t, 30*time.Second, alice, bob)
+		t.Logf("ICE restarted: alice %s -> %s, bob %s -> %s; offer collisions seen: alice %s, bob %s",
+			before[alice], alice.str(ufrag), before[bob], bob.str(ufrag),
+			alice.str(`window.tincanDebug.collisions`), bob.str(`window.tincanDebug.collisions`))
+	})
+	phase(t, "the mute and camera buttons turn the local tracks off", func(t *testing.T) {
+		for _, id := range []string{"toggle-mic", "toggle-cam"} {
+			if _, err := eval[bool](alice, `(document.getElementById(`+jsString(id)+`).click(), true)`, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		alice.waitFor(t, "muted tracks", `window.tincanDebug.localStream.getTracks().every((t) => !t.enabled) &&
 		document.getElementById('toggle-mic').getAttribute('aria-pressed') === 'true'`, 5*time.Second)
+	})
 	screenshots(t, alice, bob)
 }
 
@@ -415,24 +422,32 @@ func TestBrowserCallOfflineTimeout(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	b := newBrowser(t)
 	room := randomRoom(t)
-	alice := b.open("alice", base+"/r/"+room)
-	alice.waitState("waiting", 20*time.Second)
-	bob := b.open("bob", proxy.URL+"/r/"+room)
-	waitConnected(t, 30*time.Second, alice, bob)
-	old := bob.clientID()
+	var alice, bob *page
+	var old string // bob's client id before he went offline
 
-	cable.set(true)
-	setOffline(t, bob, true)
-	alice.waitState("waiting", 20*time.Second) // peer-left, reason timeout
-	cable.set(false)
-	setOffline(t, bob, false)
-	waitConnected(t, 40*time.Second, alice, bob)
-	if id := bob.clientID(); id == old || id == "" {
-		t.Errorf("bob's client id after the timeout: %q (was %q), want a new member", id, old)
-	}
-	if n := srv.roomInfo(t, room).Occupants; n != 2 {
-		t.Errorf("occupants = %d, want 2", n)
-	}
+	phase(t, "the call connects, bob's page through a proxy that can be unplugged", func(t *testing.T) {
+		alice = b.open(t, "alice", base+"/r/"+room)
+		alice.waitState(t, "waiting", 20*time.Second)
+		bob = b.open(t, "bob", proxy.URL+"/r/"+room)
+		waitConnected(t, 30*time.Second, alice, bob)
+		old = bob.clientID()
+	})
+	phase(t, "bob offline for longer than the client timeout is removed", func(t *testing.T) {
+		cable.set(true)
+		setOffline(t, bob, true)
+		alice.waitState(t, "waiting", 20*time.Second) // peer-left, reason timeout
+	})
+	phase(t, "back online, bob joins as a new member and the call reconnects", func(t *testing.T) {
+		cable.set(false)
+		setOffline(t, bob, false)
+		waitConnected(t, 40*time.Second, alice, bob)
+		if id := bob.clientID(); id == old || id == "" {
+			t.Errorf("bob's client id after the timeout: %q (was %q), want a new member", id, old)
+		}
+		if n := srv.roomInfo(t, room).Occupants; n != 2 {
+			t.Errorf("occupants = %d, want 2", n)
+		}
+	})
 }
 
 // plug is a proxy that can be unplugged: it then aborts every open request
@@ -485,28 +500,32 @@ func TestBrowserCallReload(t *testing.T) {
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice, bob := startCall(t, b, base, room, "")
-	waitConnected(t, 30*time.Second, alice, bob)
 
+	phase(t, "the call connects", func(t *testing.T) {
+		waitConnected(t, 30*time.Second, alice, bob)
+	})
 	for _, pair := range [][2]*page{{bob, alice}, {alice, bob}} {
 		reloaded, other := pair[0], pair[1]
-		id := reloaded.clientID()
-		gen, err := eval[int](other, `window.tincanDebug.generations`, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reloaded.reload()
-		reloaded.waitState("connected", 30*time.Second)
-		// The other side must have dropped the stale connection for a new one.
-		other.waitFor("a new peer connection", fmt.Sprintf(`window.tincanDebug.generations > %d`, gen), 20*time.Second)
-		other.waitState("connected", 30*time.Second)
-		if got := reloaded.clientID(); got != id {
-			t.Errorf("%s: client id after reload %q, want %q (resumed)", reloaded.name, got, id)
-		}
-		if n := srv.roomInfo(t, room).Occupants; n != 2 {
-			t.Errorf("after %s reloaded: occupants = %d, want 2", reloaded.name, n)
-		}
-		reloaded.waitVideo(20 * time.Second)
-		t.Logf("%s reloaded and reconnected as %s", reloaded.name, id)
+		phase(t, reloaded.name+" reloads: the same member resumes, and the call comes back", func(t *testing.T) {
+			id := reloaded.clientID()
+			gen, err := eval[int](other, `window.tincanDebug.generations`, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reloaded.reload(t)
+			reloaded.waitState(t, "connected", 30*time.Second)
+			// The other side must have dropped the stale connection for a new one.
+			other.waitFor(t, "a new peer connection", fmt.Sprintf(`window.tincanDebug.generations > %d`, gen), 20*time.Second)
+			other.waitState(t, "connected", 30*time.Second)
+			if got := reloaded.clientID(); got != id {
+				t.Errorf("%s: client id after reload %q, want %q (resumed)", reloaded.name, got, id)
+			}
+			if n := srv.roomInfo(t, room).Occupants; n != 2 {
+				t.Errorf("after %s reloaded: occupants = %d, want 2", reloaded.name, n)
+			}
+			reloaded.waitVideo(t, 20*time.Second)
+			t.Logf("%s reloaded and reconnected as %s", reloaded.name, id)
+		})
 	}
 	screenshots(t, alice, bob)
 }
@@ -518,8 +537,8 @@ func TestBrowserCallDuplicatedTab(t *testing.T) {
 	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
-	alice := b.open("alice", base+"/r/"+room)
-	alice.waitState("waiting", 20*time.Second)
+	alice := b.open(t, "alice", base+"/r/"+room)
+	alice.waitState(t, "waiting", 20*time.Second)
 	storage := alice.str(`JSON.stringify(Object.entries(sessionStorage))`)
 	if !strings.Contains(storage, "token") {
 		t.Fatalf("no token in alice's sessionStorage: %s", storage)
@@ -531,7 +550,7 @@ func TestBrowserCallDuplicatedTab(t *testing.T) {
 		})
 		return err
 	})
-	copyTab := b.open("copy", base+"/r/"+room, copyStorage)
+	copyTab := b.open(t, "copy", base+"/r/"+room, copyStorage)
 	waitConnected(t, 30*time.Second, alice, copyTab)
 	if a, c := alice.clientID(), copyTab.clientID(); a == c {
 		t.Errorf("the duplicated tab resumed alice's member %s", a)
@@ -548,24 +567,31 @@ func TestBrowserCallRoomFull(t *testing.T) {
 	b := newBrowser(t)
 	room := randomRoom(t)
 	alice, bob := startCall(t, b, base, room, "")
-	waitConnected(t, 30*time.Second, alice, bob)
+	var carol *page
 
-	carol := b.open("carol", base+"/r/"+room)
-	carol.waitState("full", 20*time.Second)
-	carol.waitFor("the full view", `!document.getElementById('full-view').hidden &&
+	phase(t, "the call connects", func(t *testing.T) {
+		waitConnected(t, 30*time.Second, alice, bob)
+	})
+	phase(t, "a third page sees the room full", func(t *testing.T) {
+		carol = b.open(t, "carol", base+"/r/"+room)
+		carol.waitState(t, "full", 20*time.Second)
+		carol.waitFor(t, "the full view", `!document.getElementById('full-view').hidden &&
 		document.getElementById('full-view').textContent.includes('full')`, 5*time.Second)
-	screenshots(t, carol)
-
-	// Hang-up leaves the room: the others see it at once (no timeout wait).
-	if _, err := eval[bool](bob, `(document.getElementById('hangup').click(), true)`, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	bob.waitState("ended", 10*time.Second)
-	alice.waitState("waiting", 15*time.Second)
-	if _, err := eval[bool](carol, `(document.getElementById('retry-full').click(), true)`, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	waitConnected(t, 30*time.Second, alice, carol)
+		screenshots(t, carol)
+	})
+	phase(t, "a hang-up leaves the room: the other sees it at once, without a timeout", func(t *testing.T) {
+		if _, err := eval[bool](bob, `(document.getElementById('hangup').click(), true)`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		bob.waitState(t, "ended", 10*time.Second)
+		alice.waitState(t, "waiting", 15*time.Second)
+	})
+	phase(t, "the third page, retrying, joins and connects", func(t *testing.T) {
+		if _, err := eval[bool](carol, `(document.getElementById('retry-full').click(), true)`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitConnected(t, 30*time.Second, alice, carol)
+	})
 }
 
 // noCamera makes getUserMedia fail in the tab, as on a computer without a
@@ -580,14 +606,14 @@ var noCamera = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error
 
 func chat(t *testing.T, from, to *page, text string) {
 	t.Helper()
-	from.waitFor("an open chat", `!document.getElementById('chat-input').disabled`, 10*time.Second)
+	from.waitFor(t, "an open chat", `!document.getElementById('chat-input').disabled`, 10*time.Second)
 	if _, err := eval[bool](from, `(() => {
 		document.getElementById('chat-input').value = `+jsString(text)+`;
 		document.getElementById('chat-form').requestSubmit();
 		return true; })()`, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	to.waitFor("the chat message "+text, `document.getElementById('chat-log').textContent.includes(`+jsString(text)+`)`, 10*time.Second)
+	to.waitFor(t, "the chat message "+text, `document.getElementById('chat-log').textContent.includes(`+jsString(text)+`)`, 10*time.Second)
 }
 
 // When getUserMedia fails the page still joins: it sees the other's camera,
@@ -597,13 +623,13 @@ func TestBrowserCallNoCamera(t *testing.T) {
 	base := srv.URL()
 	b := newBrowser(t)
 	room := randomRoom(t)
-	alice := b.open("alice", base+"/r/"+room)
-	alice.waitState("waiting", 20*time.Second)
-	bob := b.open("bob", base+"/r/"+room, noCamera)
+	alice := b.open(t, "alice", base+"/r/"+room)
+	alice.waitState(t, "waiting", 20*time.Second)
+	bob := b.open(t, "bob", base+"/r/"+room, noCamera)
 	waitConnected(t, 30*time.Second, alice, bob)
-	bob.waitFor("the no-camera notice", `document.getElementById('media-notice').textContent.includes('chat only')`, 5*time.Second)
-	bob.waitVideo(20 * time.Second)
-	alice.waitFor("a tile without video for bob", `document.querySelector('#remotes .tile.novideo')`, 10*time.Second)
+	bob.waitFor(t, "the no-camera notice", `document.getElementById('media-notice').textContent.includes('chat only')`, 5*time.Second)
+	bob.waitVideo(t, 20*time.Second)
+	alice.waitFor(t, "a tile without video for bob", `document.querySelector('#remotes .tile.novideo')`, 10*time.Second)
 	chat(t, bob, alice, "hello from bob")
 	chat(t, alice, bob, "hi bob")
 	screenshots(t, alice, bob)
@@ -645,36 +671,44 @@ func TestBrowserLandingAndPhone(t *testing.T) {
 	base := srv.URL()
 	b := newBrowser(t)
 	phone := chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
-	home := b.open("phone", base+"/", phone)
-	room, err := eval[string](home, `document.getElementById('room').value`, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`).MatchString(room) {
-		t.Fatalf("generated room name %q", room)
-	}
-	if link := home.str(`document.getElementById('link').textContent`); link != base+"/r/"+room {
-		t.Errorf("link %q, want %q", link, base+"/r/"+room)
-	}
-	if _, err := eval[bool](home, `(document.getElementById('generate').click(), true)`, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if again := home.str(`document.getElementById('room').value`); again == room || again == "" {
-		t.Errorf("New name gave %q after %q", again, room)
-	}
-	screenshots(t, home)
-	if _, err := eval[bool](home, `(document.getElementById('room').value = `+jsString(room)+`,
+	home := b.open(t, "phone", base+"/", phone)
+	var room string
+
+	phase(t, "the landing page makes up a room name and its link; New name makes another", func(t *testing.T) {
+		var err error
+		if room, err = eval[string](home, `document.getElementById('room').value`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`).MatchString(room) {
+			t.Fatalf("generated room name %q", room)
+		}
+		if link := home.str(`document.getElementById('link').textContent`); link != base+"/r/"+room {
+			t.Errorf("link %q, want %q", link, base+"/r/"+room)
+		}
+		if _, err := eval[bool](home, `(document.getElementById('generate').click(), true)`, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if again := home.str(`document.getElementById('room').value`); again == room || again == "" {
+			t.Errorf("New name gave %q after %q", again, room)
+		}
+		screenshots(t, home)
+	})
+	phase(t, "the form opens the call page of the room", func(t *testing.T) {
+		if _, err := eval[bool](home, `(document.getElementById('room').value = `+jsString(room)+`,
 		document.getElementById('start-form').requestSubmit(), true)`, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	home.waitFor("the call page", `location.pathname === `+jsString("/r/"+room), 10*time.Second)
-	home.waitState("waiting", 20*time.Second)
-	desk := b.open("desktop", base+"/r/"+room)
-	waitConnected(t, 30*time.Second, home, desk)
-	home.waitVideo(20 * time.Second)
-	home.waitFor("a layout that fits the phone", `document.documentElement.scrollWidth <= innerWidth &&
+			t.Fatal(err)
+		}
+		home.waitFor(t, "the call page", `location.pathname === `+jsString("/r/"+room), 10*time.Second)
+		home.waitState(t, "waiting", 20*time.Second)
+	})
+	phase(t, "the call connects, and on the phone the page fits the screen", func(t *testing.T) {
+		desk := b.open(t, "desktop", base+"/r/"+room)
+		waitConnected(t, 30*time.Second, home, desk)
+		home.waitVideo(t, 20*time.Second)
+		home.waitFor(t, "a layout that fits the phone", `document.documentElement.scrollWidth <= innerWidth &&
 		document.getElementById('hangup').getBoundingClientRect().bottom <= innerHeight`, 5*time.Second)
-	screenshots(t, home, desk)
+		screenshots(t, home, desk)
+	})
 }
 
 // ---- tincan.js ----
@@ -687,8 +721,8 @@ func TestBrowserTincanJS(t *testing.T) {
 	h := httptest.NewServer(newHarness(base))
 	t.Cleanup(h.Close)
 	b := newBrowser(t)
-	p := b.open("js", h.URL+"/testdata/tincan_test.html")
-	p.waitFor("the scenarios", `window.runScenario`, 10*time.Second)
+	p := b.open(t, "js", h.URL+"/testdata/tincan_test.html")
+	p.waitFor(t, "the scenarios", `window.runScenario`, 10*time.Second)
 	names, err := eval[[]string](p, `Object.keys(window.scenarios)`, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -727,7 +761,7 @@ func TestBrowserTincanJSCrossOrigin(t *testing.T) {
 	srv := newTestServer(t, withFlags("-allow-origin", site.URL))
 	base := srv.URL()
 	b := newBrowser(t)
-	p := b.open("embed", site.URL+"/testdata/cross_origin.html?server="+url.QueryEscape(base))
+	p := b.open(t, "embed", site.URL+"/testdata/cross_origin.html?server="+url.QueryEscape(base))
 	type result struct {
 		OK     bool   `json:"ok"`
 		Detail string `json:"detail"`

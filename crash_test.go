@@ -55,8 +55,7 @@ func TestCrashRecovery(t *testing.T) {
 	// restart starts the server again on the same file (on a new port,
 	// which the members follow), checks that they resume, and retries what
 	// was in flight.
-	restart := func() {
-		t.Helper()
+	restart := func(t *testing.T) {
 		began := time.Now()
 		srv.restart(t)
 		t.Logf("restarted in %v", time.Since(began).Round(time.Millisecond))
@@ -91,110 +90,116 @@ func TestCrashRecovery(t *testing.T) {
 
 	for crash := 1; crash <= crashes; crash++ {
 		if crash > 1 {
-			restart()
+			phase(t, fmt.Sprintf("restart %d: the members resume, and the posts in flight keep or get an id", crash-1), restart)
 		}
-		// R1 (re)opens its stream before the load and reads it all along
-		// (into a buffer big enough that it never stalls).
-		var header []string
-		if last1 > 0 {
-			header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
+		phase(t, fmt.Sprintf("kill %d under load: new ids above the old, R1's stream in order up to the kill", crash), func(t *testing.T) {
+			// R1 (re)opens its stream before the load and reads it all
+			// along (into a buffer big enough that it never stalls).
+			var header []string
+			if last1 > 0 {
+				header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
+			}
+			stream1, err := r1.openEvents(context.Background(), 1<<16, "", header...)
+			if err != nil {
+				t.Fatalf("R1's stream: %v", err)
+			}
+			t.Cleanup(stream1.close)
+
+			l := loadUntilKill(t, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
+			before := idBefore
+			for k, id := range l.acked {
+				if id <= before {
+					t.Fatalf("after restart %d, %s got id %d, not above %d from before", crash-1, k, id, before)
+				}
+				acked[k] = id
+				idBefore = max(idBefore, id)
+			}
+			inflight = l.inflight
+			t.Logf("kill %d: after %d posts answered 201 in %v; %d in flight", crash, len(l.acked), l.took.Round(time.Millisecond), len(inflight))
+
+			frames := stream1.drain(t)
+			if len(frames) == 0 || frames[0].Event != "ready" || frames[0].ID != strconv.FormatUint(last1, 10) {
+				t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
+			}
+			for _, f := range frames[1:] {
+				m, err := frameMessage(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if id := idOf(m); id <= last1 {
+					t.Fatalf("R1's stream delivered id %d after %d", id, last1)
+				}
+				last1 = idOf(m)
+				got1 = append(got1, m)
+				if k, ok := m["k"].(string); ok {
+					seen1[k] = last1
+				}
+			}
+			idBefore = max(idBefore, last1)
+			t.Logf("R1 received %d messages in that stream, up to id %d", len(frames)-1, last1)
+		})
+	}
+
+	phase(t, fmt.Sprintf("restart %d: the members resume, and the posts in flight keep or get an id", crashes), restart)
+	var end uint64 // the id of the end message
+	phase(t, "ids after the crashes are new, and no id was answered twice", func(t *testing.T) {
+		// New ids are above every id handed out before the crash.
+		end = s.post(t, `{"type":"end"}`)
+		if end <= idBefore {
+			t.Fatalf("a post after the restart got id %d, not above %d from before the crash", end, idBefore)
 		}
-		stream1, err := r1.openEvents(context.Background(), 1<<16, "", header...)
+		byID := map[uint64]string{}
+		for k, id := range acked {
+			if other, dup := byID[id]; dup {
+				t.Fatalf("id %d was answered for both %s and %s", id, other, k)
+			}
+			byID[id] = k
+		}
+	})
+	phase(t, "R1, resuming its stream with Last-Event-ID, got every acknowledged message once", func(t *testing.T) {
+		stream1, err := r1.openEvents(context.Background(), 1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
 		if err != nil {
-			t.Fatalf("R1's stream: %v", err)
+			t.Fatalf("R1's resumed stream: %v", err)
 		}
 		t.Cleanup(stream1.close)
-
-		l := loadUntilKill(t, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
-		before := idBefore
-		for k, id := range l.acked {
-			if id <= before {
-				t.Fatalf("after restart %d, %s got id %d, not above %d from before", crash-1, k, id, before)
-			}
-			acked[k] = id
-			idBefore = max(idBefore, id)
+		if got := stream1.ready(t); got != last1 {
+			t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
 		}
-		inflight = l.inflight
-		t.Logf("kill %d: after %d posts answered 201 in %v; %d in flight", crash, len(l.acked), l.took.Round(time.Millisecond), len(inflight))
-
-		frames := stream1.drain(t)
-		if len(frames) == 0 || frames[0].Event != "ready" || frames[0].ID != strconv.FormatUint(last1, 10) {
-			t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
-		}
-		for _, f := range frames[1:] {
-			m, err := frameMessage(f)
-			if err != nil {
-				t.Fatal(err)
+		for after := last1; ; {
+			m := stream1.message(t)
+			if idOf(m) <= after {
+				t.Fatalf("R1's resumed stream delivered id %d after %d", idOf(m), after)
 			}
-			if id := idOf(m); id <= last1 {
-				t.Fatalf("R1's stream delivered id %d after %d", id, last1)
-			}
-			last1 = idOf(m)
+			after = idOf(m)
 			got1 = append(got1, m)
-			if k, ok := m["k"].(string); ok {
-				seen1[k] = last1
+			if m["type"] == "end" {
+				break
 			}
 		}
-		idBefore = max(idBefore, last1)
-		t.Logf("R1 received %d messages in that stream, up to id %d", len(frames)-1, last1)
-	}
-
-	restart()
-	// New ids are above every id handed out before the crash.
-	end := s.post(t, `{"type":"end"}`)
-	if end <= idBefore {
-		t.Fatalf("a post after the restart got id %d, not above %d from before the crash", end, idBefore)
-	}
-	byID := map[uint64]string{}
-	for k, id := range acked {
-		if other, dup := byID[id]; dup {
-			t.Fatalf("id %d was answered for both %s and %s", id, other, k)
-		}
-		byID[id] = k
-	}
-
-	// (a) R1 resumes its stream with Last-Event-ID.
-	stream1, err := r1.openEvents(context.Background(), 1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
-	if err != nil {
-		t.Fatalf("R1's resumed stream: %v", err)
-	}
-	t.Cleanup(stream1.close)
-	if got := stream1.ready(t); got != last1 {
-		t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
-	}
-	for after := last1; ; {
-		m := stream1.message(t)
-		if idOf(m) <= after {
-			t.Fatalf("R1's resumed stream delivered id %d after %d", idOf(m), after)
-		}
-		after = idOf(m)
-		got1 = append(got1, m)
-		if m["type"] == "end" {
-			break
-		}
-	}
-	stream1.close()
-	checkExactlyOnce(t, "R1 (SSE, resumed with Last-Event-ID)", got1, s.ClientID, acked, end)
-
-	// (b) R2 walks the long-poll from since=0.
-	var got2 []map[string]any
-	for since := uint64(0); len(got2) == 0 || got2[len(got2)-1]["type"] != "end"; {
-		p := r2.poll(t, since, "10")
-		for _, m := range p.Messages {
-			if idOf(m) <= since {
-				t.Fatalf("poll since %d delivered id %d", since, idOf(m))
+		stream1.close()
+		checkExactlyOnce(t, "R1 (SSE, resumed with Last-Event-ID)", got1, s.ClientID, acked, end)
+	})
+	phase(t, "R2, walking the long-poll from since=0, gets every acknowledged message once", func(t *testing.T) {
+		var got2 []map[string]any
+		for since := uint64(0); len(got2) == 0 || got2[len(got2)-1]["type"] != "end"; {
+			p := r2.poll(t, since, "10")
+			for _, m := range p.Messages {
+				if idOf(m) <= since {
+					t.Fatalf("poll since %d delivered id %d", since, idOf(m))
+				}
+				since = idOf(m)
+				got2 = append(got2, m)
 			}
-			since = idOf(m)
-			got2 = append(got2, m)
+			if len(p.Messages) == 0 || p.Next != since {
+				t.Fatalf("poll answered %d messages, next %d, after id %d", len(p.Messages), p.Next, since)
+			}
 		}
-		if len(p.Messages) == 0 || p.Next != since {
-			t.Fatalf("poll answered %d messages, next %d, after id %d", len(p.Messages), p.Next, since)
-		}
-	}
-	checkExactlyOnce(t, "R2 (long-poll from 0)", got2, s.ClientID, acked, end)
-	t.Logf("each receiver got all %d acknowledged messages exactly once", len(acked))
-
-	srv.terminate(t, 10*time.Second)
+		checkExactlyOnce(t, "R2 (long-poll from 0)", got2, s.ClientID, acked, end)
+		t.Logf("each receiver got all %d acknowledged messages exactly once", len(acked))
+	})
+	phase(t, "SIGTERM: the server exits with status 0", func(t *testing.T) {
+		srv.terminate(t, 10*time.Second)
+	})
 }
 
 // checkResume: after a restart, each member's token resumes it (200, same

@@ -54,6 +54,11 @@ func TestCrashLoop(t *testing.T) {
 			bad = append(bad, fmt.Sprintf(format, args...))
 		}
 	}
+	problems := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(bad, "\n")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -102,51 +107,63 @@ func TestCrashLoop(t *testing.T) {
 	began := time.Now()
 	startupKills := 0
 	for k := range kills {
-		// Under load: wait for a few acknowledgements from this server,
-		// then a random moment.
-		for n := nAck.Load(); nAck.Load() < n+3; {
-			if time.Since(began) > 60*time.Second {
-				t.Fatalf("kill %d: no progress (problems: %v)", k, bad)
+		phase(t, fmt.Sprintf("kill %d under load: the db reopens with the room intact", k+1), func(t *testing.T) {
+			// Under load: wait for a few acknowledgements from this
+			// server, then a random moment.
+			for n := nAck.Load(); nAck.Load() < n+3; {
+				if time.Since(began) > 60*time.Second {
+					t.Fatalf("kill %d: no progress (problems: %v)", k+1, problems())
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
-		srv.kill(t)
-		if rng.IntN(4) == 0 { // and now and then once more while it starts
-			p := srv.spawn(t)
-			time.Sleep(time.Duration(rng.Int64N(int64(40 * time.Millisecond))))
-			p.kill(t)
-			startupKills++
-		}
-		srv.restart(t)
-		if info := srv.roomInfo(t, room); info.Occupants != 3 {
-			t.Fatalf("after kill %d the room has %d occupants, want 3", k+1, info.Occupants)
-		}
+			time.Sleep(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
+			srv.kill(t)
+			if rng.IntN(4) == 0 { // and now and then once more while it starts
+				p := srv.spawn(t)
+				time.Sleep(time.Duration(rng.Int64N(int64(40 * time.Millisecond))))
+				p.kill(t)
+				startupKills++
+			}
+			srv.restart(t)
+			if info := srv.roomInfo(t, room); info.Occupants != 3 {
+				t.Fatalf("after kill %d the room has %d occupants, want 3", k+1, info.Occupants)
+			}
+		})
 	}
 	loop := time.Since(began)
 
-	// Let the posters finish what they have in flight, then end.
-	stopPosting.Store(true)
-	posting.Wait()
-	end, err := sender.postUntilAcked(ctx, "end", `{"type":"end"}`)
-	if err != nil {
-		t.Fatalf("the end message: %v", err)
-	}
-	receiving.Wait()
-	if len(bad) > 0 {
-		t.Fatalf("problems during the crash loop:\n%s", strings.Join(bad, "\n"))
-	}
-	t.Logf("%d SIGKILLs under load (+%d during start) in %v; %d messages acknowledged; the SSE receiver reconnected %d times",
-		kills, startupKills, loop.Round(time.Millisecond), len(acked), sseStreams.Load()-1)
-
-	byID := map[uint64]string{end: "end"}
-	for k, id := range acked {
-		if other, dup := byID[id]; dup {
-			t.Fatalf("id %d was answered for both %s and %s", id, other, k)
+	var end uint64 // the id of the end message
+	phase(t, "the posters and the receivers finish without a problem", func(t *testing.T) {
+		// Let the posters finish what they have in flight, then end.
+		stopPosting.Store(true)
+		posting.Wait()
+		var err error
+		if end, err = sender.postUntilAcked(ctx, "end", `{"type":"end"}`); err != nil {
+			t.Fatalf("the end message: %v", err)
 		}
-		byID[id] = k
-	}
-	checkExactlyOnce(t, "the SSE receiver", gotSSE, sender.ClientID, acked, end)
-	checkExactlyOnce(t, "the long-poll receiver", gotPoll, sender.ClientID, acked, end)
-	srv.terminate(t, 10*time.Second)
+		receiving.Wait()
+		if p := problems(); p != "" {
+			t.Fatalf("problems during the crash loop:\n%s", p)
+		}
+		t.Logf("%d SIGKILLs under load (+%d during start) in %v; %d messages acknowledged; the SSE receiver reconnected %d times",
+			kills, startupKills, loop.Round(time.Millisecond), len(acked), sseStreams.Load()-1)
+	})
+	phase(t, "no id was answered twice", func(t *testing.T) {
+		byID := map[uint64]string{end: "end"}
+		for k, id := range acked {
+			if other, dup := byID[id]; dup {
+				t.Fatalf("id %d was answered for both %s and %s", id, other, k)
+			}
+			byID[id] = k
+		}
+	})
+	phase(t, "the SSE receiver got every acknowledged message once, in id order", func(t *testing.T) {
+		checkExactlyOnce(t, "the SSE receiver", gotSSE, sender.ClientID, acked, end)
+	})
+	phase(t, "the long-poll receiver got every acknowledged message once, in id order", func(t *testing.T) {
+		checkExactlyOnce(t, "the long-poll receiver", gotPoll, sender.ClientID, acked, end)
+	})
+	phase(t, "SIGTERM: the server exits with status 0", func(t *testing.T) {
+		srv.terminate(t, 10*time.Second)
+	})
 }

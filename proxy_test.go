@@ -155,45 +155,46 @@ func TestSquidForwardProxy(t *testing.T) {
 func proxyScenario(t *testing.T, room string, live, quiet *endpoint) {
 	a := live.join(t, room, 201)
 	b := live.join(t, room, 201)
-
-	// The stream opens at once: the ready frame, then b's peer-joined.
 	began := time.Now()
-	s := a.events(t, "")
-	if ct := s.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		t.Fatalf("event stream through the proxy has Content-Type %q", ct)
-	}
-	f, ok := s.nextWithin(2 * time.Second)
-	if !ok || f.Event != "ready" {
-		t.Fatalf("no ready frame within 2s of opening the stream (the proxy buffers it?): %+v", f)
-	}
-	f, ok = s.nextWithin(2 * time.Second)
-	if m := decodeMessage(t, f.Data); !ok || m["type"] != "peer-joined" || m["peer"] != b.ClientID {
-		t.Fatalf("second frame %+v, want b's peer-joined", f)
-	}
-	t.Logf("stream open with its first frames after %v", time.Since(began).Round(time.Millisecond))
+	s := a.events(t, "") // a's stream on the live server, open for the whole scenario
 
-	// Prompt delivery: each message arrives well under a second after its POST began.
-	var worst time.Duration
-	for i := range 5 {
-		began := time.Now()
-		id := b.post(t, fmt.Sprintf(`{"type":"chat","n":%d}`, i))
-		f, ok := s.nextWithin(5 * time.Second)
-		took := time.Since(began)
-		if !ok {
-			t.Fatalf("message %d (id %d) did not arrive within 5s of its POST", i, id)
+	phase(t, "the stream opens at once: its ready frame, then b's peer-joined", func(t *testing.T) {
+		if ct := s.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+			t.Fatalf("event stream through the proxy has Content-Type %q", ct)
 		}
-		if m := decodeMessage(t, f.Data); idOf(m) != id || f.ID != fmt.Sprint(id) {
-			t.Fatalf("got frame %+v, want message %d", f, id)
+		f, ok := s.nextWithin(2 * time.Second)
+		if !ok || f.Event != "ready" {
+			t.Fatalf("no ready frame within 2s of opening the stream (the proxy buffers it?): %+v", f)
 		}
-		worst = max(worst, took)
-		time.Sleep(50 * time.Millisecond)
-	}
-	if worst > proxyPrompt {
-		t.Fatalf("an SSE event took %v from its POST to the reader through the proxy, want < %v", worst, proxyPrompt)
-	}
-	t.Logf("SSE: POST to event at most %v", worst.Round(time.Millisecond))
+		f, ok = s.nextWithin(2 * time.Second)
+		if m := decodeMessage(t, f.Data); !ok || m["type"] != "peer-joined" || m["peer"] != b.ClientID {
+			t.Fatalf("second frame %+v, want b's peer-joined", f)
+		}
+		t.Logf("stream open with its first frames after %v", time.Since(began).Round(time.Millisecond))
+	})
+	phase(t, "each event arrives well under a second after its POST began", func(t *testing.T) {
+		var worst time.Duration
+		for i := range 5 {
+			began := time.Now()
+			id := b.post(t, fmt.Sprintf(`{"type":"chat","n":%d}`, i))
+			f, ok := s.nextWithin(5 * time.Second)
+			took := time.Since(began)
+			if !ok {
+				t.Fatalf("message %d (id %d) did not arrive within 5s of its POST", i, id)
+			}
+			if m := decodeMessage(t, f.Data); idOf(m) != id || f.ID != fmt.Sprint(id) {
+				t.Fatalf("got frame %+v, want message %d", f, id)
+			}
+			worst = max(worst, took)
+			time.Sleep(50 * time.Millisecond)
+		}
+		if worst > proxyPrompt {
+			t.Fatalf("an SSE event took %v from its POST to the reader through the proxy, want < %v", worst, proxyPrompt)
+		}
+		t.Logf("SSE: POST to event at most %v", worst.Round(time.Millisecond))
+	})
 
-	// Long-poll: a waiting poll is answered promptly when a message comes…
+	// poll long-polls in a goroutine; the answer comes on the channel.
 	type polled struct {
 		p      pollAnswer
 		status int
@@ -213,27 +214,31 @@ func proxyScenario(t *testing.T, room string, live, quiet *endpoint) {
 		}()
 		return ch
 	}
-	waiting := poll(b, 0, "2")
-	time.Sleep(300 * time.Millisecond)
-	began = time.Now()
-	id := a.post(t, `{"type":"chat","to-b":true}`)
-	select {
-	case r := <-waiting:
-		if r.err != nil || r.status != 200 || len(r.p.Messages) != 1 || idOf(r.p.Messages[0]) != id || r.p.Next != id {
-			t.Fatalf("woken long-poll through the proxy: %d %+v %v", r.status, r.p, r.err)
+	var id uint64 // the message that answered the waiting long-poll
+	phase(t, "a waiting long-poll is answered promptly when a message comes", func(t *testing.T) {
+		waiting := poll(b, 0, "2")
+		time.Sleep(300 * time.Millisecond)
+		began := time.Now()
+		id = a.post(t, `{"type":"chat","to-b":true}`)
+		select {
+		case r := <-waiting:
+			if r.err != nil || r.status != 200 || len(r.p.Messages) != 1 || idOf(r.p.Messages[0]) != id || r.p.Next != id {
+				t.Fatalf("woken long-poll through the proxy: %d %+v %v", r.status, r.p, r.err)
+			}
+			if took := time.Since(began); took > proxyPrompt {
+				t.Fatalf("long-poll answered %v after the POST began, want < %v", took, proxyPrompt)
+			}
+			t.Logf("long-poll: answered %v after the POST began", time.Since(began).Round(time.Millisecond))
+		case <-time.After(5 * time.Second):
+			t.Fatal("the waiting long-poll was not answered through the proxy")
 		}
-		if took := time.Since(began); took > proxyPrompt {
-			t.Fatalf("long-poll answered %v after the POST began, want < %v", took, proxyPrompt)
+	})
+	phase(t, "a long-poll with nothing to answer ends by itself after its wait", func(t *testing.T) {
+		r := <-poll(b, id, "1")
+		if r.err != nil || r.status != 200 || len(r.p.Messages) != 0 || r.p.Next != id || r.took < 900*time.Millisecond || r.took > 2500*time.Millisecond {
+			t.Fatalf("empty long-poll (wait=1) through the proxy: %d %+v %v after %v", r.status, r.p, r.err, r.took)
 		}
-		t.Logf("long-poll: answered %v after the POST began", time.Since(began).Round(time.Millisecond))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting long-poll was not answered through the proxy")
-	}
-	// …and one with nothing to answer times out by itself after its wait.
-	r := <-poll(b, id, "1")
-	if r.err != nil || r.status != 200 || len(r.p.Messages) != 0 || r.p.Next != id || r.took < 900*time.Millisecond || r.took > 2500*time.Millisecond {
-		t.Fatalf("empty long-poll (wait=1) through the proxy: %d %+v %v after %v", r.status, r.p, r.err, r.took)
-	}
+	})
 
 	// The proxy's read timeout: on the quiet server an idle stream is cut
 	// and a long-poll waiting longer than it gets the proxy's 504, while on
@@ -241,9 +246,11 @@ func proxyScenario(t *testing.T, room string, live, quiet *endpoint) {
 	c := quiet.join(t, room, 201)
 	d := quiet.join(t, room, 201)
 	qs := c.events(t, "")
-	if f, ok := qs.nextWithin(2 * time.Second); !ok || f.Event != "ready" {
-		t.Fatalf("quiet stream: no ready frame: %+v", f)
-	}
+	phase(t, "the stream of the server without heartbeats opens too", func(t *testing.T) {
+		if f, ok := qs.nextWithin(2 * time.Second); !ok || f.Event != "ready" {
+			t.Fatalf("quiet stream: no ready frame: %+v", f)
+		}
+	})
 	cut := make(chan time.Duration, 1)
 	go func() {
 		began := time.Now()
@@ -253,56 +260,60 @@ func proxyScenario(t *testing.T, room string, live, quiet *endpoint) {
 	}()
 	long := poll(d, 0, "6")
 
-	hold := proxyReadTimeout + 2*time.Second
-	comments := 0
-	deadline := time.After(hold)
-wait:
-	for {
+	phase(t, "heartbeats keep the idle stream open past the proxy's read timeout", func(t *testing.T) {
+		hold := proxyReadTimeout + 2*time.Second
+		comments := 0
+		deadline := time.After(hold)
+	wait:
+		for {
+			select {
+			case f, ok := <-s.frames:
+				if !ok {
+					t.Fatalf("the live stream ended after %d heartbeats, within %v of idling (proxy read timeout %v)", comments, hold, proxyReadTimeout)
+				}
+				if !f.Comment {
+					t.Fatalf("unexpected frame while idle: %+v", f)
+				}
+				comments++
+			case <-deadline:
+				break wait
+			}
+		}
+		if comments < 3 {
+			t.Fatalf("only %d heartbeat comments in %v with -heartbeat %s", comments, hold, proxyHeartbeat)
+		}
+		began := time.Now()
+		id := b.post(t, `{"type":"chat","after":"idle"}`)
+		if f, ok := s.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(id) {
+			t.Fatalf("after idling %v the stream did not deliver message %d: %+v", hold, id, f)
+		}
+		if took := time.Since(began); took > proxyPrompt {
+			t.Fatalf("after idling, an event took %v", took)
+		}
+		t.Logf("heartbeats: the stream idled %v (%d comments) past the proxy's %v read timeout and still delivers", hold, comments, proxyReadTimeout)
+	})
+	phase(t, "without heartbeats the proxy cuts the idle stream at its read timeout", func(t *testing.T) {
 		select {
-		case f, ok := <-s.frames:
-			if !ok {
-				t.Fatalf("the live stream ended after %d heartbeats, within %v of idling (proxy read timeout %v)", comments, hold, proxyReadTimeout)
+		case took := <-cut:
+			if took < proxyReadTimeout-time.Second {
+				t.Fatalf("the quiet stream ended after %v, before the proxy's read timeout %v", took, proxyReadTimeout)
 			}
-			if !f.Comment {
-				t.Fatalf("unexpected frame while idle: %+v", f)
+			t.Logf("control: without heartbeats the proxy cut the idle stream after %v", took.Round(100*time.Millisecond))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the quiet stream (heartbeat 1h) was not cut by the proxy's %v read timeout: is the timeout in effect?", proxyReadTimeout)
+		}
+	})
+	phase(t, "a long-poll waiting longer than the read timeout gets the proxy's 504", func(t *testing.T) {
+		select {
+		case r := <-long:
+			if r.err != nil || r.status != http.StatusGatewayTimeout {
+				t.Fatalf("a long-poll with wait=6 behind a %v read timeout answered %d %+v %v after %v, want the proxy's 504", proxyReadTimeout, r.status, r.p, r.err, r.took)
 			}
-			comments++
-		case <-deadline:
-			break wait
+			t.Logf("control: a long-poll waiting 6s got the proxy's 504 after %v", r.took.Round(100*time.Millisecond))
+		case <-time.After(15 * time.Second):
+			t.Fatal("the long-poll with wait=6 got no answer")
 		}
-	}
-	if comments < 3 {
-		t.Fatalf("only %d heartbeat comments in %v with -heartbeat %s", comments, hold, proxyHeartbeat)
-	}
-	began = time.Now()
-	id = b.post(t, `{"type":"chat","after":"idle"}`)
-	if f, ok := s.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(id) {
-		t.Fatalf("after idling %v the stream did not deliver message %d: %+v", hold, id, f)
-	}
-	if took := time.Since(began); took > proxyPrompt {
-		t.Fatalf("after idling, an event took %v", took)
-	}
-	t.Logf("heartbeats: the stream idled %v (%d comments) past the proxy's %v read timeout and still delivers", hold, comments, proxyReadTimeout)
-
-	// The control: without heartbeats the proxy cut the stream.
-	select {
-	case took := <-cut:
-		if took < proxyReadTimeout-time.Second {
-			t.Fatalf("the quiet stream ended after %v, before the proxy's read timeout %v", took, proxyReadTimeout)
-		}
-		t.Logf("control: without heartbeats the proxy cut the idle stream after %v", took.Round(100*time.Millisecond))
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the quiet stream (heartbeat 1h) was not cut by the proxy's %v read timeout: is the timeout in effect?", proxyReadTimeout)
-	}
-	select {
-	case r := <-long:
-		if r.err != nil || r.status != http.StatusGatewayTimeout {
-			t.Fatalf("a long-poll with wait=6 behind a %v read timeout answered %d %+v %v after %v, want the proxy's 504", proxyReadTimeout, r.status, r.p, r.err, r.took)
-		}
-		t.Logf("control: a long-poll waiting 6s got the proxy's 504 after %v", r.took.Round(100*time.Millisecond))
-	case <-time.After(15 * time.Second):
-		t.Fatal("the long-poll with wait=6 got no answer")
-	}
+	})
 }
 
 // proxyProgram finds a proxy program. Without it the test fails under

@@ -98,7 +98,9 @@ func TestGracefulShutdown(t *testing.T) {
 			idleEnds <- idleEnd{a, err, time.Now()}
 		}()
 	}
-	waitFor(t, "the idle long-polls to wait", func() bool { return srv.metric(t, "tincan_polls_waiting") == float64(len(idle)) })
+	phase(t, "in an idle room a stream is open and two long-polls wait", func(t *testing.T) {
+		waitFor(t, "the idle long-polls to wait", func() bool { return srv.metric(t, "tincan_polls_waiting") == float64(len(idle)) })
+	})
 
 	// The pollers receive the load by long-poll, each from where it is,
 	// until a poll fails.
@@ -165,131 +167,152 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, fmt.Sprintf("%d acknowledged posts", minAcked), func() bool { return nAck.Load() >= minAcked })
-	select {
-	case e := <-idleEnds:
-		t.Fatalf("an idle long-poll was answered before the SIGTERM: %d %s %v", e.a.Status, e.a.Body, e.err)
-	default:
-	}
+	phase(t, "the load is acknowledged, and no idle long-poll is answered yet", func(t *testing.T) {
+		waitFor(t, fmt.Sprintf("%d acknowledged posts", minAcked), func() bool { return nAck.Load() >= minAcked })
+		select {
+		case e := <-idleEnds:
+			t.Fatalf("an idle long-poll was answered before the SIGTERM: %d %s %v", e.a.Status, e.a.Body, e.err)
+		default:
+		}
+	})
 
-	// SIGTERM.
-	term := time.Now()
-	took := srv.terminate(t, 5*time.Second)
 	// A stream that ends with the end of its response (the last chunk),
 	// not a cut connection, and a long-poll answered 200 were ended by the
 	// server before it exited: the kernel closing the sockets of a dead
 	// process would not write those.
-	t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.exitState(), nAck.Load())
-
-	var seenSSE []frame
-	for i := range streams {
+	var term time.Time // when the SIGTERM was sent
+	phase(t, "SIGTERM under load: the server exits with status 0 within 5 s", func(t *testing.T) {
+		term = time.Now()
+		took := srv.terminate(t, 5*time.Second)
+		t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.exitState(), nAck.Load())
+	})
+	var seenSSE []frame // what the first of sseR's streams got after its ready frame
+	phase(t, "every open stream ended cleanly, after its ready frame", func(t *testing.T) {
+		for i := range streams {
+			select {
+			case e := <-ended[i]:
+				if e.err != nil {
+					t.Errorf("stream %d ended with %v, want a clean end of the response", i, e.err)
+				}
+				if len(e.frames) == 0 || e.frames[0].Event != "ready" {
+					t.Fatalf("stream %d: no ready frame", i)
+				}
+				t.Logf("stream %d ended %v after SIGTERM, cleanly: %v", i, e.at.Sub(term).Round(time.Millisecond), e.err == nil)
+				if i == 0 {
+					seenSSE = e.frames[1:]
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("stream %d did not end within 5s of the server's exit", i)
+			}
+		}
 		select {
-		case e := <-ended[i]:
-			if e.err != nil {
-				t.Errorf("stream %d ended with %v, want a clean end of the response", i, e.err)
-			}
-			if len(e.frames) == 0 || e.frames[0].Event != "ready" {
-				t.Fatalf("stream %d: no ready frame", i)
-			}
-			t.Logf("stream %d ended %v after SIGTERM, cleanly: %v", i, e.at.Sub(term).Round(time.Millisecond), e.err == nil)
-			if i == 0 {
-				seenSSE = e.frames[1:]
+		case e := <-idleStreamEnd:
+			if e.err != nil || len(e.frames) == 0 || e.frames[0].Event != "ready" {
+				t.Errorf("the idle stream ended with %v %v after SIGTERM; frames %+v", e.err, e.at.Sub(term), e.frames)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("stream %d did not end within 5s of the server's exit", i)
+			t.Fatal("the idle stream did not end")
 		}
-	}
-	select {
-	case e := <-idleStreamEnd:
-		if e.err != nil || len(e.frames) == 0 || e.frames[0].Event != "ready" {
-			t.Errorf("the idle stream ended with %v %v after SIGTERM; frames %+v", e.err, e.at.Sub(term), e.frames)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the idle stream did not end")
-	}
-	for range idle {
-		select {
-		case e := <-idleEnds:
-			p, err := e.a.decodePoll()
-			if e.err != nil || e.a.Status != 200 || err != nil || len(p.Messages) != 0 {
-				t.Errorf("an idle long-poll waiting at SIGTERM ended with %v %d %s, want 200 and no messages", e.err, e.a.Status, e.a.Body)
-			} else {
-				t.Logf("an idle long-poll was answered %v after SIGTERM: %d %s", e.at.Sub(term).Round(time.Millisecond), e.a.Status, strings.TrimSpace(string(e.a.Body)))
+	})
+	phase(t, "every waiting long-poll was answered 200 with nothing", func(t *testing.T) {
+		for range idle {
+			select {
+			case e := <-idleEnds:
+				p, err := e.a.decodePoll()
+				if e.err != nil || e.a.Status != 200 || err != nil || len(p.Messages) != 0 {
+					t.Errorf("an idle long-poll waiting at SIGTERM ended with %v %d %s, want 200 and no messages", e.err, e.a.Status, e.a.Body)
+				} else {
+					t.Logf("an idle long-poll was answered %v after SIGTERM: %d %s", e.at.Sub(term).Round(time.Millisecond), e.a.Status, strings.TrimSpace(string(e.a.Body)))
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("an idle long-poll was not answered")
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("an idle long-poll was not answered")
 		}
-	}
-	polled := make([]pollEnd, polls)
-	for range polls {
-		select {
-		case r := <-pollEnds:
-			polled[r.who] = r
-		case <-time.After(5 * time.Second):
-			t.Fatal("a long-poll receiver did not stop")
+	})
+	polled := make([]pollEnd, polls) // where each long-poll receiver stopped
+	phase(t, "the receivers and the posters stopped, with no unexpected answer", func(t *testing.T) {
+		for range polls {
+			select {
+			case r := <-pollEnds:
+				polled[r.who] = r
+			case <-time.After(5 * time.Second):
+				t.Fatal("a long-poll receiver did not stop")
+			}
 		}
-	}
-	posting.Wait()
-	if len(bad) > 0 {
-		t.Fatalf("unexpected answers during the shutdown:\n%s", strings.Join(bad, "\n"))
-	}
+		posting.Wait()
+		if len(bad) > 0 {
+			t.Fatalf("unexpected answers during the shutdown:\n%s", strings.Join(bad, "\n"))
+		}
+		t.Logf("posts not acknowledged at the shutdown: %s", strings.Join(why, "; "))
+	})
 
-	t.Logf("posts not acknowledged at the shutdown: %s", strings.Join(why, "; "))
-	var maxBefore uint64
-	for _, id := range acked {
-		maxBefore = max(maxBefore, id)
-	}
-
-	// Restart; what was not acknowledged is retried with its key.
-	srv.restart(t)
-	for _, key := range pending {
-		id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
-		if err != nil {
-			t.Fatalf("retry of %s after the restart: %v", key, err)
+	var end uint64 // the id of the end message
+	phase(t, "after a restart, the posts not acknowledged are retried with their keys", func(t *testing.T) {
+		var maxBefore uint64
+		for _, id := range acked {
+			maxBefore = max(maxBefore, id)
 		}
-		if id <= maxBefore {
-			t.Logf("%s had been stored before the shutdown (id %d) but its answer was lost", key, id)
+		srv.restart(t)
+		for _, key := range pending {
+			id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+			if err != nil {
+				t.Fatalf("retry of %s after the restart: %v", key, err)
+			}
+			if id <= maxBefore {
+				t.Logf("%s had been stored before the shutdown (id %d) but its answer was lost", key, id)
+			}
+			acked[key] = id
 		}
-		acked[key] = id
-	}
-	end, err := sender.postUntilAcked(ctx, "end", `{"type":"end"}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// sseR resumes from the last id of its first stream.
-	var got []map[string]any
-	var last uint64
-	for _, f := range seenSSE {
-		m, err := frameMessage(f)
-		if err != nil {
+		var err error
+		if end, err = sender.postUntilAcked(ctx, "end", `{"type":"end"}`); err != nil {
 			t.Fatal(err)
 		}
-		if idOf(m) <= last {
-			t.Fatalf("stream 0 delivered id %d after %d", idOf(m), last)
-		}
-		last = idOf(m)
-		got = append(got, m)
-	}
+	})
+	// problems collects what the receivers find wrong after the restart.
 	var problems []string
 	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	var n atomic.Int64
-	resumed := receiveSSE(ctx, sseR, last, &n, problem)
-	checkExactlyOnce(t, "the SSE receiver (resumed with Last-Event-ID)", append(got, resumed...), sender.ClientID, acked, end)
-
-	// The pollers resume where they were.
-	for i, r := range polled {
-		got := append(r.got, receivePolls(ctx, pollers[i], r.since, problem)...)
-		checkExactlyOnce(t, fmt.Sprintf("long-poll receiver %d (resumed after %d)", i, r.since), got, sender.ClientID, acked, end)
+	checkProblems := func(t *testing.T) {
+		t.Helper()
+		if len(problems) > 0 {
+			t.Fatalf("after the restart:\n%s", strings.Join(problems, "\n"))
+		}
 	}
-
-	// walker reads everything from 0.
-	checkExactlyOnce(t, "a member that never read (from 0)", receivePolls(ctx, walker, 0, problem), sender.ClientID, acked, end)
-	if len(problems) > 0 {
-		t.Fatalf("after the restart:\n%s", strings.Join(problems, "\n"))
-	}
-	t.Logf("%d messages acknowledged (%d of them retried after the restart), each delivered once to each receiver", len(acked), len(pending))
-	srv.terminate(t, 5*time.Second)
+	phase(t, "the SSE receiver, resuming with Last-Event-ID, got every acknowledged message once", func(t *testing.T) {
+		// sseR resumes from the last id of its first stream.
+		var got []map[string]any
+		var last uint64
+		for _, f := range seenSSE {
+			m, err := frameMessage(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if idOf(m) <= last {
+				t.Fatalf("stream 0 delivered id %d after %d", idOf(m), last)
+			}
+			last = idOf(m)
+			got = append(got, m)
+		}
+		var n atomic.Int64
+		resumed := receiveSSE(ctx, sseR, last, &n, problem)
+		checkProblems(t)
+		checkExactlyOnce(t, "the SSE receiver (resumed with Last-Event-ID)", append(got, resumed...), sender.ClientID, acked, end)
+	})
+	phase(t, "the long-poll receivers, resuming where they were, got every acknowledged message once", func(t *testing.T) {
+		for i, r := range polled {
+			got := append(r.got, receivePolls(ctx, pollers[i], r.since, problem)...)
+			checkProblems(t)
+			checkExactlyOnce(t, fmt.Sprintf("long-poll receiver %d (resumed after %d)", i, r.since), got, sender.ClientID, acked, end)
+		}
+	})
+	phase(t, "a member that never read gets every acknowledged message once from 0", func(t *testing.T) {
+		got := receivePolls(ctx, walker, 0, problem)
+		checkProblems(t)
+		checkExactlyOnce(t, "a member that never read (from 0)", got, sender.ClientID, acked, end)
+		t.Logf("%d messages acknowledged (%d of them retried after the restart), each delivered once to each receiver", len(acked), len(pending))
+	})
+	phase(t, "SIGTERM after the restart: the server exits with status 0 within 5 s", func(t *testing.T) {
+		srv.terminate(t, 5*time.Second)
+	})
 }
 
 // idleCursor is where c's long-poll waits: after what is there already.
@@ -326,20 +349,27 @@ func TestShutdownSlowClients(t *testing.T) {
 	stalled := dial()
 	stalled.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(stalled, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", a.Token)
-	waitFor(t, "the stalled stream", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
-	pad := strings.Repeat("x", 60000)
-	for range 20 {
-		b.post(t, fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
-	}
-	id := b.post(t, `{"type":"last"}`)
+	var id uint64 // the last message acknowledged before the SIGTERM
 
-	took := srv.terminate(t, 5*time.Second)
-	t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.exitState())
-
-	// Nothing acknowledged was lost.
-	srv.restart(t) // a follows it to its new port
-	if p := a.poll(t, 0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
-		t.Fatalf("after the restart alice has %d messages (last %v), want 22 ending with %d", len(p.Messages), p.Messages[len(p.Messages)-1]["id"], id)
-	}
-	srv.terminate(t, 5*time.Second)
+	phase(t, "the stalled stream is open and its buffers fill", func(t *testing.T) {
+		waitFor(t, "the stalled stream", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
+		pad := strings.Repeat("x", 60000)
+		for range 20 {
+			b.post(t, fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
+		}
+		id = b.post(t, `{"type":"last"}`)
+	})
+	phase(t, "SIGTERM: the server exits with status 0 within 5 s despite the slow clients", func(t *testing.T) {
+		took := srv.terminate(t, 5*time.Second)
+		t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.exitState())
+	})
+	phase(t, "after a restart nothing acknowledged is lost", func(t *testing.T) {
+		srv.restart(t) // a follows it to its new port
+		if p := a.poll(t, 0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
+			t.Fatalf("after the restart alice has %d messages (%v), want 22 ending with %d", len(p.Messages), p.Messages, id)
+		}
+	})
+	phase(t, "SIGTERM after the restart: the server exits with status 0 within 5 s", func(t *testing.T) {
+		srv.terminate(t, 5*time.Second)
+	})
 }

@@ -17,7 +17,6 @@ func TestStalledReader(t *testing.T) {
 	srv := newTestServer(t, withFlags("-stall-timeout", "1s"))
 	slow := srv.join(t, "slow", 201)
 	sender := srv.join(t, "slow", 201)
-
 	// A raw connection with a tiny receive buffer that sends the request
 	// and then never reads.
 	conn, err := net.Dial("tcp", srv.addr())
@@ -26,41 +25,44 @@ func TestStalledReader(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.(*net.TCPConn).SetReadBuffer(4096)
-	fmt.Fprintf(conn, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", slow.Token)
-	waitFor(t, "the stalled stream to open", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
-
-	// Fill the stalled connection's buffers.
-	payload := strings.Repeat("x", 60000)
 	var sent []uint64
-	for range 200 {
-		sent = append(sent, sender.post(t, `{"type":"bulk","p":"`+payload+`"}`))
-	}
 
-	// Another room meanwhile works as usual.
+	phase(t, "the reader that never reads gets its stream, and its buffers fill", func(t *testing.T) {
+		fmt.Fprintf(conn, "GET /rooms/slow/events?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", slow.Token)
+		waitFor(t, "the stalled stream to open", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
+		payload := strings.Repeat("x", 60000)
+		for range 200 {
+			sent = append(sent, sender.post(t, `{"type":"bulk","p":"`+payload+`"}`))
+		}
+	})
+
 	a := srv.join(t, "fast", 201)
 	b := srv.join(t, "fast", 201)
-	s := b.events(t, "")
-	s.ready(t)
-	for i := range 20 {
-		id := a.post(t, fmt.Sprintf(`{"type":"ping","i":%d}`, i))
-		if m := s.message(t); idOf(m) != id {
-			t.Fatalf("other room: want %d, got %v", id, m)
+	s := b.events(t, "") // open until the end of the test
+	phase(t, "another room meanwhile works as usual", func(t *testing.T) {
+		s.ready(t)
+		for i := range 20 {
+			id := a.post(t, fmt.Sprintf(`{"type":"ping","i":%d}`, i))
+			if m := s.message(t); idOf(m) != id {
+				t.Fatalf("other room: want %d, got %v", id, m)
+			}
 		}
-	}
-
-	waitFor(t, "the stalled reader to be evicted", func() bool { return srv.metric(t, "tincan_streams_evicted_total") >= 1 })
-	waitFor(t, "the stalled stream to close", func() bool { return srv.metric(t, "tincan_streams_open") == 1 }) // b's only
-
-	// Reconnecting, the slow reader gets everything, in order, once: the
-	// 200 posts exactly, none lost to the eviction.
-	rs := slow.events(t, "")
-	rs.ready(t)
-	rs.message(t) // sender joined
-	for i, want := range sent {
-		if got := idOf(rs.message(t)); got != want {
-			t.Fatalf("message %d of %d after the eviction: id %d, want %d", i+1, len(sent), got, want)
+	})
+	phase(t, "the stalled reader is evicted, and its stream closed", func(t *testing.T) {
+		waitFor(t, "the stalled reader to be evicted", func() bool { return srv.metric(t, "tincan_streams_evicted_total") >= 1 })
+		waitFor(t, "the stalled stream to close", func() bool { return srv.metric(t, "tincan_streams_open") == 1 }) // b's only
+	})
+	phase(t, "reconnecting, it gets every post once, in order", func(t *testing.T) {
+		// The 200 posts exactly, none lost to the eviction.
+		rs := slow.events(t, "")
+		rs.ready(t)
+		rs.message(t) // sender joined
+		for i, want := range sent {
+			if got := idOf(rs.message(t)); got != want {
+				t.Fatalf("message %d of %d after the eviction: id %d, want %d", i+1, len(sent), got, want)
+			}
 		}
-	}
+	})
 }
 
 // Streams and long-polls leave no goroutine behind once they end.

@@ -105,54 +105,63 @@ func tlsConversation(t *testing.T, e *endpoint, room string) {
 	bob := e.join(t, room, 201)
 	sa := alice.events(t, "")
 	sb := bob.events(t, "")
-	for _, s := range []*stream{sa, sb} {
-		if f, ok := s.nextWithin(5 * time.Second); !ok || f.Event != "ready" {
-			t.Fatalf("no ready frame over TLS: %+v", f)
+	var offer uint64
+
+	phase(t, "both streams open with their ready frame, alice's with bob's peer-joined", func(t *testing.T) {
+		for _, s := range []*stream{sa, sb} {
+			if f, ok := s.nextWithin(5 * time.Second); !ok || f.Event != "ready" {
+				t.Fatalf("no ready frame over TLS: %+v", f)
+			}
 		}
-	}
-	if f, ok := sa.nextWithin(5 * time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
-		t.Fatalf("alice's peer-joined: %+v", f)
-	}
-	offer := bob.post(t, `{"type":"offer","sdp":"v=0 over TLS"}`)
-	if f, ok := sa.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(offer) {
-		t.Fatalf("alice did not get the offer %d over TLS: %+v", offer, f)
-	}
-	ans := alice.post(t, `{"type":"answer","sdp":"v=0 over TLS"}`)
-	if f, ok := sb.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(ans) {
-		t.Fatalf("bob did not get the answer %d over TLS: %+v", ans, f)
-	}
-	// Heartbeats are flushed through TLS too.
-	comments := 0
-	for deadline := time.After(5 * time.Second); comments == 0; {
+		if f, ok := sa.nextWithin(5 * time.Second); !ok || decodeMessage(t, f.Data)["type"] != "peer-joined" {
+			t.Fatalf("alice's peer-joined: %+v", f)
+		}
+	})
+	phase(t, "the offer and the answer arrive", func(t *testing.T) {
+		offer = bob.post(t, `{"type":"offer","sdp":"v=0 over TLS"}`)
+		if f, ok := sa.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(offer) {
+			t.Fatalf("alice did not get the offer %d over TLS: %+v", offer, f)
+		}
+		ans := alice.post(t, `{"type":"answer","sdp":"v=0 over TLS"}`)
+		if f, ok := sb.nextWithin(5 * time.Second); !ok || f.ID != fmt.Sprint(ans) {
+			t.Fatalf("bob did not get the answer %d over TLS: %+v", ans, f)
+		}
+	})
+	phase(t, "heartbeats are flushed", func(t *testing.T) {
+		comments := 0
+		for deadline := time.After(5 * time.Second); comments == 0; {
+			select {
+			case f, ok := <-sa.frames:
+				if !ok {
+					t.Fatal("alice's stream ended")
+				}
+				if f.Comment {
+					comments++
+				}
+			case <-deadline:
+				t.Fatal("no heartbeat over TLS within 5s (-heartbeat 200ms)")
+			}
+		}
+	})
+	phase(t, "a waiting long-poll is answered by the next message", func(t *testing.T) {
+		// alice waits after the offer; bob's candidate answers her.
+		polled := make(chan answer, 1)
+		go func() {
+			a, _ := alice.longPoll(context.Background(), offer, "10")
+			polled <- a
+		}()
+		time.Sleep(100 * time.Millisecond)
+		candidate := bob.post(t, `{"type":"candidate","candidate":null}`)
 		select {
-		case f, ok := <-sa.frames:
-			if !ok {
-				t.Fatal("alice's stream ended")
+		case a := <-polled:
+			p, err := a.decodePoll()
+			if a.Status != 200 || err != nil || len(p.Messages) != 1 || idOf(p.Messages[0]) != candidate {
+				t.Fatalf("long-poll over TLS: %d %s", a.Status, a.Body)
 			}
-			if f.Comment {
-				comments++
-			}
-		case <-deadline:
-			t.Fatal("no heartbeat over TLS within 5s (-heartbeat 200ms)")
+		case <-time.After(10 * time.Second):
+			t.Fatal("long-poll over TLS was not answered")
 		}
-	}
-	// Long-poll: alice waits after the offer; bob's candidate answers it.
-	polled := make(chan answer, 1)
-	go func() {
-		a, _ := alice.longPoll(context.Background(), offer, "10")
-		polled <- a
-	}()
-	time.Sleep(100 * time.Millisecond)
-	candidate := bob.post(t, `{"type":"candidate","candidate":null}`)
-	select {
-	case a := <-polled:
-		p, err := a.decodePoll()
-		if a.Status != 200 || err != nil || len(p.Messages) != 1 || idOf(p.Messages[0]) != candidate {
-			t.Fatalf("long-poll over TLS: %d %s", a.Status, a.Body)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("long-poll over TLS was not answered")
-	}
+	})
 }
 
 // testCert is a certificate made by a test and its key, in files, and the

@@ -49,68 +49,80 @@ func TestWebRTCCall(t *testing.T) {
 			hc := &http.Client{Transport: &http.Transport{}}
 			t.Cleanup(hc.CloseIdleConnections)
 			peers := srv.via(hc) // the peers' own connections, closed at the end
+			var a, b *rtcPeer
+			defer func() { // the sessions that the phases started
+				for _, p := range []*rtcPeer{a, b} {
+					if p != nil {
+						p.stop()
+					}
+				}
+			}()
 
-			// A joins first: nobody there, so not the initiator; it listens by SSE.
-			ca := peers.join(t, room, 201)
-			if ca.Initiator {
-				t.Fatalf("first joiner is initiator: %+v", ca.joinAnswer)
-			}
-			a := newRTCPeer("A", "sse", ca, errs)
-			a.start(0, false)
-			defer a.stop()
-			// B joins second: the initiator, it offers; it listens by long-poll.
-			cb := peers.join(t, room, 201)
-			if !cb.Initiator || !slices.Equal(cb.Peers, []string{ca.ClientID}) {
-				t.Fatalf("second join answer %+v", cb.joinAnswer)
-			}
-			b := newRTCPeer("B", "poll", cb, errs)
-			a.other.Store(b.id)
-			b.other.Store(a.id)
-			b.start(0, true)
-			defer b.stop()
-
-			started := time.Now()
-			b.waitEcho(t, "ping B #1", errs)
-			t.Logf("first call connected in %v", time.Since(started).Round(time.Millisecond))
-			if ev := a.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != b.id || ev["resumed"] != nil {
-				t.Fatalf("A got server event %v, want peer-joined of B", ev)
-			}
+			phase(t, "A joins first: not the initiator; it listens by SSE", func(t *testing.T) {
+				ca := peers.join(t, room, 201)
+				if ca.Initiator {
+					t.Fatalf("first joiner is initiator: %+v", ca.joinAnswer)
+				}
+				a = newRTCPeer("A", "sse", ca, errs)
+				a.start(0, false)
+			})
+			phase(t, "B joins second: the initiator, with A as its peer; it offers and long-polls", func(t *testing.T) {
+				cb := peers.join(t, room, 201)
+				if !cb.Initiator || !slices.Equal(cb.Peers, []string{a.id}) {
+					t.Fatalf("second join answer %+v", cb.joinAnswer)
+				}
+				b = newRTCPeer("B", "poll", cb, errs)
+				a.other.Store(b.id)
+				b.other.Store(a.id)
+				b.start(0, true)
+			})
+			phase(t, "the call connects and the data channel echoes; A hears B's peer-joined", func(t *testing.T) {
+				started := time.Now()
+				b.waitEcho(t, "ping B #1", errs)
+				t.Logf("first call connected in %v", time.Since(started).Round(time.Millisecond))
+				if ev := a.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != b.id || ev["resumed"] != nil {
+					t.Fatalf("A got server event %v, want peer-joined of B", ev)
+				}
+			})
 
 			r, o := a, b
 			if tc.rejoin == "B" {
 				r, o = b, a
 			}
-			// The rejoiner goes away without a word, like a reloaded page:
-			// stream or poll, sender and PeerConnection are gone.
-			r.stop()
-			last := r.lastID.Load()
-			if last == 0 {
-				t.Fatalf("%s received nothing before it dropped", r.name)
-			}
-			rc := r.member.resume(t)
-			if rc.ClientID != r.id || rc.Token != r.member.Token || !rc.Initiator || !slices.Equal(rc.Peers, []string{o.id}) {
-				t.Fatalf("resume answer %+v, want client %s, initiator, peers [%s]", rc.joinAnswer, r.id, o.id)
-			}
-
-			started = time.Now()
-			ping := fmt.Sprintf("ping %s #%d", r.name, r.offers.Load()+1)
-			r.start(last, true)
-			r.waitEcho(t, ping, errs)
-			t.Logf("second call connected in %v", time.Since(started).Round(time.Millisecond))
-			if ev := o.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != r.id || ev["resumed"] != true {
-				t.Fatalf("%s got server event %v, want peer-joined of %s with resumed:true", o.name, ev, r.name)
-			}
-			if o.drops.Load() != 1 {
-				t.Fatalf("%s dropped %d connections, want its stale one", o.name, o.drops.Load())
-			}
-			select {
-			case err := <-errs:
-				t.Fatal(err)
-			default:
-			}
-			for _, p := range []*rtcPeer{a, b} {
-				t.Logf("%s: received up to id %d, added %d remote candidates, ignored %d stale messages", p.name, p.lastID.Load(), p.added.Load(), p.ignored.Load())
-			}
+			var last uint64 // the last id the rejoiner received before it dropped
+			phase(t, "the rejoiner drops everything and resumes with its token", func(t *testing.T) {
+				// It goes away without a word, like a reloaded page: stream
+				// or poll, sender and PeerConnection are gone.
+				r.stop()
+				if last = r.lastID.Load(); last == 0 {
+					t.Fatalf("%s received nothing before it dropped", r.name)
+				}
+				rc := r.member.resume(t)
+				if rc.ClientID != r.id || rc.Token != r.member.Token || !rc.Initiator || !slices.Equal(rc.Peers, []string{o.id}) {
+					t.Fatalf("resume answer %+v, want client %s, initiator, peers [%s]", rc.joinAnswer, r.id, o.id)
+				}
+			})
+			phase(t, "it offers again, the other drops its stale connection, and the call echoes again", func(t *testing.T) {
+				started := time.Now()
+				ping := fmt.Sprintf("ping %s #%d", r.name, r.offers.Load()+1)
+				r.start(last, true)
+				r.waitEcho(t, ping, errs)
+				t.Logf("second call connected in %v", time.Since(started).Round(time.Millisecond))
+				if ev := o.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != r.id || ev["resumed"] != true {
+					t.Fatalf("%s got server event %v, want peer-joined of %s with resumed:true", o.name, ev, r.name)
+				}
+				if o.drops.Load() != 1 {
+					t.Fatalf("%s dropped %d connections, want its stale one", o.name, o.drops.Load())
+				}
+				select {
+				case err := <-errs:
+					t.Fatal(err)
+				default:
+				}
+				for _, p := range []*rtcPeer{a, b} {
+					t.Logf("%s: received up to id %d, added %d remote candidates, ignored %d stale messages", p.name, p.lastID.Load(), p.added.Load(), p.ignored.Load())
+				}
+			})
 		})
 	}
 }
