@@ -1,0 +1,501 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"math"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tincan/tincan/store"
+)
+
+// Presence across the cluster. Every member has a lease of the client
+// timeout, granted at its join, that holds its live key. An instance
+// renews the leases of the members it sees: while one holds (a stream or
+// long-poll open), every quarter of the lease; after a Touch or a release,
+// once, at most a quarter of the lease later than the renewal before it
+// (so a lease never expires sooner than the client timeout after the last
+// sign of life, and a member's requests cost a renewal per quarter at
+// most). Renewals travel on one keep-alive stream per instance; etcd's
+// leader handles them without a log write.
+//
+// When a lease lapses, etcd deletes the live key; every instance's watch
+// shows it, and the reaper of each tries to remove the member (Leave with
+// ReasonTimeout) in a transaction that requires the live key to be still
+// gone and the member still there: one succeeds, the others find the
+// member gone. The reaper also sweeps the mirror every tick for members
+// without a live key, so a removal that failed is tried again. An instance
+// that holds a member whose lease lapsed anyway (it could not reach etcd
+// in time) gives it a new lease if it gets there before a reaper.
+//
+// Restart: each instance keeps a key on a lease of its own (instanceTTL),
+// revoked by Close. An instance that opens and finds no other instance's
+// key gives every member a new lease of the whole client timeout, one
+// lease shared by all of them (one grant, not one per member); a member
+// seen later by any instance moves to a lease of its own, and those never
+// seen again lapse together with the shared one.
+
+// instanceTTL is the lease of an instance's key, in seconds: an instance
+// killed without Close stops counting as running after this.
+const instanceTTL = 5
+
+type presence struct {
+	s       *Store
+	ttl     int64         // member leases, in seconds, as asked of etcd
+	every   time.Duration // renewal interval: a quarter of the lease
+	kick    chan struct{} // wakes the reaper
+	revokes chan clientv3.LeaseID
+
+	instance       atomic.Int64 // this instance's lease
+	instanceLapsed atomic.Bool  // and etcd said it is gone
+
+	mu    sync.Mutex
+	local map[store.Member]*liveness
+}
+
+// liveness is what this instance saw of a member.
+type liveness struct {
+	open    int       // holds not yet released
+	seen    time.Time // last Touch or release
+	renewed time.Time // last renewal sent
+}
+
+func newPresence(s *Store) *presence {
+	ttl := max(1, int64(math.Ceil(s.opts.ClientTimeout.Seconds())))
+	return &presence{
+		s:       s,
+		ttl:     ttl,
+		every:   time.Duration(ttl) * time.Second / 4,
+		kick:    make(chan struct{}, 1),
+		revokes: make(chan clientv3.LeaseID, 4096),
+		local:   map[store.Member]*liveness{},
+	}
+}
+
+// tick is how often the renewer and the reaper run.
+func (p *presence) tick() time.Duration { return min(max(p.every/2, 50*time.Millisecond), time.Second) }
+
+// Touch implements store.Store.
+func (s *Store) Touch(m store.Member) { s.presence.Touch(m) }
+
+// Hold implements store.Store.
+func (s *Store) Hold(m store.Member) (release func()) { return s.presence.Hold(m) }
+
+// Subscribe implements store.Store. Notifications come from the watch,
+// after the mirror shows the change.
+func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
+	return s.notifier.Subscribe(m, f)
+}
+
+func (p *presence) get(m store.Member) *liveness {
+	l := p.local[m]
+	if l == nil {
+		l = &liveness{seen: time.Now()}
+		p.local[m] = l
+	}
+	return l
+}
+
+func (p *presence) Touch(m store.Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.get(m).seen = time.Now()
+}
+
+func (p *presence) Hold(m store.Member) (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.get(m)
+	l.open++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.local[m] == l { // a member that left while listening is not brought back
+				l.open--
+				l.seen = time.Now()
+			}
+		})
+	}
+}
+
+// joined starts tracking a member whose lease was just granted.
+func (p *presence) joined(m store.Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	l := p.get(m)
+	l.seen, l.renewed = now, now
+}
+
+func (p *presence) forget(m store.Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.local, m)
+}
+
+// alive reports whether this instance saw m within the client timeout.
+func (p *presence) alive(m store.Member) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.local[m]
+	return l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout)
+}
+
+func (p *presence) kickReaper() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// grant makes a member lease.
+func (p *presence) grant(ctx context.Context) (clientv3.LeaseID, error) {
+	start := time.Now()
+	resp, err := p.s.client.Grant(ctx, p.ttl)
+	p.s.metrics.observe("grant", start)
+	if err != nil {
+		return 0, err
+	}
+	return resp.ID, nil
+}
+
+// revoke gives a lease back, in the background; a lease that cannot be
+// revoked now lapses by itself.
+func (p *presence) revoke(lease clientv3.LeaseID) {
+	if lease == 0 {
+		return
+	}
+	select {
+	case p.revokes <- lease:
+	default:
+	}
+}
+
+// start registers this instance, gives everybody the whole timeout if no
+// other instance runs, and starts the renewer, the reaper and the revoker.
+func (p *presence) start(ctx context.Context) error {
+	others := p.s.mirror.otherInstances(p.s.self)
+	if err := p.register(ctx); err != nil {
+		return err
+	}
+	if others == 0 {
+		if err := p.restartAll(ctx); err != nil {
+			return err
+		}
+	}
+	p.s.wg.Add(3)
+	go p.renewLoop()
+	go p.reapLoop()
+	go p.revokeLoop()
+	return nil
+}
+
+// register writes this instance's key on a lease of its own.
+func (p *presence) register(ctx context.Context) error {
+	octx, cancel := p.s.opContext(ctx)
+	defer cancel()
+	resp, err := p.s.client.Grant(octx, instanceTTL)
+	if err != nil {
+		return err
+	}
+	if _, err := p.s.client.Put(octx, p.s.keys.instance(p.s.self), "", clientv3.WithLease(resp.ID)); err != nil {
+		return err
+	}
+	p.instance.Store(int64(resp.ID))
+	return nil
+}
+
+// stop revokes this instance's lease, so that its key goes at once.
+func (p *presence) stop(ctx context.Context) {
+	if lease := clientv3.LeaseID(p.instance.Load()); lease != 0 {
+		octx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		p.s.client.Revoke(octx, lease)
+	}
+}
+
+// restartAll gives every member one new shared lease of the whole client
+// timeout.
+func (p *presence) restartAll(ctx context.Context) error {
+	members := p.s.mirror.members(false)
+	if len(members) == 0 {
+		return nil
+	}
+	octx, cancel := p.s.opContext(ctx)
+	defer cancel()
+	lease, err := p.grant(octx)
+	if err != nil {
+		return err
+	}
+	const perTxn = 64
+	start := time.Now()
+	var rev int64
+	for chunk := range chunks(members, perTxn) {
+		ops := make([]clientv3.Op, 0, len(chunk))
+		for _, m := range chunk {
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(p.s.keys.member(m.Room, m.ID)), "=", m.joined)},
+				[]clientv3.Op{clientv3.OpPut(p.s.keys.live(m.Room, m.ID), sharedLease, clientv3.WithLease(lease))}, nil))
+		}
+		resp, err := p.s.client.Txn(octx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		rev = resp.Header.Revision
+	}
+	p.s.settle(octx, rev, start)
+	for _, m := range members {
+		if m.live && !m.shared {
+			p.revoke(clientv3.LeaseID(m.lease)) // holds nothing now
+		}
+	}
+	p.s.log.Info("no other instance runs: every member has the whole client timeout again", "members", len(members))
+	return nil
+}
+
+func chunks[T any](all []T, n int) func(yield func([]T) bool) {
+	return func(yield func([]T) bool) {
+		for len(all) > 0 {
+			c := all[:min(n, len(all))]
+			all = all[len(c):]
+			if !yield(c) {
+				return
+			}
+		}
+	}
+}
+
+// renewLoop renews this instance's lease and the leases of the members it
+// sees, until Close.
+func (p *presence) renewLoop() {
+	defer p.s.wg.Done()
+	t := time.NewTicker(p.tick())
+	defer t.Stop()
+	var ka *keepAlive
+	defer func() { ka.close() }()
+	var instanceRenewed time.Time
+	for {
+		select {
+		case <-t.C:
+		case <-p.s.ctx.Done():
+			return
+		}
+		if ka == nil || ka.broken() {
+			ka.close()
+			var err error
+			if ka, err = p.openKeepAlive(); err != nil {
+				ka = nil
+				continue
+			}
+		}
+		if time.Since(instanceRenewed) >= instanceTTL*time.Second/3 {
+			if p.instanceLapsed.Load() {
+				if err := p.register(p.s.ctx); err == nil {
+					p.instanceLapsed.Store(false)
+				}
+			}
+			if ka.send(clientv3.LeaseID(p.instance.Load())) {
+				instanceRenewed = time.Now()
+			}
+		}
+		p.renewMembers(ka)
+	}
+}
+
+// renewMembers renews the leases that are due.
+func (p *presence) renewMembers(ka *keepAlive) {
+	now := time.Now()
+	type due struct {
+		m    store.Member
+		l    *liveness
+		prev time.Time
+	}
+	var jobs []due
+	p.mu.Lock()
+	for m, l := range p.local {
+		if now.Sub(l.renewed) < p.every || (l.open == 0 && !l.seen.After(l.renewed)) {
+			if l.open == 0 && !l.seen.After(l.renewed) && now.Sub(l.seen) > 2*p.s.opts.ClientTimeout {
+				delete(p.local, m) // silent here for long: its lease is not ours to keep
+			}
+			continue
+		}
+		jobs = append(jobs, due{m, l, l.renewed})
+		l.renewed = now
+	}
+	p.mu.Unlock()
+	for _, j := range jobs {
+		ok := false
+		if ref, member := p.s.mirror.presence(j.m); member {
+			switch {
+			case !ref.live: // lapsed while seen here: back, unless a reaper was first
+				ok = p.attach(j.m, ref, false)
+			case ref.shared: // a restart's lease: one of its own
+				ok = p.attach(j.m, ref, true)
+			default:
+				ok = ka.send(clientv3.LeaseID(ref.lease))
+			}
+		}
+		if !ok {
+			p.mu.Lock()
+			if j.l.renewed == now {
+				j.l.renewed = j.prev // try again at the next tick
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// attach gives m a lease of its own: in place of the shared one
+// (fromShared), or in place of one that lapsed.
+func (p *presence) attach(m store.Member, ref memberRef, fromShared bool) bool {
+	ctx, cancel := p.s.opContext(p.s.ctx)
+	defer cancel()
+	lease, err := p.grant(ctx)
+	if err != nil {
+		return false
+	}
+	live := p.s.keys.live(m.Room, m.ID)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(p.s.keys.member(m.Room, m.ID)), "=", ref.joined)}
+	if fromShared {
+		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(live), "=", ref.lease))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(live), "=", 0))
+	}
+	start := time.Now()
+	resp, err := p.s.client.Txn(ctx).If(cmps...).Then(clientv3.OpPut(live, "", clientv3.WithLease(lease))).Commit()
+	p.s.metrics.observe("attach", start)
+	if err != nil || !resp.Succeeded {
+		p.revoke(lease)
+		return err == nil // nothing to attach any more
+	}
+	p.s.settle(ctx, resp.Header.Revision, start)
+	p.s.metrics.leaseRenewals.Inc()
+	return true
+}
+
+// keepAlive is one lease keep-alive stream and the goroutine that reads
+// its answers.
+type keepAlive struct {
+	stream pb.Lease_LeaseKeepAliveClient
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the stream has ended
+}
+
+func (p *presence) openKeepAlive() (*keepAlive, error) {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(p.s.ctx))
+	stream, err := clientv3.RetryLeaseClient(p.s.client).LeaseKeepAlive(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ka := &keepAlive{stream: stream, cancel: cancel, done: make(chan struct{})}
+	p.s.wg.Add(1)
+	go func() {
+		defer p.s.wg.Done()
+		defer close(ka.done)
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if resp.TTL > 0 {
+				p.s.metrics.leaseRenewals.Inc()
+				continue
+			}
+			p.s.metrics.leaseLapses.Inc() // the lease is gone: its member's removal follows
+			if int64(resp.ID) == p.instance.Load() {
+				p.instanceLapsed.Store(true)
+			}
+		}
+	}()
+	return ka, nil
+}
+
+func (ka *keepAlive) send(lease clientv3.LeaseID) bool {
+	if lease == 0 {
+		return false
+	}
+	if err := ka.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(lease)}); err != nil {
+		ka.cancel()
+		return false
+	}
+	return true
+}
+
+func (ka *keepAlive) broken() bool {
+	select {
+	case <-ka.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (ka *keepAlive) close() {
+	if ka != nil {
+		ka.cancel()
+		<-ka.done
+	}
+}
+
+// reapLoop removes members whose lease lapsed, until Close.
+func (p *presence) reapLoop() {
+	defer p.s.wg.Done()
+	t := time.NewTicker(p.tick())
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-p.kick:
+		case <-p.s.ctx.Done():
+			return
+		}
+		p.reap()
+	}
+}
+
+func (p *presence) reap() {
+	silent := p.s.mirror.members(true)
+	// Every instance reaps: in different orders, they rarely collide.
+	mrand.Shuffle(len(silent), func(i, j int) { silent[i], silent[j] = silent[j], silent[i] })
+	for _, m := range silent {
+		if p.alive(m.Member) {
+			continue // the renewer gives it a lease again
+		}
+		ctx, cancel := p.s.opContext(p.s.ctx)
+		_, removed, err := p.s.leave(ctx, m.Member, store.ReasonTimeout, true)
+		cancel()
+		if err != nil {
+			if p.s.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+				p.s.log.Warn("remove silent member", "room", m.Room, "client", m.ID, "err", err)
+			}
+			return // etcd is unwell: the next tick tries again
+		}
+		if removed {
+			p.s.log.Info("member timed out", "room", m.Room, "client", m.ID)
+		}
+	}
+}
+
+// revokeLoop revokes the leases given back, until Close.
+func (p *presence) revokeLoop() {
+	defer p.s.wg.Done()
+	for {
+		select {
+		case lease := <-p.revokes:
+			ctx, cancel := context.WithTimeout(p.s.ctx, time.Second)
+			p.s.client.Revoke(ctx, lease)
+			cancel()
+		case <-p.s.ctx.Done():
+			return
+		}
+	}
+}

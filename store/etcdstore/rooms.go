@@ -1,0 +1,381 @@
+package etcdstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tincan/tincan/store"
+)
+
+// Joins and leaves. Each is one transaction that compares the room
+// record's mod revision with the one the mirror showed: every join and
+// every leave rewrites the record, so the comparison holds only if the
+// membership is still the one the transaction was built from. That makes
+// the capacity exact (racing joins each see the room's count and all but
+// one fail the comparison and start over), and the recipients of the
+// peer-joined and peer-left events exact too.
+
+// Join implements store.Store.
+func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, error) {
+	if s.closed.Load() {
+		return store.Joined{}, store.ErrClosed
+	}
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	j := &joining{s: s, req: req}
+	defer j.release()
+	out, err := j.run(octx)
+	if err != nil {
+		return store.Joined{}, s.failure(ctx, "join "+req.Room, err)
+	}
+	return out, nil
+}
+
+// joining is one Join across its attempts: what it made once (id, token,
+// password hash, lease) is reused by the next attempt.
+type joining struct {
+	s   *Store
+	req store.JoinRequest
+
+	id, token string
+	hash      []byte // bcrypt hash of req.Password, for a room it makes
+	checked   []byte // the room's password hash last checked against req.Password
+	matches   bool   // and whether it matched
+	lease     clientv3.LeaseID
+	sent      bool // a transaction with the lease may have been applied
+}
+
+func (j *joining) run(ctx context.Context) (store.Joined, error) {
+	s, req := j.s, j.req
+	var tokenHash [32]byte
+	if req.Token != "" {
+		tokenHash = sha256.Sum256([]byte(req.Token))
+	}
+	synced := false // the mirror caught up since the call began
+	sync := func() error {
+		synced = true
+		return s.catchUp(ctx)
+	}
+	for attempt := 0; ; attempt++ {
+		v := s.mirror.view(req.Room)
+
+		// Resume: the token names a member of this very room.
+		if req.Token != "" {
+			m, known := s.mirror.lookup(tokenHash)
+			if mv, ok := v.find(m.ID); known && ok && m.Room == req.Room && mv.token == tokenHash {
+				out, done, err := j.resume(ctx, v, mv)
+				if done || err != nil {
+					if err != nil && s.again(ctx, attempt, true, err) {
+						continue
+					}
+					return out, err
+				}
+				synced = true // the comparison failed: the mirror has caught up
+				continue
+			}
+			if !known && !synced {
+				if err := sync(); err != nil {
+					return store.Joined{}, err
+				}
+				continue
+			}
+		}
+
+		refusal, slot, err := j.check(v)
+		if err != nil {
+			return store.Joined{}, err
+		}
+		if refusal != nil {
+			if !synced {
+				if err := sync(); err != nil {
+					return store.Joined{}, err
+				}
+				continue
+			}
+			return store.Joined{}, refusal
+		}
+		out, done, err := j.admit(ctx, v, slot)
+		if err != nil {
+			if s.again(ctx, attempt, false, err) {
+				continue
+			}
+			return store.Joined{}, err
+		}
+		if done {
+			return out, nil
+		}
+		synced = true
+	}
+}
+
+// check decides from the mirror's view whether the join is refused, and
+// picks the place among MaxRooms a new room takes (-1 for none).
+func (j *joining) check(v roomView) (refusal error, slot int, err error) {
+	s, req := j.s, j.req
+	if v.exists && len(v.info.Password) > 0 && !j.passwordMatches(v.info.Password) {
+		return store.Refusef(store.ErrBadPassword, "wrong password for room %q", req.Room), -1, nil
+	}
+	if len(v.members) >= s.opts.Capacity {
+		return store.Refusef(store.ErrRoomFull, "room %q is full (%d of %d)", req.Room, len(v.members), s.opts.Capacity), -1, nil
+	}
+	slot = -1
+	if !v.exists && s.opts.MaxRooms > 0 {
+		free := s.mirror.freeSlots(s.opts.MaxRooms)
+		if len(free) == 0 {
+			return store.Refusef(store.ErrTooManyRooms, "the server holds its maximum of %d rooms", s.opts.MaxRooms), -1, nil
+		}
+		slot = free[mrand.IntN(len(free))] // racing makers of rooms rarely pick the same
+	}
+	if !v.exists && req.Password != "" && j.hash == nil {
+		// Slow on purpose: done once, outside any transaction.
+		if j.hash, err = bcrypt.GenerateFromPassword([]byte(req.Password), bcrypt.DefaultCost); err != nil {
+			return nil, -1, fmt.Errorf("hash password: %w", err)
+		}
+	}
+	return nil, slot, nil
+}
+
+// passwordMatches compares req.Password with a room's hash, once per hash.
+func (j *joining) passwordMatches(hash []byte) bool {
+	if string(hash) != string(j.checked) {
+		j.checked = hash
+		j.matches = bcrypt.CompareHashAndPassword(hash, []byte(j.req.Password)) == nil
+	}
+	return j.matches
+}
+
+// resume tells the others that member mv is back. done is false when the
+// room changed since v.
+func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.Joined, bool, error) {
+	s, room := j.s, j.req.Room
+	peers := v.others(mv.id)
+	var ops []clientv3.Op
+	if len(peers) > 0 {
+		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, mv.id)
+		ops = append(ops, s.entryOp(room, peers, false, eventTail(event)))
+	}
+	start := time.Now()
+	resp, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)).Then(ops...).Commit()
+	s.metrics.observe("resume", start)
+	if err != nil {
+		return store.Joined{}, false, err
+	}
+	s.settle(ctx, resp.Header.Revision, start)
+	if !resp.Succeeded {
+		return store.Joined{}, false, nil
+	}
+	m := store.Member{Room: room, ID: mv.id}
+	s.presence.Touch(m)
+	return store.Joined{Member: m, Token: j.req.Token, Resumed: true, Peers: peers}, true, nil
+}
+
+// admit makes a new member. done is false when the room (or the place
+// taken) changed since v.
+func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined, bool, error) {
+	s, room := j.s, j.req.Room
+	if j.id == "" {
+		j.id, j.token = newSecret(12), newSecret(24)
+	}
+	if j.lease == 0 {
+		lease, err := s.presence.grant(ctx)
+		if err != nil {
+			return store.Joined{}, false, err
+		}
+		j.lease = lease
+	}
+	tokenHash := sha256.Sum256([]byte(j.token))
+	info := roomInfo{Password: j.hash, Slot: nil}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.keys.info(room)), "=", 0)}
+	claimFrom := int64(0)
+	if v.exists {
+		info = v.info
+		info.LastJoin = 0 // this join is the latest: the record's own revision
+		claimFrom = v.lastJoin
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)}
+	}
+	if slot >= 0 {
+		info.Slot = &slot
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.slot(slot)), "=", 0))
+	}
+	ops := []clientv3.Op{
+		clientv3.OpPut(s.keys.info(room), encodeInfo(info)),
+		// The member record before what hangs on it (the mirror applies in order).
+		clientv3.OpPut(s.keys.member(room, j.id), memberValue{token: tokenHash, claimFrom: claimFrom}.encode()),
+		clientv3.OpPut(s.keys.ack(room, j.id), ackValue(0)),
+		clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, j.id)),
+		clientv3.OpPut(s.keys.live(room, j.id), "", clientv3.WithLease(j.lease)),
+	}
+	if slot >= 0 {
+		ops = append(ops, clientv3.OpPut(s.keys.slot(slot), room))
+	}
+	peers := v.others("")
+	if len(peers) > 0 {
+		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, j.id)
+		ops = append(ops, s.entryOp(room, peers, false, eventTail(event)))
+	}
+	start := time.Now()
+	j.sent = true
+	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	s.metrics.observe("join", start)
+	if err != nil {
+		if notApplied(err) {
+			j.sent = false
+		}
+		return store.Joined{}, false, err
+	}
+	s.settle(ctx, resp.Header.Revision, start)
+	if !resp.Succeeded {
+		j.sent = false
+		return store.Joined{}, false, nil
+	}
+	m := store.Member{Room: room, ID: j.id}
+	s.presence.joined(m)
+	j.lease = 0 // the member's now
+	return store.Joined{Member: m, Token: j.token, Peers: peers}, true, nil
+}
+
+// release gives back a lease the join granted and did not use.
+func (j *joining) release() {
+	if j.lease != 0 && !j.sent {
+		j.s.presence.revoke(j.lease)
+	}
+}
+
+// Leave implements store.Store.
+func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
+	if s.closed.Load() {
+		return false, store.ErrClosed
+	}
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	deleted, _, err := s.leave(octx, m, reason, false)
+	if err != nil {
+		return false, s.failure(ctx, "leave "+m.Room, err)
+	}
+	return deleted, nil
+}
+
+// leave removes m. With silent, only if its live key is gone (its lease
+// lapsed): the removal for silence, which any instance may attempt and
+// exactly one makes. removed reports whether this call removed m.
+func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, silent bool) (roomDeleted, removed bool, err error) {
+	synced := silent // the removal for silence acts on the mirror's word
+	for attempt := 0; ; attempt++ {
+		v := s.mirror.view(m.Room)
+		mv, ok := v.find(m.ID)
+		if !ok && !synced {
+			synced = true
+			if err := s.catchUp(ctx); err != nil {
+				return false, false, err
+			}
+			continue
+		}
+		if !ok || (silent && mv.live) {
+			s.forget(m)
+			return false, false, nil
+		}
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(s.keys.info(m.Room)), "=", v.infoRev),
+			clientv3.Compare(clientv3.CreateRevision(s.keys.member(m.Room, m.ID)), "=", mv.joined),
+		}
+		if silent {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.live(m.Room, m.ID)), "=", 0))
+		}
+		others := v.others(m.ID)
+		var ops []clientv3.Op
+		if len(others) == 0 {
+			// The last member: the room goes, with everything in it.
+			ops = []clientv3.Op{
+				clientv3.OpDelete(s.keys.room(m.Room), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.keys.token(mv.token)),
+			}
+			if v.info.Slot != nil {
+				ops = append(ops, clientv3.OpDelete(s.keys.slot(*v.info.Slot)))
+			}
+		} else {
+			info := v.info
+			info.LastJoin = v.lastJoin
+			event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
+			ops = []clientv3.Op{
+				clientv3.OpDelete(s.keys.member(m.Room, m.ID)),
+				clientv3.OpDelete(s.keys.ack(m.Room, m.ID)),
+				clientv3.OpDelete(s.keys.live(m.Room, m.ID)),
+				clientv3.OpDelete(s.keys.idems(m.Room, m.ID), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.keys.token(mv.token)),
+				clientv3.OpPut(s.keys.info(m.Room), encodeInfo(info)),
+				s.entryOp(m.Room, others, false, eventTail(event)),
+			}
+		}
+		start := time.Now()
+		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		s.metrics.observe("leave", start)
+		if err != nil {
+			if s.again(ctx, attempt, true, err) {
+				continue
+			}
+			return false, false, err
+		}
+		s.settle(ctx, resp.Header.Revision, start)
+		if resp.Succeeded {
+			if !mv.shared {
+				s.presence.revoke(clientv3.LeaseID(mv.lease))
+			}
+			s.forget(m)
+			return len(others) == 0, true, nil
+		}
+		synced = true
+	}
+}
+
+// forget drops what this instance holds for a member that is gone.
+func (s *Store) forget(m store.Member) {
+	s.acks.forget(m)
+	s.presence.forget(m)
+}
+
+// Authenticate implements store.Store. A token the mirror does not know
+// may be a member's that joined a moment ago on another instance: the
+// mirror catches up before the token is refused.
+func (s *Store) Authenticate(ctx context.Context, token string) (store.Member, error) {
+	if s.closed.Load() {
+		return store.Member{}, store.ErrClosed
+	}
+	if err := s.ensureFresh(ctx); err != nil {
+		return store.Member{}, err
+	}
+	hash := sha256.Sum256([]byte(token))
+	if m, ok := s.mirror.lookup(hash); ok {
+		return m, nil
+	}
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	if err := s.catchUp(octx); err != nil {
+		return store.Member{}, s.failure(ctx, "authenticate", err)
+	}
+	if m, ok := s.mirror.lookup(hash); ok {
+		return m, nil
+	}
+	return store.Member{}, store.ErrUnauthorized
+}
+
+// Occupants implements store.Store, from the mirror.
+func (s *Store) Occupants(_ context.Context, room string) (int, error) {
+	if s.closed.Load() {
+		return 0, store.ErrClosed
+	}
+	return s.mirror.occupants(room), nil
+}
+
+func newSecret(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,243 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// One watch of the whole prefix feeds the mirror, from the revision after
+// the one it was loaded at. Each response holds whole transactions in
+// revision order; the mirror applies them, and only then are subscribers
+// notified, so that what a notification announces is visible to Read.
+//
+// When the watch breaks, it starts again from the revision after the
+// mirror's: nothing is skipped and nothing applied twice. When that
+// revision has been compacted away, the mirror is loaded again by a range
+// read of the prefix and the watch goes on from there; every subscriber is
+// notified, since nobody knows what changed meanwhile (readers read after
+// their last id, so a notification for nothing costs a read, no duplicate).
+//
+// Freshness: the mirror is known to hold every change committed before
+// freshAt. A linearizable read tells the cluster's current revision; once
+// the watch has delivered up to it (events, or a progress notification
+// asked for), everything committed before that read began is in the
+// mirror. The heartbeat does that every StaleAfter/4 when nothing else has
+// (each of this instance's own writes does it too). Authenticate and Read
+// refuse with store.ErrUnavailable when the mirror cannot be brought up to
+// date within the request timeout after being stale for StaleAfter: an
+// instance that cannot follow etcd answers 503 rather than authenticate a
+// member that has left elsewhere.
+
+// watchLoop runs the watch until Close.
+func (s *Store) watchLoop() {
+	defer s.wg.Done()
+	for s.ctx.Err() == nil {
+		reload, err := s.follow()
+		if s.ctx.Err() != nil {
+			return
+		}
+		if reload {
+			if err = s.reload(s.ctx); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			s.log.Warn("etcd watch interrupted", "err", err)
+		}
+		s.sleep(100 * time.Millisecond)
+	}
+}
+
+// follow watches from the mirror's revision on until the watch ends. It
+// reports whether the mirror must be loaded again (the watch fell behind
+// compaction).
+func (s *Store) follow() (reload bool, err error) {
+	ctx, cancel := context.WithCancel(s.watchCtx)
+	defer cancel()
+	from := s.mirror.revision() + 1
+	for resp := range s.client.Watch(ctx, s.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(from)) {
+		switch {
+		case resp.CompactRevision != 0:
+			s.log.Warn("etcd watch fell behind compaction; loading the state again", "from", from, "compacted", resp.CompactRevision)
+			return true, nil
+		case resp.Err() != nil:
+			return false, resp.Err()
+		case resp.IsProgressNotify():
+			s.mirror.progress(resp.Header.Revision)
+		case len(resp.Events) > 0:
+			s.applyEvents(resp.Events)
+		}
+	}
+	return false, errors.New("watch channel closed")
+}
+
+// applyEvents applies events to the mirror, then notifies.
+func (s *Store) applyEvents(events []*clientv3.Event) {
+	wakes, lapsed := s.mirror.apply(events)
+	s.notify(wakes)
+	if len(lapsed) > 0 {
+		s.presence.kickReaper()
+	}
+}
+
+func (s *Store) notify(wakes []wake) {
+	for _, w := range wakes {
+		if w.all {
+			s.notifier.Notify(w.room, w.upto)
+		} else if len(w.ids) > 0 {
+			s.notifier.Notify(w.room, w.upto, w.ids...)
+		}
+	}
+}
+
+// reload loads the mirror from a range read of the whole prefix.
+func (s *Store) reload(ctx context.Context) error {
+	start := time.Now()
+	kvs, rev, err := s.rangeAll(ctx)
+	if err != nil {
+		return err
+	}
+	s.notify(s.mirror.load(kvs, rev))
+	s.markFresh(start)
+	s.presence.kickReaper()
+	return nil
+}
+
+// rangeAll reads every key under the prefix at one revision, a page at a
+// time.
+func (s *Store) rangeAll(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+	const page = 1000
+	end := clientv3.GetPrefixRangeEnd(s.keys.prefix)
+	for {
+		var kvs []*mvccpb.KeyValue
+		var rev int64
+		from := s.keys.prefix
+		for {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			octx, cancel := s.opContext(ctx)
+			resp, err := s.client.Get(octx, from, opts...)
+			cancel()
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				break // compacted between two pages: start over
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			if rev == 0 {
+				rev = resp.Header.Revision
+			}
+			kvs = append(kvs, resp.Kvs...)
+			if !resp.More || len(resp.Kvs) == 0 {
+				return kvs, rev, nil
+			}
+			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		}
+	}
+}
+
+// catchUp brings the mirror up to the cluster's revision as of now.
+func (s *Store) catchUp(ctx context.Context) error {
+	start := time.Now()
+	resp, err := s.client.Get(clientv3.WithRequireLeader(ctx), s.keys.ping(), clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	target := resp.Header.Revision
+	for !s.mirror.reached(target) {
+		// Nothing under the prefix may have changed for a while: ask the
+		// watch to say how far it is.
+		pctx, cancel := context.WithTimeout(s.watchCtx, 100*time.Millisecond)
+		s.client.RequestProgress(pctx)
+		cancel()
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		s.mirror.wait(wctx, target)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	s.markFresh(start)
+	return nil
+}
+
+// markFresh records that the mirror holds every change committed before t.
+func (s *Store) markFresh(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := s.freshAt.Load()
+		if n <= old || s.freshAt.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// staleness is how long ago the mirror was last known up to date.
+func (s *Store) staleness() time.Duration { return time.Since(time.Unix(0, s.freshAt.Load())) }
+
+// ensureFresh brings a mirror stale for longer than StaleAfter up to date,
+// or answers store.ErrUnavailable.
+func (s *Store) ensureFresh(ctx context.Context) error {
+	if s.staleness() <= s.opts.StaleAfter {
+		return nil
+	}
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	if err := s.catchUp(octx); err != nil {
+		return s.failure(ctx, "catch up", err)
+	}
+	return nil
+}
+
+// heartbeatLoop keeps the mirror known fresh while nothing else does.
+func (s *Store) heartbeatLoop() {
+	defer s.wg.Done()
+	every := s.opts.StaleAfter / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+		if s.staleness() < every {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.StaleAfter)
+		err := s.catchUp(ctx)
+		cancel()
+		switch {
+		case err != nil && !failing && s.ctx.Err() == nil:
+			s.log.Warn("etcd does not answer; the mirror may be stale", "err", err)
+			failing = true
+		case err == nil && failing:
+			s.log.Info("etcd answers again")
+			failing = false
+		}
+	}
+}
+
+// settle waits until the mirror shows this instance's own write of
+// revision rev, sent at sent. The write is durable already: if the watch
+// is broken the wait gives up after the request timeout, and the write
+// still succeeds.
+func (s *Store) settle(ctx context.Context, rev int64, sent time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)() // Close ends the wait
+	if s.mirror.wait(ctx, rev) {
+		s.markFresh(sent)
+	}
+}
+
+// reached reports whether the mirror is at rev or later.
+func (mr *mirror) reached(rev int64) bool { return mr.revision() >= rev }
