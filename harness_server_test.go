@@ -1,8 +1,21 @@
 package main
 
-// The server of the contract tests: run (main.go) serving in this process,
-// started with options, and the endpoint through which a test reaches a
-// server wherever it runs (in this process, as the binary, behind a proxy).
+// The tests of package main come in two tiers, named so:
+//
+//   - contract_*_test.go drive run (main.go) in this process, on a real
+//     listener with a real bbolt file (testServer, below), and hold the
+//     server to its API contract, alone or behind real proxies, TLS, pion
+//     peers or Chromium;
+//   - e2e_*_test.go build the binary and run it (harness_binary_test.go),
+//     to kill it with SIGKILL, stop it with SIGTERM and start it again on
+//     the same file.
+//
+// Both reach the server through an endpoint (below) and its clients
+// (harness_client_test.go, harness_stream_test.go); a long test runs in
+// named phases (harness_scenario_test.go).
+//
+// This file: the server of the contract tests, started with options, and
+// the endpoint through which a test reaches a server wherever it runs.
 
 import (
 	"bytes"
