@@ -9,15 +9,12 @@ import (
 	"github.com/tincan/tincan/store/storetest"
 )
 
-// The bbolt engine keeps every promise of store.Store, but one.
+// The bbolt engine keeps every promise of store.Store.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		path := filepath.Join(t.TempDir(), "conformance.db")
 		return func(opts store.Options) (store.Store, error) {
 			return boltstore.Open(path, boltstore.Options{Options: opts})
 		}
-	}, storetest.KnownFailure{
-		Test: "Lifecycle/CallsAfterClose",
-		Why:  "Join, Authenticate, Read, Occupants, Prune and Secret do not answer ErrClosed after Close",
 	})
 }

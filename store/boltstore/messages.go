@@ -113,6 +113,9 @@ func (s *Store) countsInTx(room string) (messages int, held bool) {
 // AckFlush, one write for all of them: a long-poll acknowledges with every
 // request, and a write each would double the writes per message.
 func (s *Store) Read(_ context.Context, m store.Member, q store.ReadRequest) (msgs []store.Message, cursor uint64, err error) {
+	if s.closed() {
+		return nil, 0, store.ErrClosed
+	}
 	after, limit, ack := q.After, q.Limit, q.Acknowledge
 	acked, ok := s.dir.acked(m)
 	if !ok {
@@ -259,6 +262,9 @@ func (s *Store) LastID() uint64 {
 // not fsync for nothing. (A message once prunable stays so: acknowledgements
 // only grow, members only leave, time only passes.)
 func (s *Store) Prune(ctx context.Context) (int, error) {
+	if s.closed() {
+		return 0, store.ErrClosed
+	}
 	const roomsPerWrite = 64
 	if err := s.flushAcks(ctx); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)

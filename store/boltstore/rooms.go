@@ -50,6 +50,9 @@ func decodeMember(v []byte) (memberRecord, bool) {
 
 // Join implements store.Store.
 func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, error) {
+	if s.closed() {
+		return store.Joined{}, store.ErrClosed
+	}
 	// Password hashing is slow on purpose: do it outside the commit loop,
 	// then make sure in the transaction that the room is still as we saw it.
 	for attempt := 0; ; attempt++ {
@@ -252,6 +255,9 @@ func (s *Store) deleteRoom(tx *bolt.Tx, room string) error {
 
 // Authenticate implements store.Store.
 func (s *Store) Authenticate(_ context.Context, token string) (store.Member, error) {
+	if s.closed() {
+		return store.Member{}, store.ErrClosed
+	}
 	if m, ok := s.dir.lookup(sha256.Sum256([]byte(token))); ok {
 		return m, nil
 	}
@@ -260,6 +266,9 @@ func (s *Store) Authenticate(_ context.Context, token string) (store.Member, err
 
 // Occupants implements store.Store.
 func (s *Store) Occupants(_ context.Context, room string) (int, error) {
+	if s.closed() {
+		return 0, store.ErrClosed
+	}
 	var n int
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if rb := tx.Bucket(bucketRooms).Bucket([]byte(room)); rb != nil {

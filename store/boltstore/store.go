@@ -200,6 +200,17 @@ func (s *Store) Ping(ctx context.Context) error {
 	})
 }
 
+// closed reports whether Close has begun: from then on every call answers
+// store.ErrClosed.
+func (s *Store) closed() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
 // update queues fn for the commit loop and waits until its transaction
 // committed. fn must leave the transaction untouched when it returns an
 // *store.Error (check first, write after), because it shares the transaction with
@@ -373,6 +384,9 @@ func (s *Store) loadIndex() error {
 
 // Secret implements store.Store.
 func (s *Store) Secret(ctx context.Context, name string, n int) ([]byte, error) {
+	if s.closed() {
+		return nil, store.ErrClosed
+	}
 	key := []byte("secret/" + name)
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {

@@ -16,12 +16,8 @@ import (
 )
 
 // envBreakage names, for TestBrokenEngine, the breakage to run the suite
-// against; "none" is the real engine. envKnown, if set, names a test that
-// TestBrokenEngine declares a known failure.
-const (
-	envBreakage = "STORETEST_BREAKAGE"
-	envKnown    = "STORETEST_KNOWN"
-)
+// against; "none" is the real engine.
+const envBreakage = "STORETEST_BREAKAGE"
 
 // The suite fails on each broken engine, in the test meant to catch its
 // breakage, and passes those same tests on the real engine. Each run is
@@ -65,32 +61,6 @@ func TestSuiteCatchesBrokenEngines(t *testing.T) {
 	}
 }
 
-// A known failure passes while the test fails, fails once the test
-// passes, and must name a test of the suite.
-func TestKnownFailure(t *testing.T) {
-	for _, tc := range []struct {
-		name, breakage, known, test string
-		pass                        bool
-		report                      string // a line of the output
-	}{
-		{"still failing", "admit-one-over-capacity", "Join/Capacity", "Join/Capacity", true, "4 of 40 concurrent joins"},
-		{"fixed", "none", "Join/FirstMember", "Join/FirstMember", false, "no longer fails"},
-		{"no such test", "none", "Join/NoSuchTest", "Join/FirstMember", false, `known failure "Join/NoSuchTest": the suite has no such test`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			out, err := runBroken(t, tc.breakage, []string{tc.test}, envKnown+"="+tc.known)
-			var exit *exec.ExitError
-			if tc.pass && err != nil || !tc.pass && !errors.As(err, &exit) {
-				t.Fatalf("known failure %s, test %s on %s: %v, want passing %v\n%s", tc.known, tc.test, tc.breakage, err, tc.pass, out)
-			}
-			if !strings.Contains(out, tc.report) {
-				t.Fatalf("known failure %s, test %s on %s: the output does not say %q:\n%s", tc.known, tc.test, tc.breakage, tc.report, out)
-			}
-		})
-	}
-}
-
 // runBroken runs TestBrokenEngine in a new process of this test binary,
 // against the named breakage, limited to the given tests of the suite, with
 // env added to the environment.
@@ -128,12 +98,8 @@ func TestBrokenEngine(t *testing.T) {
 		}
 		open = b.open
 	}
-	var known []storetest.KnownFailure
-	if test := os.Getenv(envKnown); test != "" {
-		known = append(known, storetest.KnownFailure{Test: test, Why: "declared by TestKnownFailure"})
-	}
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		path := filepath.Join(t.TempDir(), "broken.db")
 		return func(opts store.Options) (store.Store, error) { return open(path, opts) }
-	}, known...)
+	})
 }

@@ -46,44 +46,17 @@ type Opener func(opts store.Options) (store.Store, error)
 // returns an Opener on fresh, empty backing state; it may use t (for
 // t.TempDir, t.Cleanup, t.Fatal) and must be safe to call from parallel
 // tests.
-//
-// known lists the tests the engine is known to fail (see KnownFailure).
-func Run(t *testing.T, newEngine func(t *testing.T) Opener, known ...KnownFailure) {
-	expected := map[string]KnownFailure{}
-	for _, k := range known {
-		if !exists(k.Test) {
-			t.Errorf("known failure %q: the suite has no such test", k.Test)
-		}
-		expected[k.Test] = k
-	}
+func Run(t *testing.T, newEngine func(t *testing.T) Opener) {
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
 			for _, c := range g.tests {
-				k, isKnown := expected[g.name+"/"+c.name]
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
-					open := newEngine(t)
-					if isKnown {
-						expectFailure(t, k, func(tb testing.TB) { c.run(tb, open) })
-						return
-					}
-					c.run(t, open)
+					c.run(t, newEngine(t))
 				})
 			}
 		})
 	}
-}
-
-// exists reports whether the suite has a test of that name.
-func exists(name string) bool {
-	for _, g := range groups {
-		for _, c := range g.tests {
-			if g.name+"/"+c.name == name {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // test is one subtest of the suite.
