@@ -13,18 +13,12 @@ import (
 // The index changes only after a commit (see Store.afterCommit): an id in it
 // is on disk, so a read transaction begun after looking it up finds it.
 //
-// It also keeps the encoded records of the newest messages, up to
-// recentLimit bytes, so that live delivery reads them from memory. A record
-// is never changed in place: one that changes on disk leaves the cache.
+// It also holds the delivery cache (cache.go), which changes with it,
+// under the same lock.
 type index struct {
 	mu    sync.RWMutex
 	rooms map[string]*roomIndex
-
-	recent      map[uint64][]byte // id -> encoded record
-	recentOrder []uint64          // ids as added, oldest first from recentHead (some gone since)
-	recentHead  int
-	recentBytes int
-	recentLimit int
+	cache deliveryCache
 }
 
 type roomIndex struct {
@@ -32,8 +26,8 @@ type roomIndex struct {
 	held bool     // may hold messages kept for the next member who joins (until one claims them)
 }
 
-func newIndex(recentLimit int) *index {
-	return &index{rooms: map[string]*roomIndex{}, recent: map[uint64][]byte{}, recentLimit: recentLimit}
+func newIndex(cacheBytes int) *index {
+	return &index{rooms: map[string]*roomIndex{}, cache: newDeliveryCache(cacheBytes)}
 }
 
 // readRecent calls visit with the room's messages after cursor, oldest
@@ -48,7 +42,7 @@ func (x *index) readRecent(room string, cursor uint64, visit func(id uint64, rec
 	}
 	i, _ := slices.BinarySearch(r.ids, cursor+1)
 	for _, id := range r.ids[i:] {
-		rec, ok := x.recent[id]
+		rec, ok := x.cache.get(id)
 		if !ok {
 			return false
 		}
@@ -57,38 +51,6 @@ func (x *index) readRecent(room string, cursor uint64, visit func(id uint64, rec
 		}
 	}
 	return true
-}
-
-// keepRecent caches rec, dropping the oldest records over the limit.
-// Called with x.mu held.
-func (x *index) keepRecent(id uint64, rec []byte) {
-	if len(rec) > x.recentLimit {
-		return
-	}
-	x.recent[id] = rec
-	x.recentOrder = append(x.recentOrder, id)
-	x.recentBytes += len(rec)
-	for x.recentBytes > x.recentLimit {
-		x.forgetRecent(x.recentOrder[x.recentHead])
-		x.recentHead++
-	}
-	// Compact the order when half of it is dropped or forgotten ids, so
-	// that it stays within twice the cache.
-	if live := len(x.recentOrder) - x.recentHead; x.recentHead > live || live > 2*len(x.recent)+64 {
-		x.recentOrder = slices.DeleteFunc(x.recentOrder[x.recentHead:], func(id uint64) bool {
-			_, ok := x.recent[id]
-			return !ok
-		})
-		x.recentHead = 0
-	}
-}
-
-// forgetRecent drops id from the cache. Called with x.mu held.
-func (x *index) forgetRecent(id uint64) {
-	if rec, ok := x.recent[id]; ok {
-		x.recentBytes -= len(rec)
-		delete(x.recent, id)
-	}
 }
 
 // after returns the room's ids greater than cursor, at most n of them
@@ -131,8 +93,8 @@ func (x *index) counts(room string) (messages int, held bool) {
 func (x *index) add(room string, id uint64, pending bool, rec []byte) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if rec != nil && x.recentLimit > 0 {
-		x.keepRecent(id, rec)
+	if rec != nil {
+		x.cache.put(id, rec)
 	}
 	r := x.rooms[room]
 	if r == nil {
@@ -159,7 +121,7 @@ func (x *index) remove(room string, ids []uint64) {
 		return found
 	})
 	for _, id := range ids {
-		x.forgetRecent(id)
+		x.cache.forget(id)
 	}
 	if len(r.ids) == 0 {
 		delete(x.rooms, room)
@@ -175,10 +137,7 @@ func (x *index) claimed(room string, recs map[uint64][]byte) {
 		r.held = false
 	}
 	for id, rec := range recs {
-		if old, ok := x.recent[id]; ok {
-			x.recentBytes += len(rec) - len(old)
-			x.recent[id] = rec
-		}
+		x.cache.replace(id, rec)
 	}
 }
 
@@ -187,7 +146,7 @@ func (x *index) drop(room string) {
 	defer x.mu.Unlock()
 	if r := x.rooms[room]; r != nil {
 		for _, id := range r.ids {
-			x.forgetRecent(id)
+			x.cache.forget(id)
 		}
 	}
 	delete(x.rooms, room)

@@ -94,16 +94,17 @@ func TestRecentCacheBounded(t *testing.T) {
 			x.drop(room) // a room deleted: its records leave the cache
 		}
 	}
-	if x.recentBytes > 1000 || len(x.recent) > 10 {
-		t.Fatalf("cache holds %d records, %d bytes; limit 1000 bytes", len(x.recent), x.recentBytes)
+	c := &x.cache
+	if c.bytes > 1000 || len(c.records) > 10 {
+		t.Fatalf("cache holds %d records, %d bytes; limit 1000 bytes", len(c.records), c.bytes)
 	}
-	if n := len(x.recentOrder) - x.recentHead; n > 2*len(x.recent)+64 {
-		t.Fatalf("eviction order holds %d ids for %d records", n, len(x.recent))
+	if n := len(c.order) - c.head; n > 2*len(c.records)+64 {
+		t.Fatalf("eviction order holds %d ids for %d records", n, len(c.records))
 	}
-	if _, ok := x.recent[10_000]; ok {
+	if _, ok := c.get(10_000); ok {
 		t.Fatal("the record of a deleted room is still cached")
 	}
-	if _, ok := x.recent[9_999]; !ok {
+	if _, ok := c.get(9_999); !ok {
 		t.Fatal("the newest record is not cached")
 	}
 }
