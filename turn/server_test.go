@@ -87,10 +87,12 @@ func TestAllocateAndRelay(t *testing.T) {
 				t.Errorf("allocations_active = %v, want 1", v)
 			}
 		})
+		// The client's Close releases its allocation without waiting for
+		// the server: wait, so that the next transport counts only its own.
+		eventually(t, 5*time.Second, network+" allocation released", func() bool {
+			return metric(t, reg, "tincan_turn_allocations_active") == 0
+		})
 	}
-	eventually(t, 5*time.Second, "allocations released", func() bool {
-		return metric(t, reg, "tincan_turn_allocations_active") == 0
-	})
 	for _, dir := range []string{"to_peer", "from_peer"} {
 		if v := metric(t, reg, "tincan_turn_relayed_bytes_total", "direction", dir); v < float64(2*len("hello through udp")) {
 			t.Errorf("relayed_bytes_total{direction=%q} = %v, want at least one message each way per transport", dir, v)
