@@ -3,7 +3,10 @@ package boltstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tincan/tincan/store"
 )
@@ -54,21 +57,46 @@ func (s *Store) reapLoop() {
 	}
 }
 
+// timeoutsPerCommit bounds the removals of silent members that share one
+// commit: when thousands lapse together (a proxy restarts, a region loses
+// its network), they go in a few commits instead of one each, and posts
+// queued meanwhile wait for one such commit at most.
+const timeoutsPerCommit = 256
+
+// removeSilent removes the members that have been silent for longer than
+// the client timeout, timeoutsPerCommit at a time, each with its peer-left
+// event in the commit that removes it.
 func (s *Store) removeSilent() {
 	timeout := s.opts.ClientTimeout
-	for _, m := range s.presence.Silent(timeout) {
-		// Each removal is a commit: a member may have come back while the
-		// ones before it were removed.
-		if !s.presence.IsSilent(m, timeout) {
-			continue
-		}
-		if _, err := s.Leave(context.Background(), m, store.ReasonTimeout); err != nil {
+	silent := s.presence.Silent(timeout)
+	for len(silent) > 0 {
+		chunk := silent[:min(timeoutsPerCommit, len(silent))]
+		silent = silent[len(chunk):]
+		var removed []store.Member
+		err := s.update(context.Background(), func(tx *bolt.Tx) error {
+			removed = removed[:0]
+			for _, m := range chunk {
+				// It may have come back since the list was made.
+				if !s.presence.IsSilent(m, timeout) {
+					continue
+				}
+				if _, err := s.leave(tx, m, store.ReasonTimeout); err != nil {
+					return fmt.Errorf("room %s, client %s: %w", m.Room, m.ID, err)
+				}
+				removed = append(removed, m)
+			}
+			return nil
+		})
+		if err != nil {
 			if !errors.Is(err, store.ErrClosed) {
-				s.opts.Logger.Error("remove silent member", "room", m.Room, "client", m.ID, "err", err)
+				s.opts.Logger.Error("remove silent members", "err", err)
 			}
 			return
 		}
-		s.opts.Logger.Info("member timed out", "room", m.Room, "client", m.ID)
+		for _, m := range removed {
+			s.forget(m)
+			s.opts.Logger.Info("member timed out", "room", m.Room, "client", m.ID)
+		}
 	}
 }
 

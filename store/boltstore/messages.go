@@ -45,8 +45,16 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 			}
 			to = peers
 		}
-		if n, _ := s.countsInTx(p.From.Room); s.opts.MaxRoomMessages > 0 && n >= s.opts.MaxRoomMessages {
-			return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
+		if limit := s.opts.MaxRoomMessages; limit > 0 {
+			// The count of every message still in the file is cheap; only
+			// when it reaches the limit are those that nobody will receive
+			// any more (acknowledged by their readers, not yet pruned) left
+			// out of it.
+			if n, _ := s.countsInTx(p.From.Room); n >= limit {
+				if n = s.retainedInTx(tx, rb, p.From.Room); n >= limit {
+					return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
+				}
+			}
 		}
 
 		// Checks done; from here on, write.
@@ -97,6 +105,35 @@ func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool
 	s.afterCommit(func() { s.index.add(room, id, pending, rec) })
 	s.notifyAfterCommit(room, id, to...)
 	return id, nil
+}
+
+// retainedInTx counts the room's messages that someone will still
+// receive, as the transaction being built sees them: kept for the next
+// joiner, or addressed to a member who has not acknowledged them, and not
+// past the message TTL.
+func (s *Store) retainedInTx(tx *bolt.Tx, rb *bolt.Bucket, room string) int {
+	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
+	msgs := tx.Bucket(bucketMsgs)
+	n := 0
+	for _, id := range s.idsInTx(room) {
+		v, ok := viewRecord(msgs.Get(u64(id)))
+		if !ok || v.created <= oldest {
+			continue
+		}
+		retained := v.pending
+		v.eachRecipient(func(to []byte) bool {
+			acked, known := s.dir.acked(store.Member{Room: room, ID: string(to)})
+			if !known { // joined in this very group commit, or gone
+				_, known = readMember(rb, string(to))
+			}
+			retained = known && acked < id
+			return !retained
+		})
+		if retained {
+			n++
+		}
+	}
+	return n
 }
 
 // idsInTx lists a room's messages as the transaction being built sees them.

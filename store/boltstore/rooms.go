@@ -199,39 +199,51 @@ func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
 // Leave implements store.Store.
 func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx) error {
-		roomDeleted = false
-		rooms := tx.Bucket(bucketRooms)
-		rb := rooms.Bucket([]byte(m.Room))
-		if rb == nil {
-			return nil
-		}
-		rec, ok := readMember(rb, m.ID)
-		if !ok {
-			return nil
-		}
-		tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
-		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
-		s.notifyAfterCommit(m.Room, 0, m.ID) // its readers end
-		if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
-			return err
-		}
-		peers, err := peersOf(rb, "")
-		if err != nil {
-			return err
-		}
-		if len(peers) == 0 {
-			roomDeleted = true
-			return s.deleteRoom(tx, m.Room)
-		}
-		event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
-		return s.emit(tx, m.Room, peers, event)
+		var err error
+		roomDeleted, err = s.leave(tx, m, reason)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("leave %s: %w", m.Room, err)
 	}
+	s.forget(m)
+	return roomDeleted, nil
+}
+
+// leave removes m in tx, if it is a member: the others get a peer-left
+// event, or the room is deleted when m was the last. Several members may
+// leave in one transaction.
+func (s *Store) leave(tx *bolt.Tx, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
+	rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
+	if rb == nil {
+		return false, nil
+	}
+	rec, ok := readMember(rb, m.ID)
+	if !ok {
+		return false, nil
+	}
+	tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
+	s.afterCommit(func() { s.dir.remove(tokenHash, m) })
+	s.notifyAfterCommit(m.Room, 0, m.ID) // its readers end
+	if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
+		return false, err
+	}
+	peers, err := peersOf(rb, "")
+	if err != nil {
+		return false, err
+	}
+	if len(peers) == 0 {
+		return true, s.deleteRoom(tx, m.Room)
+	}
+	event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
+	return false, s.emit(tx, m.Room, peers, event)
+}
+
+// forget drops what is kept in memory of a member that left, once its
+// leave has committed.
+func (s *Store) forget(m store.Member) {
 	s.forgetAck(m)
 	s.presence.Forget(m)
-	return roomDeleted, nil
 }
 
 // deleteRoom deletes an empty room. Its messages and idempotency keys are

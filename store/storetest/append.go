@@ -233,3 +233,23 @@ func testAppendTooManyMessages(t testing.TB, open Opener) {
 	e.wantPrune(limit, "every entry was acknowledged")
 	e.post(a.Member, `"type":"room again"`)
 }
+
+// The room message limit counts what someone will still receive: once the
+// readers have acknowledged what they were sent, posts are taken again at
+// once, before any prune.
+func testAppendLimitCountsRetainedOnly(t testing.TB, open Opener) {
+	const limit = 4
+	e := start(t, open, store.Options{MaxRoomMessages: limit})
+	a, b := e.join("r") /* a's peer-joined event is the first entry */, e.join("r")
+	for range limit - 1 {
+		e.post(a.Member, `"type":"x"`)
+	}
+	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
+	e.ackAll(b.Member) // b holds a's messages; a has not acknowledged its event
+	var again []uint64
+	for range limit - 1 {
+		again = append(again, e.post(a.Member, `"type":"again"`))
+	}
+	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
+	wantIDs(t, e.read(b.Member, 0), again, "b's messages after its acknowledgement")
+}

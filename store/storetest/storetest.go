@@ -92,6 +92,7 @@ var groups = []group{
 		{"Idempotency", testAppendIdempotency},
 		{"Concurrent", testAppendConcurrent},
 		{"TooManyMessages", testAppendTooManyMessages},
+		{"LimitCountsRetainedOnly", testAppendLimitCountsRetainedOnly},
 	}},
 	{"Read", []test{
 		{"AfterAndLimit", testReadAfterAndLimit},
