@@ -27,6 +27,7 @@ type config struct {
 	deliveryCache   int
 	maxBody         int64
 	maxHeaderBytes  int
+	bodyTimeout     time.Duration
 	allowOrigins    stringList
 	debug           bool
 	pprofAddr       string
@@ -82,6 +83,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.deliveryCache, "delivery-cache", 16, "MiB of the newest messages kept in memory, so that live delivery does not read the disk; 0 = none")
 	fs.Int64Var(&c.maxBody, "max-body", 65536, "largest message body in bytes")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block in bytes")
+	fs.DurationVar(&c.bodyTimeout, "body-timeout", 15*time.Second, "longest a client may take to send a request body, after its header; then 408 and the connection is closed")
 	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
 	fs.BoolVar(&c.debug, "debug", false, "log every request")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address for profiling (keep it on loopback); unset = off")
@@ -147,7 +149,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 	for name, d := range map[string]time.Duration{"client-timeout": c.clientTimeout, "message-ttl": c.messageTTL,
-		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL} {
+		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL, "body-timeout": c.bodyTimeout} {
 		if d <= 0 {
 			return c, fmt.Errorf("-%s must be positive", name)
 		}

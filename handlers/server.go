@@ -27,6 +27,7 @@ type Config struct {
 	DefaultWait   time.Duration // long-poll wait when the client names none
 	MaxWait       time.Duration // longest long-poll wait
 	MaxBody       int64         // largest message body
+	BodyTimeout   time.Duration // longest a request may take to send its body, after its header
 	AllowOrigins  []string      // CORS origins; none = same origin only
 	SSEPadding    int           // bytes of comment sent first on a stream, for buffering middleboxes
 
@@ -55,6 +56,7 @@ func (c *Config) setDefaults() {
 	def(&c.StallTimeout, 10*time.Second)
 	def(&c.DefaultWait, 25*time.Second)
 	def(&c.MaxWait, 60*time.Second)
+	def(&c.BodyTimeout, 15*time.Second)
 	if c.MaxBody == 0 {
 		c.MaxBody = 65536
 	}
@@ -98,7 +100,7 @@ func New(cfg Config, st store.Store) *Server {
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
-	s.handler = s.middleware(s.limitRequests(s.routes()))
+	s.handler = s.middleware(s.limitBodyTime(s.limitRequests(s.routes())))
 	return s
 }
 
