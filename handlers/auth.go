@@ -9,11 +9,11 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// roomParam reads and checks the {room} of the path.
+// roomParam reads and checks the {room} of the path (as sent: asSent).
 func roomParam(r *http.Request) (string, error) {
 	room := httprouter.ParamsFromContext(r.Context()).ByName("room")
 	if !validRoom(room) {
-		return "", errorf(400, "bad_room_name", "room name %.80q must match ^[A-Za-z0-9_-]{1,64}$", room)
+		return "", badRoomName(room)
 	}
 	return room, nil
 }

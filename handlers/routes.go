@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// routes is the whole API surface.
+// routes is the whole API surface, matched on the path as sent (asSent).
 func (s *Server) routes() http.Handler {
 	r := httprouter.New()
 	r.RedirectTrailingSlash = false
@@ -41,5 +41,5 @@ func (s *Server) routes() http.Handler {
 		// the answer had begun and stays what it was.
 		fail(w, fmt.Errorf("panic: %v", v))
 	}
-	return r
+	return checkRoomSegment(r)
 }

@@ -100,7 +100,7 @@ func New(cfg Config, st store.Store) *Server {
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
-	s.handler = s.middleware(s.limitBodyTime(s.limitRequests(s.routes())))
+	s.handler = asSent(s.middleware(s.limitBodyTime(s.limitRequests(s.routes()))))
 	return s
 }
 
