@@ -74,11 +74,12 @@ func badRequests() []badRequest {
 		as("lower-case method", "get", "/rooms/victim", 405, "method_not_allowed"),
 		as("TRACE", "TRACE", "/rooms/victim", 405, "method_not_allowed"),
 
-		// Path tricks.
-		as("dot-dot segment", "GET", "/rooms/../rooms/victim", 404, "not_found"),
-		as("dot-dot to a join", "POST", "/rooms/../x", 404, "not_found"),
+		// Path tricks. Paths are matched as sent: under /rooms/ and /r/ a
+		// dot segment or an encoded separator is a bad room name.
+		as("dot-dot segment", "GET", "/rooms/../rooms/victim", 400, "bad_room_name"),
+		as("dot-dot to a join", "POST", "/rooms/../x", 400, "bad_room_name"),
 		as("encoded dot-dot room", "POST", "/rooms/%2e%2e/join", 400, "bad_room_name"),
-		as("encoded dot-dot slash", "POST", "/rooms/%2e%2e%2fvictim/join", 404, "not_found"),
+		as("encoded dot-dot slash", "POST", "/rooms/%2e%2e%2fvictim/join", 400, "bad_room_name"),
 		as("double slash in front", "POST", "//rooms/victim/join", 404, "not_found"),
 		as("empty room segment", "POST", "/rooms//join", 0, ""),
 		as("trailing slash", "POST", "/rooms/victim/join/", 404, "not_found"),
@@ -87,7 +88,7 @@ func badRequests() []badRequest {
 		as("static dot-dot", "GET", "/static/../../../etc/passwd", 404, "not_found"),
 		as("static encoded dot-dot", "GET", "/static/%2e%2e/%2e%2e/go.mod", 404, "not_found"),
 		as("static encoded slash", "GET", "/static/..%2f..%2fmain.go", 404, "not_found"),
-		as("page room dot-dot", "GET", "/r/..%2frooms", 404, "not_found"),
+		as("page room dot-dot", "GET", "/r/..%2frooms", 400, "bad_room_name"),
 		as("NUL in room", "POST", "/rooms/victim%00/join", 400, "bad_room_name"),
 		as("non-ASCII room", "POST", "/rooms/%C3%A9t%C3%A9/join", 400, "bad_room_name"),
 		as("invalid UTF-8 room", "POST", "/rooms/%ff/join", 400, "bad_room_name"),
