@@ -45,9 +45,7 @@ func TestEventsStoreFailureIsLogged(t *testing.T) {
 	a := newTestAPI(t, Config{Logger: logs.logger(), Heartbeat: time.Hour}, boltstore.Options{RecentBytes: -1})
 	first := a.join("eventsfail")
 	a.join("eventsfail") // first now has a peer-joined event to read
-	if err := a.st.Close(); err != nil {
-		t.Fatal(err)
-	}
+	a.corruptRecords("eventsfail")
 	// Over one connection of its own: the stream may end before r3labs has
 	// sent the head, and http.Client would then retry on a reused one.
 	conn, err := net.Dial("tcp", strings.TrimPrefix(a.url, "http://"))
@@ -66,8 +64,8 @@ func TestEventsStoreFailureIsLogged(t *testing.T) {
 	}
 	lines := logs.errors(t)
 	if len(lines) != 1 || lines[0]["msg"] != "read for stream" || lines[0]["client"] != first.ID ||
-		!strings.Contains(fmt.Sprint(lines[0]["err"]), "database not open") {
-		t.Errorf("lines logged at level ERROR: %v; want one \"read for stream\" of client %s, database not open", lines, first.ID)
+		!strings.Contains(fmt.Sprint(lines[0]["err"]), "corrupt message record") {
+		t.Errorf("lines logged at level ERROR: %v; want one \"read for stream\" of client %s, corrupt message record", lines, first.ID)
 	}
 }
 

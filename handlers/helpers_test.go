@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,17 +24,19 @@ import (
 // testAPI is the API over a real bbolt file, served by a real HTTP server
 // on loopback.
 type testAPI struct {
-	t   *testing.T
-	srv *Server
-	st  *boltstore.Store
-	url string
+	t    *testing.T
+	srv  *Server
+	st   *boltstore.Store
+	url  string
+	file string // the bbolt file
 }
 
 // newTestAPI starts the API with cfg over a fresh store with opts; the
 // test's cleanup drains and stops both.
 func newTestAPI(t *testing.T, cfg Config, opts boltstore.Options) *testAPI {
 	t.Helper()
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "test.db"), opts)
+	file := filepath.Join(t.TempDir(), "test.db")
+	st, err := boltstore.Open(file, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,41 @@ func newTestAPI(t *testing.T, cfg Config, opts boltstore.Options) *testAPI {
 		<-ran
 		st.Close() // a test may have closed it already
 	})
-	return &testAPI{t: t, srv: srv, st: st, url: ts.URL}
+	return &testAPI{t: t, srv: srv, st: st, url: ts.URL, file: file}
+}
+
+// corruptRecords damages, in the file under the open store, the stored
+// messages of room with one recipient: their room name's length byte
+// becomes 255, so that reading them fails as a disk error would make it.
+// (The store reads the file through a shared mapping, which sees the write.)
+// Open the store with RecentBytes -1, so that reads go to the file.
+func (a *testAPI) corruptRecords(room string) {
+	a.t.Helper()
+	data, err := os.ReadFile(a.file)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	f, err := os.OpenFile(a.file, os.O_WRONLY, 0)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer f.Close()
+	pattern := append(append([]byte{byte(len(room))}, room...), 1)
+	n := 0
+	for off := bytes.Index(data, pattern); off >= 0; {
+		if _, err := f.WriteAt([]byte{255}, int64(off)); err != nil {
+			a.t.Fatal(err)
+		}
+		n++
+		next := bytes.Index(data[off+1:], pattern)
+		if next < 0 {
+			break
+		}
+		off += 1 + next
+	}
+	if n == 0 {
+		a.t.Fatalf("no record of room %s in %s", room, a.file)
+	}
 }
 
 // testMember is a member joined through the API.

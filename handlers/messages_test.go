@@ -7,23 +7,21 @@ import (
 	"github.com/tincan/tincan/store/boltstore"
 )
 
-// A long-poll whose read fails in the store (its file is closed; with no
-// messages kept in memory every read goes to the file) answers a 500
-// internal whose cause is logged with the request: not the 401 of a member
-// that left.
+// A long-poll whose read fails in the store (a damaged record in its file;
+// with no messages kept in memory every read goes to the file) answers a
+// 500 internal whose cause is logged with the request: not the 401 of a
+// member that left.
 func TestPollStoreFailure(t *testing.T) {
 	var logs logBuffer
 	a := newTestAPI(t, Config{Logger: logs.logger()}, boltstore.Options{RecentBytes: -1})
 	first := a.join("pollfail")
 	a.join("pollfail") // first now has a peer-joined event to read
-	if err := a.st.Close(); err != nil {
-		t.Fatal(err)
-	}
+	a.corruptRecords("pollfail")
 	ans := a.do("GET", "/rooms/pollfail/messages?since=0&wait=0", first.token, "")
 	if ans.status != http.StatusInternalServerError || ans.problemCode() != "internal" {
 		t.Fatalf("poll over a failing store: %d %s; want 500 internal", ans.status, ans.body)
 	}
-	checkOneErrorLine(t, &logs, "GET", "/rooms/pollfail/messages", 500, "database not open")
+	checkOneErrorLine(t, &logs, "GET", "/rooms/pollfail/messages", 500, "corrupt message record")
 }
 
 // A member that leaves while its long-poll waits gets 401 unauthorized

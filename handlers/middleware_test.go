@@ -26,24 +26,39 @@ func checkOneErrorLine(t *testing.T, logs *logBuffer, method, path string, statu
 	}
 }
 
-// A store that fails a read (its file is closed) makes a 500 internal that
-// does not show the failure to the client; the request's log line, the one
-// error logged, gives it.
+// A store that fails a read (a damaged record in its file) makes a 500
+// internal that does not show the failure to the client; the request's log
+// line, the one error logged, gives it.
 func TestStoreFailureIsLoggedWithTheRequest(t *testing.T) {
 	var logs logBuffer
+	a := newTestAPI(t, Config{Logger: logs.logger()}, boltstore.Options{RecentBytes: -1})
+	m := a.join("broken")
+	a.join("broken") // m now has a peer-joined event to read
+	a.corruptRecords("broken")
+	ans := a.do("GET", "/rooms/broken/messages?wait=0", m.token, "")
+	if ans.status != http.StatusInternalServerError || ans.problemCode() != "internal" {
+		t.Fatalf("a poll over a damaged record: %d %s; want 500 internal", ans.status, ans.body)
+	}
+	if strings.Contains(string(ans.body), "record") {
+		t.Errorf("the 500 shows the store's failure to the client: %s", ans.body)
+	}
+	checkOneErrorLine(t, &logs, "GET", "/rooms/broken/messages", 500, "corrupt message record")
+}
+
+// A closed store answers 503 shutting_down (a client retries), and the
+// cause is logged with the request like every 5xx.
+func TestClosedStoreIsShuttingDown(t *testing.T) {
+	var logs logBuffer
 	a := newTestAPI(t, Config{Logger: logs.logger()}, boltstore.Options{})
-	a.join("broken")
+	a.join("closed")
 	if err := a.st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ans := a.do("GET", "/rooms/broken", "", "")
-	if ans.status != http.StatusInternalServerError || ans.problemCode() != "internal" {
-		t.Fatalf("room info from a closed store: %d %s; want 500 internal", ans.status, ans.body)
+	ans := a.do("GET", "/rooms/closed", "", "")
+	if ans.status != http.StatusServiceUnavailable || ans.problemCode() != "shutting_down" {
+		t.Fatalf("room info from a closed store: %d %s; want 503 shutting_down", ans.status, ans.body)
 	}
-	if strings.Contains(string(ans.body), "database") {
-		t.Errorf("the 500 shows the store's failure to the client: %s", ans.body)
-	}
-	checkOneErrorLine(t, &logs, "GET", "/rooms/broken", 500, "database not open")
+	checkOneErrorLine(t, &logs, "GET", "/rooms/closed", 503, "store is closed")
 }
 
 // A failed health check answers 503 unhealthy and logs why once: on the
