@@ -39,6 +39,10 @@ type config struct {
 	trustProxy      bool
 	redirectAddr    string
 
+	passwordGuesses     int
+	roomPasswordGuesses int
+	passwordGuessWindow time.Duration
+
 	turn                     bool
 	turnAddr                 string
 	turnPublicIP             string
@@ -77,6 +81,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.rateBurst, "rate-burst", 200, "requests at once per client IP")
 	fs.IntVar(&c.maxOpenPerIP, "max-streams-per-ip", 100, "open event streams and long-polls per client IP; 0 = unlimited")
 	fs.IntVar(&c.maxRooms, "max-rooms", 100000, "rooms in total; 0 = unlimited")
+	fs.IntVar(&c.passwordGuesses, "password-guesses", 5, "failed password guesses per room and client IP within -password-guess-window; then 429; 0 = unlimited")
+	fs.IntVar(&c.roomPasswordGuesses, "room-password-guesses", 30, "failed password guesses per room from every IP within -password-guess-window; then 429 (members resuming are let in); 0 = unlimited")
+	fs.DurationVar(&c.passwordGuessWindow, "password-guess-window", time.Minute, "the window in which failed password guesses are counted")
 	fs.BoolVar(&c.trustProxy, "trust-proxy", false, "take the client IP from X-Forwarded-For (only behind a proxy you run)")
 	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "with TLS: also listen here with plain HTTP and redirect to HTTPS (e.g. :80); unset = plain HTTP refused")
 	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained (unacknowledged) messages per room; 0 = unlimited")
@@ -149,7 +156,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 	for name, d := range map[string]time.Duration{"client-timeout": c.clientTimeout, "message-ttl": c.messageTTL,
-		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL, "body-timeout": c.bodyTimeout} {
+		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL, "body-timeout": c.bodyTimeout,
+		"password-guess-window": c.passwordGuessWindow} {
 		if d <= 0 {
 			return c, fmt.Errorf("-%s must be positive", name)
 		}
@@ -157,7 +165,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.redirectAddr != "" && c.tlsCert == "" {
 		return c, errors.New("-http-redirect-addr needs -tls-cert and -tls-key")
 	}
-	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 || c.deliveryCache < 0 {
+	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 || c.deliveryCache < 0 ||
+		c.passwordGuesses < 0 || c.roomPasswordGuesses < 0 {
 		return c, errors.New("limits cannot be negative (0 switches one off)")
 	}
 	if c.maxHeaderBytes < 4096 {

@@ -107,6 +107,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Static:        static.FS,
 		Logger:        log,
 		Registry:      reg,
+
+		PasswordGuesses:     cfg.passwordGuesses,
+		RoomPasswordGuesses: cfg.roomPasswordGuesses,
+		PasswordGuessWindow: cfg.passwordGuessWindow,
 	}, st)
 
 	ln, err := net.Listen("tcp", cfg.addr)

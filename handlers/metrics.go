@@ -8,15 +8,17 @@ import (
 )
 
 type metrics struct {
-	requests      *prometheus.CounterVec
-	byCode        sync.Map // status code -> prometheus.Counter of requests
-	streams       prometheus.Gauge
-	pollsWaiting  prometheus.Gauge
-	stored        prometheus.Counter
-	deliveredSSE  prometheus.Counter
-	deliveredPoll prometheus.Counter
-	evicted       prometheus.Counter
-	appendSeconds prometheus.Histogram
+	requests       *prometheus.CounterVec
+	byCode         sync.Map // status code -> prometheus.Counter of requests
+	streams        prometheus.Gauge
+	pollsWaiting   prometheus.Gauge
+	stored         prometheus.Counter
+	deliveredSSE   prometheus.Counter
+	deliveredPoll  prometheus.Counter
+	evicted        prometheus.Counter
+	appendSeconds  prometheus.Histogram
+	guessesFailed  prometheus.Counter
+	guessesRefused prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -47,8 +49,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	}, []string{"transport"})
 	m.deliveredSSE = delivered.WithLabelValues("sse") // resolved once: counted per delivery
 	m.deliveredPoll = delivered.WithLabelValues("poll")
+	guesses := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tincan_password_guesses_total", Help: "Joins with a wrong room password (failed), and joins refused before any password check for too many of those (refused).",
+	}, []string{"outcome"})
+	m.guessesFailed = guesses.WithLabelValues("failed")
+	m.guessesRefused = guesses.WithLabelValues("refused")
 	// The store registers its own: commits, pruning, members, its size.
-	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.appendSeconds)
+	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.appendSeconds, guesses)
 	return m
 }
 

@@ -23,7 +23,10 @@ type joinAnswer struct {
 }
 
 // handleJoin admits a member to the room, or resumes the member whose token
-// the request carries: 201 for a new member, 200 for a resume.
+// the request carries: 201 for a new member, 200 for a resume. A join that
+// is not a resume is a guess at the room's password, refused with 429
+// too_many_guesses (before the store compares any password) once its
+// address or the room has used up its failed guesses.
 func (s *Server) handleJoin() http.Handler {
 	type request struct {
 		Password *string `json:"password"`
@@ -58,7 +61,13 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}
-		j, err := s.store.Join(r.Context(), store.JoinRequest{Room: room, Password: password, Token: bearer(r, false)})
+		token := bearer(r, false)
+		guessed, ok := s.admitGuess(w, r, token, room)
+		if !ok {
+			return
+		}
+		j, err := s.store.Join(r.Context(), store.JoinRequest{Room: room, Password: password, Token: token})
+		guessed(err)
 		if err != nil {
 			fail(w, err)
 			return

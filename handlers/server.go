@@ -37,6 +37,13 @@ type Config struct {
 	MaxOpenPerIP int     // event streams and long-polls open at once
 	TrustProxy   bool    // take the client IP from X-Forwarded-For
 
+	// Failed password guesses at a room within PasswordGuessWindow
+	// (default a minute), per client IP and per room from every IP; 0
+	// switches a limit off. A room's members resuming are not counted.
+	PasswordGuesses     int
+	RoomPasswordGuesses int
+	PasswordGuessWindow time.Duration
+
 	// ICEServers returns the contract's "ice_servers" for a client, with
 	// fresh TURN credentials (turn.Credentials.ICEServers); nil: none.
 	ICEServers func(clientID string) []turn.ICEServer
@@ -57,6 +64,7 @@ func (c *Config) setDefaults() {
 	def(&c.DefaultWait, 25*time.Second)
 	def(&c.MaxWait, 60*time.Second)
 	def(&c.BodyTimeout, 15*time.Second)
+	def(&c.PasswordGuessWindow, time.Minute)
 	if c.MaxBody == 0 {
 		c.MaxBody = 65536
 	}
@@ -78,6 +86,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	limits  *limiter
+	guesses *guessLimiter
 	events  *sse.Server
 	handler http.Handler
 
@@ -97,6 +106,7 @@ func New(cfg Config, st store.Store) *Server {
 		streams: newStreamRegistry(),
 		hangups: newHangups(),
 		limits:  newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
+		guesses: newGuessLimiter(cfg.PasswordGuesses, cfg.RoomPasswordGuesses, cfg.PasswordGuessWindow),
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
@@ -107,7 +117,8 @@ func New(cfg Config, st store.Store) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // Run does the background work until ctx ends: heartbeats, and forgetting
-// the rate limits of clients gone quiet. (The store does its own: pruning,
+// the rate limits of clients gone quiet and the password guesses past
+// their window. (The store does its own: pruning,
 // removing silent members.)
 func (s *Server) Run(ctx context.Context) error {
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
@@ -120,8 +131,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-heartbeat.C:
 			s.heartbeat()
-		case now := <-sweep.C:
+		case <-sweep.C:
+			now := s.cfg.Now()
 			s.limits.sweep(now.Add(-time.Minute))
+			s.guesses.sweep(now)
 		}
 	}
 }
