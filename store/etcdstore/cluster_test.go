@@ -179,11 +179,14 @@ func testPrefix(t testing.TB) string {
 	return fmt.Sprintf("/test/%d-%s/", prefixes.Add(1), strings.ReplaceAll(t.Name(), "/", "."))
 }
 
-// openAt opens an instance of the engine on prefix, closed when the test
+// openAt opens an instance of the engine on prefix (connected to every
+// member of the cluster unless opts says otherwise), closed when the test
 // ends.
 func openAt(t testing.TB, prefix string, opts Options) *Store {
 	t.Helper()
-	opts.Endpoints = cluster.endpoints
+	if opts.Endpoints == nil {
+		opts.Endpoints = cluster.endpoints
+	}
 	opts.Prefix = prefix
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -61,6 +61,11 @@ func unavailable(err error) bool {
 	switch code {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled, codes.Aborted:
 		return true
+	case codes.Unknown:
+		// Raft's own errors reach the client as they are, when the member
+		// that took the request stops or drops it.
+		desc := rpctypes.ErrorDesc(err)
+		return desc == "raft: stopped" || desc == "raft: proposal dropped"
 	}
 	return false
 }

@@ -69,8 +69,8 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 				continue
 			}
 		}
-		if s.opts.MaxRoomMessages > 0 && v.entries >= s.opts.MaxRoomMessages {
-			r := store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, v.entries)
+		if n := s.retained(room); s.opts.MaxRoomMessages > 0 && n >= s.opts.MaxRoomMessages {
+			r := store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, n)
 			if err := refuse(r); err != nil {
 				return store.Appended{}, err
 			}
@@ -111,6 +111,15 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		}
 		synced = true
 	}
+}
+
+// retained is the number of room's entries someone will still receive,
+// counting the acknowledgements not yet written; 0 without a limit.
+func (s *Store) retained(room string) int {
+	if s.opts.MaxRoomMessages <= 0 {
+		return 0
+	}
+	return s.mirror.retained(room, s.opts.Now().Add(-s.opts.MessageTTL).UnixNano(), s.acks.get)
 }
 
 // entryOp stores an entry for room: a message or a server event whose

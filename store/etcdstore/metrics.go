@@ -13,6 +13,7 @@ type metrics struct {
 	seconds       *prometheus.HistogramVec
 	leaseRenewals prometheus.Counter
 	leaseLapses   prometheus.Counter
+	reloads       prometheus.Counter
 	collectors    []prometheus.Collector
 }
 
@@ -29,8 +30,11 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 		leaseLapses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_etcd_lease_lapses_total", Help: "Renewals that found their lease gone.",
 		}),
+		reloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_etcd_reloads_total", Help: "Times the mirror was loaded again because its watch fell behind compaction.",
+		}),
 	}
-	m.collectors = []prometheus.Collector{m.seconds, m.leaseRenewals, m.leaseLapses,
+	m.collectors = []prometheus.Collector{m.seconds, m.leaseRenewals, m.leaseLapses, m.reloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tincan_etcd_watch_lag_seconds",
 			Help: "How long ago the mirror was last known to hold every change committed in etcd.",

@@ -354,7 +354,6 @@ type roomView struct {
 	info     roomInfo
 	lastJoin int64
 	members  []memberView // in join order
-	entries  int
 }
 
 type memberView struct {
@@ -394,7 +393,7 @@ func (mr *mirror) view(name string) roomView {
 	if r == nil {
 		return v
 	}
-	v.exists, v.infoRev, v.info, v.lastJoin, v.entries = true, r.infoRev, r.info, r.lastJoin(), len(r.entries)
+	v.exists, v.infoRev, v.info, v.lastJoin = true, r.infoRev, r.info, r.lastJoin()
 	for _, m := range r.members {
 		v.members = append(v.members, memberView{id: m.id, joined: m.joined, token: m.value.token, lease: m.lease, live: m.live, shared: m.shared})
 	}
@@ -549,10 +548,11 @@ func (mr *mirror) presence(m store.Member) (memberRef, bool) {
 func (mr *mirror) prunable(oldest int64) (entries, idem []string) {
 	mr.mu.RLock()
 	defer mr.mu.RUnlock()
+	acked := func(m *member) uint64 { return m.acked }
 	for _, r := range mr.rooms {
 		lastJoin := r.lastJoin()
 		for _, e := range r.entries {
-			if e.created <= oldest || r.delivered(e, lastJoin) {
+			if e.created <= oldest || r.delivered(e, lastJoin, acked) {
 				entries = append(entries, e.key)
 			}
 		}
@@ -565,23 +565,43 @@ func (mr *mirror) prunable(oldest int64) (entries, idem []string) {
 	return entries, idem
 }
 
+// retained is the number of a room's entries that someone will still
+// receive: made after oldest, and not acknowledged by every recipient (as
+// the mirror shows it, or as unsaved says).
+func (mr *mirror) retained(name string, oldest int64, unsaved func(store.Member) uint64) int {
+	mr.mu.RLock()
+	defer mr.mu.RUnlock()
+	r := mr.rooms[name]
+	if r == nil {
+		return 0
+	}
+	acked := func(m *member) uint64 { return max(m.acked, unsaved(store.Member{Room: name, ID: m.id})) }
+	lastJoin, n := r.lastJoin(), 0
+	for _, e := range r.entries {
+		if e.created > oldest && !r.delivered(e, lastJoin, acked) {
+			n++
+		}
+	}
+	return n
+}
+
 // delivered reports whether every recipient of e acknowledged it or left.
 // An entry kept for the next joiner has a recipient once someone joined
 // after it: that joiner, a member still or not.
-func (r *room) delivered(e *entry, lastJoin int64) bool {
+func (r *room) delivered(e *entry, lastJoin int64, acked func(*member) uint64) bool {
 	if e.kept {
 		if lastJoin < revisionOf(e.id) {
 			return false // nobody joined since: still kept
 		}
 		for _, m := range r.members {
 			if m.owns(e) {
-				return m.acked >= e.id
+				return acked(m) >= e.id
 			}
 		}
 		return true // its owner left
 	}
 	for _, id := range e.to {
-		if m := r.members[id]; m != nil && m.acked < e.id {
+		if m := r.members[id]; m != nil && acked(m) < e.id {
 			return false
 		}
 	}

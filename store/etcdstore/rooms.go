@@ -28,11 +28,9 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 	if s.closed.Load() {
 		return store.Joined{}, store.ErrClosed
 	}
-	octx, cancel := s.opContext(ctx)
-	defer cancel()
-	j := &joining{s: s, req: req}
+	j := &joining{s: s, req: req, deadline: time.Now().Add(s.opts.RequestTimeout)}
 	defer j.release()
-	out, err := j.run(octx)
+	out, err := j.run(ctx)
 	if err != nil {
 		return store.Joined{}, s.failure(ctx, "join "+req.Room, err)
 	}
@@ -42,8 +40,9 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 // joining is one Join across its attempts: what it made once (id, token,
 // password hash, lease) is reused by the next attempt.
 type joining struct {
-	s   *Store
-	req store.JoinRequest
+	s        *Store
+	req      store.JoinRequest
+	deadline time.Time // of its etcd calls: the request timeout, plus the time spent on bcrypt
 
 	id, token string
 	hash      []byte // bcrypt hash of req.Password, for a room it makes
@@ -62,7 +61,9 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 	synced := false // the mirror caught up since the call began
 	sync := func() error {
 		synced = true
-		return s.catchUp(ctx)
+		cctx, cancel := j.etcd(ctx)
+		defer cancel()
+		return s.catchUp(cctx)
 	}
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(req.Room)
@@ -73,7 +74,7 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 			if mv, ok := v.find(m.ID); known && ok && m.Room == req.Room && mv.token == tokenHash {
 				out, done, err := j.resume(ctx, v, mv)
 				if done || err != nil {
-					if err != nil && s.again(ctx, attempt, true, err) {
+					if err != nil && j.again(ctx, attempt, true, err) {
 						continue
 					}
 					return out, err
@@ -104,7 +105,7 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 		}
 		out, done, err := j.admit(ctx, v, slot)
 		if err != nil {
-			if s.again(ctx, attempt, false, err) {
+			if j.again(ctx, attempt, false, err) {
 				continue
 			}
 			return store.Joined{}, err
@@ -116,10 +117,24 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 	}
 }
 
+// etcd bounds an etcd call of the join.
+func (j *joining) etcd(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(ctx, j.deadline)
+	return clientv3.WithRequireLeader(ctx), cancel
+}
+
+// again is Store.again within the join's deadline.
+func (j *joining) again(ctx context.Context, attempt int, safe bool, err error) bool {
+	ctx, cancel := j.etcd(ctx)
+	defer cancel()
+	return j.s.again(ctx, attempt, safe, err)
+}
+
 // check decides from the mirror's view whether the join is refused, and
 // picks the place among MaxRooms a new room takes (-1 for none).
 func (j *joining) check(v roomView) (refusal error, slot int, err error) {
 	s, req := j.s, j.req
+	defer func(start time.Time) { j.deadline = j.deadline.Add(time.Since(start)) }(time.Now()) // bcrypt's time is not etcd's
 	if v.exists && len(v.info.Password) > 0 && !j.passwordMatches(v.info.Password) {
 		return store.Refusef(store.ErrBadPassword, "wrong password for room %q", req.Room), -1, nil
 	}
@@ -155,6 +170,8 @@ func (j *joining) passwordMatches(hash []byte) bool {
 // resume tells the others that member mv is back. done is false when the
 // room changed since v.
 func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.Joined, bool, error) {
+	ctx, cancel := j.etcd(ctx)
+	defer cancel()
 	s, room := j.s, j.req.Room
 	peers := v.others(mv.id)
 	var ops []clientv3.Op
@@ -180,6 +197,8 @@ func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.
 // admit makes a new member. done is false when the room (or the place
 // taken) changed since v.
 func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined, bool, error) {
+	ctx, cancel := j.etcd(ctx)
+	defer cancel()
 	s, room := j.s, j.req.Room
 	if j.id == "" {
 		j.id, j.token = newSecret(12), newSecret(24)

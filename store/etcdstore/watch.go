@@ -43,6 +43,7 @@ func (s *Store) watchLoop() {
 		}
 		if reload {
 			if err = s.reload(s.ctx); err == nil {
+				s.metrics.reloads.Inc()
 				continue
 			}
 		}
