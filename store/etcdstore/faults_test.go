@@ -396,4 +396,3 @@ func follow(t *testing.T, s *Store, m store.Member, want int, done <-chan struct
 	}
 	return got
 }
-
