@@ -75,15 +75,14 @@ func (s *Store) removeSilent() {
 		var removed []store.Member
 		err := s.update(context.Background(), func(tx *bolt.Tx) error {
 			removed = removed[:0]
-			for _, m := range chunk {
-				// It may have come back since the list was made.
-				if !s.presence.IsSilent(m, timeout) {
-					continue
+			for room, ids := range stillSilent(chunk, s.presence, timeout) {
+				gone, _, err := s.leave(tx, room, ids, store.ReasonTimeout)
+				if err != nil {
+					return fmt.Errorf("room %s: %w", room, err)
 				}
-				if _, err := s.leave(tx, m, store.ReasonTimeout); err != nil {
-					return fmt.Errorf("room %s, client %s: %w", m.Room, m.ID, err)
+				for _, id := range gone {
+					removed = append(removed, store.Member{Room: room, ID: id})
 				}
-				removed = append(removed, m)
 			}
 			return nil
 		})
@@ -95,9 +94,25 @@ func (s *Store) removeSilent() {
 		}
 		for _, m := range removed {
 			s.forget(m)
-			s.opts.Logger.Info("member timed out", "room", m.Room, "client", m.ID)
+			s.opts.Logger.Debug("member timed out", "room", m.Room, "client", m.ID)
+		}
+		// One line per commit: thousands lapsing at once must not flood the log.
+		if len(removed) > 0 {
+			s.opts.Logger.Info("members timed out", "n", len(removed), "first_room", removed[0].Room, "first_client", removed[0].ID)
 		}
 	}
+}
+
+// stillSilent groups by room the members of list that are still silent:
+// one may have come back since the list was made.
+func stillSilent(list []store.Member, p *store.Presence, timeout time.Duration) map[string][]string {
+	rooms := map[string][]string{}
+	for _, m := range list {
+		if p.IsSilent(m, timeout) {
+			rooms[m.Room] = append(rooms[m.Room], m.ID)
+		}
+	}
+	return rooms
 }
 
 // pruneLoop prunes every PruneEvery until Close.

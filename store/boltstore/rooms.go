@@ -200,7 +200,7 @@ func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
 func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx) error {
 		var err error
-		roomDeleted, err = s.leave(tx, m, reason)
+		_, roomDeleted, err = s.leave(tx, m.Room, []string{m.ID}, reason)
 		return err
 	})
 	if err != nil {
@@ -210,33 +210,47 @@ func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) 
 	return roomDeleted, nil
 }
 
-// leave removes m in tx, if it is a member: the others get a peer-left
-// event, or the room is deleted when m was the last. Several members may
-// leave in one transaction.
-func (s *Store) leave(tx *bolt.Tx, m store.Member, reason store.Reason) (roomDeleted bool, err error) {
-	rb := tx.Bucket(bucketRooms).Bucket([]byte(m.Room))
+// leave removes the members ids of room in tx, those that are members:
+// the others get a peer-left event for each, or the room is deleted when
+// none is left. Those leaving together get no peer-left of each other
+// (they are gone, nobody reads it), so that many leaving at once cost
+// one event each, not one per pair. It returns the ids removed.
+func (s *Store) leave(tx *bolt.Tx, room string, ids []string, reason store.Reason) (removed []string, roomDeleted bool, err error) {
+	rb := tx.Bucket(bucketRooms).Bucket([]byte(room))
 	if rb == nil {
-		return false, nil
+		return nil, false, nil
 	}
-	rec, ok := readMember(rb, m.ID)
-	if !ok {
-		return false, nil
+	for _, id := range ids {
+		rec, ok := readMember(rb, id)
+		if !ok {
+			continue
+		}
+		m := store.Member{Room: room, ID: id}
+		tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
+		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
+		s.notifyAfterCommit(room, 0, id) // its readers end
+		if err := rb.Bucket(bucketMembers).Delete([]byte(id)); err != nil {
+			return nil, false, err
+		}
+		removed = append(removed, id)
 	}
-	tokenHash := [32]byte(rec.Token) // a copy: rec aliases the transaction
-	s.afterCommit(func() { s.dir.remove(tokenHash, m) })
-	s.notifyAfterCommit(m.Room, 0, m.ID) // its readers end
-	if err := rb.Bucket(bucketMembers).Delete([]byte(m.ID)); err != nil {
-		return false, err
+	if len(removed) == 0 {
+		return nil, false, nil
 	}
 	peers, err := peersOf(rb, "")
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if len(peers) == 0 {
-		return true, s.deleteRoom(tx, m.Room)
+		return removed, true, s.deleteRoom(tx, room)
 	}
-	event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
-	return false, s.emit(tx, m.Room, peers, event)
+	for _, id := range removed {
+		event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, id, reason)
+		if err := s.emit(tx, room, peers, event); err != nil {
+			return nil, false, err
+		}
+	}
+	return removed, false, nil
 }
 
 // forget drops what is kept in memory of a member that left, once its
