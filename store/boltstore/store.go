@@ -116,6 +116,9 @@ func Open(path string, opts Options) (*Store, error) {
 		NoFreelistSync: true,
 		MmapFlags:      mmapFlags, // a cold start reads the file at once, not a fault per page
 	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: another process holds this file (is another tincan running on it?): %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

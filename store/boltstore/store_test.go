@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -288,5 +289,17 @@ func TestPruneDeletesFromFile(t *testing.T) {
 	})
 	if ms, _ := s.members(); len(ms) != 0 {
 		t.Fatalf("members left: %v", ms)
+	}
+}
+
+// A second store on a file that one holds fails after a short wait, and
+// says why, with the file's path.
+func TestFileHeldByAnother(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "held.db")
+	s := open(t, path, Options{})
+	defer s.Close()
+	_, err := Open(path, Options{})
+	if err == nil || !strings.Contains(err.Error(), "another process holds this file") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("second Open: %v; want it to name the file and say another process holds it", err)
 	}
 }
