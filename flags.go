@@ -16,6 +16,12 @@ import (
 // config is the command line, after environment twins are applied.
 type config struct {
 	addr, db        string
+	etcd            string   // -etcd as given: comma-separated client URLs
+	etcdEndpoints   []string // parsed from etcd; none: the bbolt file
+	etcdPrefix      string
+	etcdCA          string
+	etcdCert        string
+	etcdKey         string
 	tlsCert, tlsKey string
 	capacity        int
 	clientTimeout   time.Duration
@@ -67,7 +73,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("tincan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
-	fs.StringVar(&c.db, "db", "tincan.db", "bbolt file")
+	fs.StringVar(&c.db, "db", "tincan.db", "bbolt file (not used with -etcd)")
+	fs.StringVar(&c.etcd, "etcd", "", "etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379): keep the state in etcd, shared by every instance; unset = the -db file")
+	fs.StringVar(&c.etcdPrefix, "etcd-prefix", "/tincan/", "with -etcd: the key prefix of this deployment (tincan writes nothing outside it)")
+	fs.StringVar(&c.etcdCA, "etcd-ca", "", "with -etcd: CA certificate file (PEM) that etcd's certificates are checked against (default: the system's)")
+	fs.StringVar(&c.etcdCert, "etcd-cert", "", "with -etcd: client certificate file (PEM) for etcd (with -etcd-key)")
+	fs.StringVar(&c.etcdKey, "etcd-key", "", "with -etcd: client key file (PEM)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file: serve HTTPS (with -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.IntVar(&c.capacity, "room-capacity", 2, "members per room (2-16)")
@@ -99,7 +110,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.turnAddr, "turn-addr", ":3478", "STUN/TURN UDP and TCP listen address")
 	fs.StringVar(&c.turnPublicIP, "turn-public-ip", "", "relay address handed to peers (default: first non-loopback address)")
 	fs.StringVar(&c.turnRealm, "turn-realm", "tincan", "TURN realm")
-	fs.StringVar(&c.turnSecret, "turn-secret", "", "shared secret for TURN REST credentials (default: generated once, kept in the db)")
+	fs.StringVar(&c.turnSecret, "turn-secret", "", "shared secret for TURN REST credentials (default: generated once, kept in the db, or in etcd for every instance)")
 	fs.DurationVar(&c.turnTTL, "turn-ttl", time.Hour, "lifetime of issued TURN credentials")
 	fs.BoolVar(&c.turnAllowLoopback, "turn-allow-loopback", false, "let TURN relay to loopback peers (local testing only)")
 	fs.Var(&c.turnAllowPeers, "turn-allow-peer", "CIDR prefix TURN may relay to despite the deny list (repeatable)")
@@ -142,6 +153,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return c, errors.New("-tls-cert and -tls-key go together")
+	}
+	if err := c.parseEtcd(); err != nil {
+		return c, err
 	}
 	lo, hi, _ := strings.Cut(c.turnRelayPorts, "-")
 	portMin, err1 := strconv.ParseUint(lo, 10, 16)

@@ -1,7 +1,8 @@
 // Command tincan is a WebRTC signaling server for networks where WebSocket
 // does not get through: clients POST messages over plain HTTP and receive
-// them over Server-Sent Events or long-poll. State lives in a bbolt file, and
-// the binary embeds a STUN/TURN server. See README.md.
+// them over Server-Sent Events or long-poll. State lives in a bbolt file, or
+// with -etcd in an etcd cluster that any number of instances share, and the
+// binary embeds a STUN/TURN server. See README.md.
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"github.com/tincan/tincan/static"
 	"github.com/tincan/tincan/store"
 	"github.com/tincan/tincan/store/boltstore"
+	"github.com/tincan/tincan/store/etcdstore"
 	"github.com/tincan/tincan/turn"
 )
 
@@ -66,20 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The one place that picks the storage engine.
-	st, err := boltstore.Open(cfg.db, boltstore.Options{
-		Options: store.Options{
-			Capacity:        cfg.capacity,
-			MessageTTL:      cfg.messageTTL,
-			MaxRoomMessages: cfg.maxRoomMessages,
-			MaxRooms:        cfg.maxRooms,
-			ClientTimeout:   cfg.clientTimeout,
-			PruneEvery:      min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
-		},
-		RecentBytes: recent,
-		Registerer:  reg,
-		Logger:      log,
-	})
+	st, err := openStore(ctx, cfg, recent, reg, log)
 	if err != nil {
 		return err
 	}
@@ -148,7 +137,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "tincan listening on %s://%s\n", scheme, ln.Addr())
-	log.Info("serving", "addr", ln.Addr().String(), "db", cfg.db, "tls", cfg.tlsCert != "")
+	if len(cfg.etcdEndpoints) > 0 {
+		log.Info("serving", "addr", ln.Addr().String(), "etcd", cfg.etcd, "etcd_prefix", cfg.etcdPrefix, "tls", cfg.tlsCert != "")
+	} else {
+		log.Info("serving", "addr", ln.Addr().String(), "db", cfg.db, "tls", cfg.tlsCert != "")
+	}
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := make(chan error, 1)
@@ -187,6 +180,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = nil
 	}
 	return err
+}
+
+// openStore is the one place that picks the storage engine: etcd when
+// -etcd names a cluster (the -db file is then not touched), else the bbolt
+// file -db. recent is boltstore's RecentBytes.
+func openStore(ctx context.Context, cfg config, recent int, reg prometheus.Registerer, log *slog.Logger) (store.Store, error) {
+	rules := store.Options{
+		Capacity:        cfg.capacity,
+		MessageTTL:      cfg.messageTTL,
+		MaxRoomMessages: cfg.maxRoomMessages,
+		MaxRooms:        cfg.maxRooms,
+		ClientTimeout:   cfg.clientTimeout,
+		PruneEvery:      min(30*time.Second, max(time.Second, cfg.messageTTL/10)),
+	}
+	if len(cfg.etcdEndpoints) == 0 {
+		st, err := boltstore.Open(cfg.db, boltstore.Options{Options: rules, RecentBytes: recent, Registerer: reg, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	tlsConfig, err := cfg.etcdTLS()
+	if err != nil {
+		return nil, err
+	}
+	// Open fails when etcd does not answer within its RequestTimeout (5 s).
+	st, err := etcdstore.Open(ctx, etcdstore.Options{
+		Options:    rules,
+		Endpoints:  cfg.etcdEndpoints,
+		TLS:        tlsConfig,
+		Prefix:     cfg.etcdPrefix,
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // startTURN starts the embedded STUN/TURN server (unless -turn=false) and
