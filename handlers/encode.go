@@ -49,6 +49,7 @@ var statusOf = map[string]int{
 	"too_many_messages": http.StatusTooManyRequests,
 	"too_many_rooms":    http.StatusServiceUnavailable,
 	"shutting_down":     http.StatusServiceUnavailable,
+	"unavailable":       http.StatusServiceUnavailable,
 }
 
 // encode writes v as a JSON answer.
