@@ -85,7 +85,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.clientTimeout, "client-timeout", 60*time.Second, "silence after which a member is removed")
 	fs.DurationVar(&c.messageTTL, "message-ttl", 10*time.Minute, "longest a message is retained")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "SSE comment interval")
-	fs.DurationVar(&c.stallTimeout, "stall-timeout", 10*time.Second, "evict an SSE reader that takes no frame for this long")
+	fs.DurationVar(&c.stallTimeout, "stall-timeout", 10*time.Second, "evict an SSE reader that takes no frame (a long-poll reader no 64 KiB of its answer) for this long")
 	fs.DurationVar(&c.maxStreamLife, "max-stream-life", 30*time.Minute, "end SSE streams after about this long (randomized ±25%; clients resume); 0 = never")
 	fs.IntVar(&c.ssePadding, "sse-padding", 0, "bytes of comment padding at the start of each SSE stream, for buffering middleboxes")
 	fs.Float64Var(&c.rateLimit, "rate-limit", 50, "requests per second per client IP; 0 = unlimited")

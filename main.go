@@ -268,7 +268,10 @@ func serveRedirect(addr string, tlsAddr net.Addr, log *slog.Logger) (stop func()
 	}
 	_, tlsPort, _ := net.SplitHostPort(tlsAddr.String())
 	srv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
+		// The whole request, body too (it is never read, but net/http
+		// reads it before answering), and the time between requests.
+		ReadTimeout: 10 * time.Second,
+		IdleTimeout: 120 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			host, _, err := net.SplitHostPort(r.Host)
 			if err != nil {
@@ -297,7 +300,9 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// ReadTimeout bounds reading the request only: a profile takes longer
+	// to answer.
+	srv := &http.Server{Handler: mux, ReadTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	go srv.Serve(ln)
 	log.Info("serving pprof", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil

@@ -71,7 +71,14 @@ var (
 )
 
 func writeJSON(w http.ResponseWriter, status int, contentType string, data []byte) {
-	h := w.Header()
+	setJSONHeader(w.Header(), contentType)
+	w.WriteHeader(status)
+	w.Write(data)
+	w.Write([]byte("\n"))
+}
+
+// setJSONHeader sets the header of a JSON answer of contentType.
+func setJSONHeader(h http.Header, contentType string) {
 	switch contentType {
 	case "application/json":
 		h["Content-Type"] = jsonType
@@ -81,9 +88,6 @@ func writeJSON(w http.ResponseWriter, status int, contentType string, data []byt
 		h.Set("Content-Type", contentType)
 	}
 	h["Cache-Control"] = noStore
-	w.WriteHeader(status)
-	w.Write(data)
-	w.Write([]byte("\n"))
 }
 
 // fail answers err as problem+json: refusals with their own status and code,

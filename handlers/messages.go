@@ -99,7 +99,7 @@ func (s *Server) handlePoll() http.Handler {
 			}
 			if len(msgs) > 0 {
 				s.metrics.deliveredPoll.Add(float64(len(msgs)))
-				writePollAnswer(w, msgs, msgs[len(msgs)-1].ID)
+				writePollAnswer(w, msgs, msgs[len(msgs)-1].ID, s.cfg.StallTimeout)
 				return
 			}
 			select {
@@ -109,15 +109,17 @@ func (s *Server) handlePoll() http.Handler {
 			case <-r.Context().Done():
 			case <-s.streams.stopping():
 			}
-			writePollAnswer(w, nil, since)
+			writePollAnswer(w, nil, since, s.cfg.StallTimeout)
 			return
 		}
 	})
 }
 
 // writePollAnswer writes {"messages":[…],"next":M} from the stored bytes.
-func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64) {
-	n := len(`{"messages":[],"next":18446744073709551615}`)
+// It can be large (readBatch messages of up to MaxBody each): the client
+// must take each piece of it within stall (writePaced).
+func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64, stall time.Duration) {
+	n := len(`{"messages":[],"next":18446744073709551615}` + "\n")
 	for _, m := range msgs {
 		n += len(m.Data) + 1
 	}
@@ -130,5 +132,9 @@ func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64) {
 	}
 	b = append(b, `],"next":`...)
 	b = strconv.AppendUint(b, next, 10)
-	writeJSON(w, http.StatusOK, "application/json", append(b, '}'))
+	b = append(b, "}\n"...)
+	setJSONHeader(w.Header(), "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	writePaced(w, b, stall)
 }

@@ -24,11 +24,11 @@ func (s *Server) routes() http.Handler {
 
 	r.Handler("GET", "/healthz", s.handleHealthz())
 	r.Handler("HEAD", "/healthz", s.handleHealthz())
-	r.Handler("GET", "/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	r.Handler("GET", "/metrics", answerWithin(answerTimeout, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
 
-	r.Handler("GET", "/", s.handlePage("index.html"))
-	r.Handler("GET", "/r/:room", s.handlePage("room.html"))
-	r.Handler("GET", "/static/*file", s.handleStatic())
+	r.Handler("GET", "/", answerWithin(answerTimeout, s.handlePage("index.html")))
+	r.Handler("GET", "/r/:room", answerWithin(answerTimeout, s.handlePage("room.html")))
+	r.Handler("GET", "/static/*file", answerWithin(answerTimeout, s.handleStatic()))
 
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fail(w, errorf(http.StatusNotFound, "not_found", "no such resource: %s %.100s", r.Method, r.URL.Path))

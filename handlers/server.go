@@ -22,7 +22,7 @@ import (
 // Config holds what the handlers need besides the store.
 type Config struct {
 	Heartbeat     time.Duration // SSE comment interval
-	StallTimeout  time.Duration // an SSE reader that takes no frame for this long is evicted
+	StallTimeout  time.Duration // an SSE reader that takes no frame (a long-poll reader no 64 KiB of its answer) for this long is evicted
 	MaxStreamLife time.Duration // streams end after about this long (randomized); 0 = never
 	DefaultWait   time.Duration // long-poll wait when the client names none
 	MaxWait       time.Duration // longest long-poll wait
