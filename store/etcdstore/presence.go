@@ -464,25 +464,38 @@ func (p *presence) reapLoop() {
 
 func (p *presence) reap() {
 	silent := p.s.mirror.members(true)
-	// Every instance reaps: in different orders, they rarely collide.
+	// Every instance reaps: in different orders, they rarely collide. A few
+	// removals at a time, so that a mass lapse (a restart's shared lease)
+	// is not one round trip after another.
 	mrand.Shuffle(len(silent), func(i, j int) { silent[i], silent[j] = silent[j], silent[i] })
+	const parallel = 8
+	slots := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for _, m := range silent {
+		if failed.Load() {
+			break // etcd is unwell: the next tick tries again
+		}
 		if p.alive(m.Member) {
 			continue // the renewer gives it a lease again
 		}
-		ctx, cancel := p.s.opContext(p.s.ctx)
-		_, removed, err := p.s.leave(ctx, m.Member, store.ReasonTimeout, true)
-		cancel()
-		if err != nil {
-			if p.s.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
-				p.s.log.Warn("remove silent member", "room", m.Room, "client", m.ID, "err", err)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			ctx, cancel := p.s.opContext(p.s.ctx)
+			defer cancel()
+			_, removed, err := p.s.leave(ctx, m.Member, store.ReasonTimeout, true)
+			switch {
+			case err != nil:
+				if failed.CompareAndSwap(false, true) && p.s.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+					p.s.log.Warn("remove silent member", "room", m.Room, "client", m.ID, "err", err)
+				}
+			case removed:
+				p.s.log.Info("member timed out", "room", m.Room, "client", m.ID)
 			}
-			return // etcd is unwell: the next tick tries again
-		}
-		if removed {
-			p.s.log.Info("member timed out", "room", m.Room, "client", m.ID)
-		}
+		})
 	}
+	wg.Wait()
 }
 
 // revokeLoop revokes the leases given back, until Close.

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -53,5 +54,50 @@ func TestRestartOfSomeOrAllInstances(t *testing.T) {
 	})
 	if _, err := z.Authenticate(ctx0, a.Token); err != nil {
 		t.Fatalf("a, held since the restart: %v", err)
+	}
+}
+
+// After a restart of every instance, the members nobody sees lapse
+// together with the shared lease: two instances remove them all, each
+// once, while the ones held stay.
+func TestMassLapseAfterRestart(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	const rooms = 60
+	long := Options{Options: store.Options{Capacity: 3, ClientTimeout: time.Hour}}
+	first := openAt(t, prefix, long)
+	held := make([]store.Joined, rooms)
+	for r := range rooms {
+		room := fmt.Sprint("r", r)
+		held[r] = mustJoin(t, first, room)
+		mustJoin(t, first, room)
+		mustJoin(t, first, room)
+	}
+	first.Close()
+
+	short := Options{Options: store.Options{Capacity: 3, ClientTimeout: 3 * time.Second}}
+	x := openAt(t, prefix, short) // gives everybody the shared lease
+	y := openAt(t, prefix, short)
+	for r, j := range held {
+		defer []*Store{x, y}[r%2].Hold(j.Member)()
+	}
+	for r, j := range held {
+		room := fmt.Sprint("r", r)
+		eventually(t, "the silent members of "+room+" are removed", func() bool {
+			n, _ := x.Occupants(ctx0, room)
+			return n == 1
+		})
+		var lefts int
+		for _, msg := range mustRead(t, x, j.Member, 0) { // x shows both removals: it counted one occupant
+			if e := parseEvent(t, msg); e.Type == "peer-left" {
+				if e.Reason != "timeout" {
+					t.Fatalf("%s reads %s", room, msg.Data)
+				}
+				lefts++
+			}
+		}
+		if lefts != 2 {
+			t.Fatalf("the member held in %s was told of %d timeouts, want 2", room, lefts)
+		}
 	}
 }

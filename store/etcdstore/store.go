@@ -15,29 +15,32 @@
 //
 // The mirror: each instance keeps the whole state under the prefix in
 // memory (mirror.go), loaded at Open and kept current by one watch of the
-// prefix (watch.go). Why one prefix watch and not a watch per room: a
-// round-robin balancer sends each member's requests to every instance, so
-// every instance soon needs every active room anyway (tokens to
-// authenticate, recipients for posts, entries for readers), and one watch
-// delivers each change once per instance as per-room watches would, but
-// without a range read to start each room, a watch to open and close per
-// room, or a round trip for a request on a room not watched yet. The cost
-// is memory (the retained state, as bbolt's engine keeps its directory and
-// index) and decoding every change on every instance; applying one is a
-// few microseconds. Reads, Authenticate and Occupants are answered from
-// the mirror with no round trip. Each write goes to etcd as one
-// transaction that compares what it read from the mirror (the room
-// record's mod revision, which every join and leave changes; the
-// idempotency key; the room's place): if the mirror was behind, the
-// comparison fails, the mirror catches up and the write is tried again
-// (conflicts are retried inside the engine, never returned). A write
-// returns once its own change has reached the mirror too, so a caller
-// reads its own writes on the instance it wrote on; on other instances a
-// change shows within the watch's latency (milliseconds). A refusal read
-// from the mirror (unknown token, member or peer, full room, wrong
-// password) is only given after the mirror caught up with the cluster, so
-// that a member that joined a moment ago on another instance is not
-// refused here.
+// prefix (watch.go). One prefix watch rather than a watch per room,
+// because a round-robin balancer sends each member's requests to every
+// instance, so every instance soon needs every active room anyway (tokens
+// to authenticate, recipients for posts, entries for readers): per-room
+// watches would deliver each change to as many instances, and add, for
+// each room on each instance, a range read and a watch to start before
+// the room's first request there can be answered, and a watch to end.
+// Measured roughly on a 2-core machine: applying one message event to the
+// mirror takes about 2 µs (following 6,000 messages a second costs an
+// instance about 1% of a core), while starting one room's watch with its
+// range read takes about 0.75 ms. The price is memory: the retained state
+// on every instance, as bbolt's engine keeps its directory and index.
+//
+// Reads, Authenticate and Occupants are answered from the mirror with no
+// round trip. Each write goes to etcd as one transaction that compares
+// what it read from the mirror (the room record's mod revision, which
+// every join and leave changes; the idempotency key; the room's place): if
+// the mirror was behind, the comparison fails, the mirror catches up and
+// the write is tried again (conflicts are retried inside the engine, never
+// returned). A write returns once its own change has reached the mirror
+// too, so a caller reads its own writes on the instance it wrote on; on
+// other instances a change shows within the watch's latency
+// (milliseconds). A refusal read from the mirror (unknown token, member or
+// peer, full room, wrong password, too many rooms or messages) is only
+// given after the mirror caught up with the cluster, so that a member that
+// joined a moment ago on another instance is not refused here.
 //
 // Prompt logout: a member that left, on any instance, stops authenticating
 // on every instance as soon as its leave reaches that instance's mirror:

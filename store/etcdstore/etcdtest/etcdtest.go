@@ -185,8 +185,11 @@ func (c *Cluster) Running(i int) bool {
 	return c.members[i] != nil
 }
 
-// Stop stops member i hard, as a crash would: no leadership is handed over
-// and its clients' connections break. It does nothing to a stopped member.
+// Stop stops member i hard, as a crash would: its raft node stops at once,
+// handing no leadership over and answering nothing more, then its
+// listeners close and its clients' connections break (etcd gives them up
+// to its request timeout to go; it takes about a second). It does nothing
+// to a stopped member.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	e := c.members[i]
