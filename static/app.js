@@ -325,9 +325,13 @@ function onPresence(ev) {
     // A new peer joined after us: we are the impolite side; it offers.
     dropPeer(ev.peer);
     if (!ev.resumed || !(ev.peer in polite)) polite[ev.peer] = false;
+    if (!ev.resumed) addChatEvent('Someone joined the call.');
   } else if (ev.type === 'peer-left') {
+    const p = peers.get(ev.peer);
+    const name = p ? p.tile.querySelector('figcaption').textContent : 'Guest';
     dropPeer(ev.peer);
     delete polite[ev.peer];
+    addChatEvent(ev.reason === 'timeout' ? `${name} lost the connection and left the call.` : `${name} left the call.`);
   }
   savePolite();
   updateState();
@@ -384,6 +388,7 @@ function updateChat() {
   $('chat-input').placeholder = open ? 'Message' : 'Chat (connects with the call)';
 }
 
+// who: `me`, `them`, or `event` for what happened in the call.
 function addChat(who, text) {
   const li = document.createElement('li');
   li.className = who;
@@ -391,6 +396,10 @@ function addChat(who, text) {
   const log = $('chat-log');
   log.append(li);
   log.scrollTop = log.scrollHeight;
+}
+
+function addChatEvent(text) {
+  addChat('event', text);
 }
 
 // ---- joining ----
