@@ -110,9 +110,14 @@ func TestPassword(t *testing.T) {
 	if a.Status != 201 {
 		t.Fatalf("first join %d", a.Status)
 	}
-	for _, body := range []string{"", "{}", `{"password":"wrong"}`} {
-		if b := srv.do(t, "POST", "/rooms/secret/join", body); b.Status != 403 || b.problem(t) != "bad_password" {
-			t.Fatalf("join with %q: %d %s", body, b.Status, b.Body)
+	for _, tc := range []struct{ body, code string }{
+		{"", "password_required"},
+		{"{}", "password_required"},
+		{`{"password":""}`, "password_required"},
+		{`{"password":"wrong"}`, "bad_password"},
+	} {
+		if b := srv.do(t, "POST", "/rooms/secret/join", tc.body); b.Status != 403 || b.problem(t) != tc.code {
+			t.Fatalf("join with %q: %d %s; want 403 %s", tc.body, b.Status, b.Body, tc.code)
 		}
 	}
 	if b := srv.do(t, "POST", "/rooms/secret/join", `{"password":"hunter2"}`); b.Status != 201 {

@@ -44,6 +44,7 @@ var statusOf = map[string]int{
 	"unauthorized":      http.StatusUnauthorized,
 	"not_member":        http.StatusForbidden,
 	"bad_password":      http.StatusForbidden,
+	"password_required": http.StatusForbidden,
 	"room_full":         http.StatusConflict,
 	"unknown_peer":      http.StatusNotFound,
 	"too_many_messages": http.StatusTooManyRequests,

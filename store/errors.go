@@ -20,14 +20,15 @@ func (e *Error) Is(target error) bool {
 
 // The refusals, for errors.Is.
 var (
-	ErrUnauthorized    = &Error{Code: "unauthorized", Msg: "unknown or expired token"}
-	ErrNotMember       = &Error{Code: "not_member", Msg: "token belongs to another room"}
-	ErrRoomFull        = &Error{Code: "room_full", Msg: "room is full"}
-	ErrBadPassword     = &Error{Code: "bad_password", Msg: "wrong room password"}
-	ErrUnknownPeer     = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
-	ErrTooManyMessages = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
-	ErrTooManyRooms    = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
-	ErrClosed          = &Error{Code: "shutting_down", Msg: "store is closed"}
+	ErrUnauthorized     = &Error{Code: "unauthorized", Msg: "unknown or expired token"}
+	ErrNotMember        = &Error{Code: "not_member", Msg: "token belongs to another room"}
+	ErrRoomFull         = &Error{Code: "room_full", Msg: "room is full"}
+	ErrBadPassword      = &Error{Code: "bad_password", Msg: "wrong room password"}
+	ErrPasswordRequired = &Error{Code: "password_required", Msg: "the room needs a password"}
+	ErrUnknownPeer      = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
+	ErrTooManyMessages  = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
+	ErrTooManyRooms     = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
+	ErrClosed           = &Error{Code: "shutting_down", Msg: "store is closed"}
 	// ErrUnavailable: the engine cannot reach a quorum of its storage now.
 	// Unlike the refusals above it does not say that nothing was written:
 	// a write may have happened, so a client retries with the same

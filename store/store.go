@@ -102,9 +102,11 @@ type Store interface {
 	// token; a resumed one keeps its id and its place in join order. The
 	// other members get a peer-joined event ("resumed":true for a resume),
 	// and messages kept for the next joiner become the new member's.
-	// Refusals: ErrRoomFull (Capacity members already), ErrBadPassword
-	// (the room has a password and req.Password is not it; a room's
-	// password is set by its first member), ErrTooManyRooms.
+	// A resume needs no password. Refusals: ErrRoomFull (Capacity members
+	// already), ErrPasswordRequired (the room has a password and
+	// req.Password is empty), ErrBadPassword (the room has a password and
+	// req.Password is another; a room's password is set by its first
+	// member), ErrTooManyRooms.
 	Join(ctx context.Context, req JoinRequest) (Joined, error)
 
 	// Leave removes m and tells the others with a peer-left event of the

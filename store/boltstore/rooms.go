@@ -73,12 +73,17 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 				return store.Joined{}, fmt.Errorf("hash password: %w", err)
 			}
 		}
-		passwordOK := len(seen) == 0 || bcrypt.CompareHashAndPassword(seen, []byte(req.Password)) == nil
+		// A resume needs no password (the token is the member's proof,
+		// checked again in the transaction), and a missing one is refused
+		// as such: neither costs a bcrypt comparison.
+		resuming := s.resumes(req)
+		passwordOK := len(seen) == 0 || resuming ||
+			req.Password != "" && bcrypt.CompareHashAndPassword(seen, []byte(req.Password)) == nil
 
 		var out store.Joined
 		err = s.update(ctx, func(tx *bolt.Tx) error {
 			var err error
-			out, err = s.join(tx, req, seen, exists, newHash, passwordOK)
+			out, err = s.join(tx, req, seen, exists, newHash, passwordOK, resuming)
 			return err
 		})
 		if errors.Is(err, errRoomChanged) && attempt < 3 {
@@ -92,7 +97,19 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 	}
 }
 
-func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bool, newHash []byte, passwordOK bool) (store.Joined, error) {
+// resumes reports whether req's token belongs to a member of req's room.
+func (s *Store) resumes(req store.JoinRequest) bool {
+	if req.Token == "" {
+		return false
+	}
+	m, ok := s.dir.lookup(sha256.Sum256([]byte(req.Token)))
+	return ok && m.Room == req.Room
+}
+
+// join is Join's transaction. The caller checked the password outside
+// it, against the room as seen then (seen, existed); resuming is what it
+// assumed of the token.
+func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bool, newHash []byte, passwordOK, resuming bool) (store.Joined, error) {
 	rooms := tx.Bucket(bucketRooms)
 	rb := rooms.Bucket([]byte(req.Room))
 	info, exists, err := readInfo(tx, req.Room)
@@ -114,8 +131,13 @@ func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bo
 		}
 	}
 
-	if exists != existed || !bytes.Equal(info.Password, seen) {
+	if exists != existed || !bytes.Equal(info.Password, seen) || resuming && len(seen) > 0 {
+		// The room changed, or the member the token named left since:
+		// check the password again.
 		return store.Joined{}, errRoomChanged
+	}
+	if !passwordOK && req.Password == "" {
+		return store.Joined{}, store.Refusef(store.ErrPasswordRequired, "room %q needs a password", req.Room)
 	}
 	if !passwordOK {
 		return store.Joined{}, store.Refusef(store.ErrBadPassword, "wrong password for room %q", req.Room)

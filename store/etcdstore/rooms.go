@@ -135,6 +135,9 @@ func (j *joining) again(ctx context.Context, attempt int, safe bool, err error) 
 func (j *joining) check(v roomView) (refusal error, slot int, err error) {
 	s, req := j.s, j.req
 	defer func(start time.Time) { j.deadline = j.deadline.Add(time.Since(start)) }(time.Now()) // bcrypt's time is not etcd's
+	if v.exists && len(v.info.Password) > 0 && req.Password == "" {
+		return store.Refusef(store.ErrPasswordRequired, "room %q needs a password", req.Room), -1, nil
+	}
 	if v.exists && len(v.info.Password) > 0 && !j.passwordMatches(v.info.Password) {
 		return store.Refusef(store.ErrBadPassword, "wrong password for room %q", req.Room), -1, nil
 	}

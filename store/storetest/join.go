@@ -163,7 +163,7 @@ func testJoinPassword(t testing.TB, open Opener) {
 	e := start(t, open, store.Options{Capacity: 3})
 	a := e.joinWith(store.JoinRequest{Room: "locked", Password: "pw"})
 	e.refuseJoin(store.JoinRequest{Room: "locked", Password: "nope"}, store.ErrBadPassword)
-	e.refuseJoin(store.JoinRequest{Room: "locked"}, store.ErrBadPassword)
+	e.refuseJoin(store.JoinRequest{Room: "locked"}, store.ErrPasswordRequired)
 	if n := e.occupants("locked"); n != 1 {
 		t.Fatalf("%d occupants after refused joins, want 1", n)
 	}
@@ -173,6 +173,10 @@ func testJoinPassword(t testing.TB, open Opener) {
 		t.Fatalf("a reads %v, want b's peer-joined event only (refused joins leave no trace)", ids(msgs))
 	}
 	wantEvent(t, msgs[0], "peer-joined", b.ID)
+	// A member resumes with its token alone: the token is its proof.
+	if again := e.joinWith(store.JoinRequest{Room: "locked", Token: a.Token}); !again.Resumed || again.ID != a.ID {
+		t.Fatalf("a resuming without the password: %+v; want a resumed", again)
+	}
 
 	e.join("open")
 	e.joinWith(store.JoinRequest{Room: "open", Password: "late"})
