@@ -331,26 +331,38 @@ func (p *presence) renewMembers(ka *keepAlive) {
 		l.renewed = now
 	}
 	p.mu.Unlock()
-	for _, j := range jobs {
-		ok := false
-		if ref, member := p.s.mirror.presence(j.m); member {
-			switch {
-			case !ref.live: // lapsed while seen here: back, unless a reaper was first
-				ok = p.attach(j.m, ref, false)
-			case ref.shared: // a restart's lease: one of its own
-				ok = p.attach(j.m, ref, true)
-			default:
-				ok = ka.send(clientv3.LeaseID(ref.lease))
-			}
-		}
-		if !ok {
-			p.mu.Lock()
-			if j.l.renewed == now {
-				j.l.renewed = j.prev // try again at the next tick
-			}
-			p.mu.Unlock()
+	retry := func(j due) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if j.l.renewed == now {
+			j.l.renewed = j.prev // try again at the next tick
 		}
 	}
+	// Renewals go on the stream one after the other; new leases (after a
+	// restart, every member that comes back needs one) a few at a time.
+	const parallel = 16
+	slots := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		ref, member := p.s.mirror.presence(j.m)
+		switch {
+		case !member:
+			retry(j) // not a member (yet) as far as this instance knows
+		case !ref.live || ref.shared:
+			// Lapsed while seen here (back, unless a reaper is first), or
+			// on a restart's lease: a lease of its own.
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				if !p.attach(j.m, ref, ref.live) {
+					retry(j)
+				}
+			})
+		case !ka.send(clientv3.LeaseID(ref.lease)):
+			retry(j)
+		}
+	}
+	wg.Wait()
 }
 
 // attach gives m a lease of its own: in place of the shared one

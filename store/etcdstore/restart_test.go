@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,19 +64,33 @@ func TestRestartOfSomeOrAllInstances(t *testing.T) {
 func TestMassLapseAfterRestart(t *testing.T) {
 	t.Parallel()
 	prefix := testPrefix(t)
-	const rooms = 60
+	const rooms = 40
 	long := Options{Options: store.Options{Capacity: 3, ClientTimeout: time.Hour}}
 	first := openAt(t, prefix, long)
 	held := make([]store.Joined, rooms)
+	var wg sync.WaitGroup
 	for r := range rooms {
-		room := fmt.Sprint("r", r)
-		held[r] = mustJoin(t, first, room)
-		mustJoin(t, first, room)
-		mustJoin(t, first, room)
+		wg.Go(func() {
+			room := fmt.Sprint("r", r)
+			for i := range 3 {
+				j, err := first.Join(ctx0, store.JoinRequest{Room: room})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i == 0 {
+					held[r] = j
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
 	}
 	first.Close()
 
-	short := Options{Options: store.Options{Capacity: 3, ClientTimeout: 3 * time.Second}}
+	short := Options{Options: store.Options{Capacity: 3, ClientTimeout: 5 * time.Second}}
 	x := openAt(t, prefix, short) // gives everybody the shared lease
 	y := openAt(t, prefix, short)
 	for r, j := range held {

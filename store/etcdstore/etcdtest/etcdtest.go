@@ -39,9 +39,13 @@ type Config struct {
 }
 
 // Cluster is a running etcd cluster; every method is safe for concurrent
-// use.
+// use. Clients reach member i at Endpoint(i), a port of the test's own
+// (a gate) that forwards to wherever the member listens in its current
+// run.
 type Cluster struct {
 	configs   []*embed.Config
+	gates     []*gate
+	scheme    string // of the client URLs
 	endpoints []string
 
 	mu      sync.Mutex
@@ -75,27 +79,36 @@ func Start(t testing.TB, cfg Config) *Cluster {
 
 func start(dir string, cfg Config) (*Cluster, error) {
 	n := cfg.Members
-	ports, err := freePorts(2 * n)
+	ports, err := freePorts(n)
 	if err != nil {
 		return nil, err
 	}
-	clientScheme := "http"
+	c := &Cluster{members: make([]*embed.Etcd, n), scheme: "http"}
 	if cfg.CertFile != "" {
-		clientScheme = "https"
+		c.scheme = "https"
+	}
+	for range n {
+		g, err := openGate()
+		if err != nil {
+			c.stopAll()
+			return nil, err
+		}
+		c.gates = append(c.gates, g)
 	}
 	var initial []string
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i]))
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[i]))
 	}
-	c := &Cluster{members: make([]*embed.Etcd, n)}
 	for i := range n {
 		e := embed.NewConfig()
 		e.Name = fmt.Sprintf("m%d", i)
 		e.Dir = filepath.Join(dir, e.Name)
-		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		client := url.URL{Scheme: clientScheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		// Peers find each other at fixed ports; clients at the gate (the
+		// member's own client port is picked by each run).
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+		client := url.URL{Scheme: c.scheme, Host: c.gates[i].addr()}
 		e.ListenPeerUrls, e.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-		e.ListenClientUrls, e.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		e.AdvertiseClientUrls = []url.URL{client}
 		e.InitialCluster = strings.Join(initial, ",")
 		e.InitialClusterToken = "etcdtest"
 		e.ClusterState = embed.ClusterStateFlagNew
@@ -146,9 +159,16 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// run starts member i from its data directory and waits until it serves.
+// run starts member i from its data directory, on a client port of its
+// own behind its gate, and waits until it serves.
 func (c *Cluster) run(i int) error {
-	e, err := embed.StartEtcd(c.configs[i])
+	own, err := freePorts(1)
+	if err != nil {
+		return err
+	}
+	cfg := c.configs[i]
+	cfg.ListenClientUrls = []url.URL{{Scheme: c.scheme, Host: fmt.Sprintf("127.0.0.1:%d", own[0])}}
+	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("member %d: %w", i, err)
 	}
@@ -165,6 +185,7 @@ func (c *Cluster) run(i int) error {
 	c.mu.Lock()
 	c.members[i] = e
 	c.mu.Unlock()
+	c.gates[i].open(cfg.ListenClientUrls[0].Host)
 	return nil
 }
 
@@ -185,31 +206,31 @@ func (c *Cluster) Running(i int) bool {
 	return c.members[i] != nil
 }
 
-// Stop stops member i hard, as a crash would: its raft node stops at once,
-// handing no leadership over and answering nothing more, then its
-// listeners close and its clients' connections break (etcd gives them up
-// to its request timeout to go; it takes about a second). It does nothing
-// to a stopped member.
+// Stop stops member i hard, as the death of its process would: every
+// client connection to it is cut at once and new ones are refused, its
+// raft node stops without handing leadership over, and then the rest of
+// it. It does nothing to a stopped member.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	e := c.members[i]
 	c.members[i] = nil
 	c.mu.Unlock()
 	if e != nil {
+		c.gates[i].cut()
 		e.Server.HardStop()
 		e.Close()
 	}
 }
 
-// Restart starts the stopped member i again on its data directory and its
-// ports, and waits until it serves (which needs a quorum with it); it
-// fails t if it cannot.
+// Restart starts the stopped member i again on its data directory, its
+// peer port and its endpoint, and waits until it serves (which needs a
+// quorum with it); it fails t if it cannot.
 func (c *Cluster) Restart(t testing.TB, i int) {
 	t.Helper()
 	if c.Running(i) {
 		t.Fatalf("etcdtest: member %d runs already", i)
 	}
-	// Its ports were free a moment ago; should one be held yet (a
+	// Its peer port was free a moment ago; should it be held yet (a
 	// connection closing), try again shortly.
 	var err error
 	for range 5 {
@@ -273,5 +294,8 @@ func (c *Cluster) agreedLeader() (int, bool) {
 func (c *Cluster) stopAll() {
 	for i := range c.members {
 		c.Stop(i)
+	}
+	for _, g := range c.gates {
+		g.close()
 	}
 }
