@@ -9,7 +9,8 @@ import (
 	"github.com/tincan/tincan/turn"
 )
 
-// joinAnswer is the answer of a join.
+// joinAnswer is the answer of a join. Its lists are never null: a first
+// joiner's "peers" is [].
 type joinAnswer struct {
 	Room       string           `json:"room"`
 	ClientID   string           `json:"client_id"`
@@ -77,9 +78,13 @@ func (s *Server) handleJoin() http.Handler {
 			status = http.StatusOK
 		}
 		s.log.Info("joined", "room", room, "client", j.ID, "resumed", j.Resumed, "peers", len(j.Peers))
+		peers := j.Peers
+		if peers == nil {
+			peers = []string{} // the first joiner's "peers" is [], never null
+		}
 		encode(w, status, joinAnswer{
 			Room: room, ClientID: j.ID, Token: j.Token,
-			Initiator: len(j.Peers) > 0, Peers: j.Peers, Capacity: s.store.Capacity(),
+			Initiator: len(peers) > 0, Peers: peers, Capacity: s.store.Capacity(),
 			ICEServers: s.iceServers(j.ID),
 			Events:     "/rooms/" + room + "/events", Messages: "/rooms/" + room + "/messages",
 		})
