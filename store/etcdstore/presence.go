@@ -51,6 +51,8 @@ type presence struct {
 	every   time.Duration // renewal interval: a quarter of the lease
 	kick    chan struct{} // wakes the reaper
 	revokes chan clientv3.LeaseID
+	pool    chan pooledLease // leases granted ahead, for joins
+	taken   chan struct{}    // wakes the pool's filler
 
 	instance       atomic.Int64 // this instance's lease
 	instanceLapsed atomic.Bool  // and etcd said it is gone
@@ -74,6 +76,8 @@ func newPresence(s *Store) *presence {
 		every:   time.Duration(ttl) * time.Second / 4,
 		kick:    make(chan struct{}, 1),
 		revokes: make(chan clientv3.LeaseID, 4096),
+		pool:    make(chan pooledLease, 16),
+		taken:   make(chan struct{}, 1),
 		local:   map[store.Member]*liveness{},
 	}
 }
@@ -126,13 +130,18 @@ func (p *presence) Hold(m store.Member) (release func()) {
 	}
 }
 
-// joined starts tracking a member whose lease was just granted.
-func (p *presence) joined(m store.Member) {
+// joined starts tracking a member that just joined, on a lease granted
+// just now (fresh) or a while ago (from the pool: then it is renewed at
+// the next tick).
+func (p *presence) joined(m store.Member, fresh bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
 	l := p.get(m)
-	l.seen, l.renewed = now, now
+	l.seen = now
+	if fresh {
+		l.renewed = now
+	}
 }
 
 func (p *presence) forget(m store.Member) {
@@ -167,6 +176,73 @@ func (p *presence) grant(ctx context.Context) (clientv3.LeaseID, error) {
 	return resp.ID, nil
 }
 
+// A join takes its member's lease from a pool of leases granted ahead, so
+// that it waits for one etcd commit, not two. A pooled lease is used
+// within half its TTL of its grant or revoked; the member's first renewal
+// follows within a tick of its join.
+type pooledLease struct {
+	id      clientv3.LeaseID
+	granted time.Time
+}
+
+// maxPooled is how long a pooled lease may wait for a join.
+func (p *presence) maxPooled() time.Duration { return time.Duration(p.ttl) * time.Second / 2 }
+
+// lease returns a member lease: from the pool (fresh false) or granted
+// now.
+func (p *presence) lease(ctx context.Context) (id clientv3.LeaseID, fresh bool, err error) {
+	for {
+		select {
+		case l := <-p.pool:
+			select {
+			case p.taken <- struct{}{}:
+			default:
+			}
+			if time.Since(l.granted) > p.maxPooled() {
+				p.revoke(l.id)
+				continue
+			}
+			return l.id, false, nil
+		default:
+			id, err := p.grant(ctx)
+			return id, true, err
+		}
+	}
+}
+
+// fillLoop keeps the pool full of leases young enough, until Close.
+func (p *presence) fillLoop() {
+	defer p.s.wg.Done()
+	t := time.NewTicker(max(p.maxPooled()/4, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		// Leases too old for a join go back; the pool's oldest are first.
+		for range len(p.pool) {
+			l := <-p.pool
+			if time.Since(l.granted) > p.maxPooled()/2 {
+				p.revoke(l.id)
+				continue
+			}
+			p.pool <- l // the only sender: there is room
+		}
+		for len(p.pool) < cap(p.pool) && p.s.ctx.Err() == nil {
+			ctx, cancel := p.s.opContext(p.s.ctx)
+			id, err := p.grant(ctx)
+			cancel()
+			if err != nil {
+				break // etcd is unwell; joins grant their own meanwhile
+			}
+			p.pool <- pooledLease{id, time.Now()}
+		}
+		select {
+		case <-t.C:
+		case <-p.taken:
+		case <-p.s.ctx.Done():
+			return
+		}
+	}
+}
+
 // revoke gives a lease back, in the background; a lease that cannot be
 // revoked now lapses by itself.
 func (p *presence) revoke(lease clientv3.LeaseID) {
@@ -191,10 +267,11 @@ func (p *presence) start(ctx context.Context) error {
 			return err
 		}
 	}
-	p.s.wg.Add(3)
+	p.s.wg.Add(4)
 	go p.renewLoop()
 	go p.reapLoop()
 	go p.revokeLoop()
+	go p.fillLoop()
 	return nil
 }
 
@@ -213,13 +290,24 @@ func (p *presence) register(ctx context.Context) error {
 	return nil
 }
 
-// stop revokes this instance's lease, so that its key goes at once.
+// stop revokes this instance's lease, so that its key goes at once, and
+// the pooled leases. Called before the background work stops.
 func (p *presence) stop(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	revoke := func(lease clientv3.LeaseID) { wg.Go(func() { p.s.client.Revoke(ctx, lease) }) }
 	if lease := clientv3.LeaseID(p.instance.Load()); lease != 0 {
-		octx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		p.s.client.Revoke(octx, lease)
+		revoke(lease)
 	}
+	for range len(p.pool) {
+		select {
+		case l := <-p.pool:
+			revoke(l.id)
+		default:
+		}
+	}
+	wg.Wait()
 }
 
 // restartAll gives every member one new shared lease of the whole client

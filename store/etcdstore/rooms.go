@@ -49,6 +49,7 @@ type joining struct {
 	checked   []byte // the room's password hash last checked against req.Password
 	matches   bool   // and whether it matched
 	lease     clientv3.LeaseID
+	fresh     bool // granted by this join (else from the pool)
 	sent      bool // a transaction with the lease may have been applied
 }
 
@@ -207,11 +208,11 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		j.id, j.token = newSecret(12), newSecret(24)
 	}
 	if j.lease == 0 {
-		lease, err := s.presence.grant(ctx)
+		lease, fresh, err := s.presence.lease(ctx)
 		if err != nil {
 			return store.Joined{}, false, err
 		}
-		j.lease = lease
+		j.lease, j.fresh = lease, fresh
 	}
 	tokenHash := sha256.Sum256([]byte(j.token))
 	info := roomInfo{Password: j.hash, Slot: nil}
@@ -259,7 +260,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		return store.Joined{}, false, nil
 	}
 	m := store.Member{Room: room, ID: j.id}
-	s.presence.joined(m)
+	s.presence.joined(m, j.fresh)
 	j.lease = 0 // the member's now
 	return store.Joined{Member: m, Token: j.token, Peers: peers}, true, nil
 }
