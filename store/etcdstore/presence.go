@@ -16,7 +16,8 @@ import (
 )
 
 // Presence across the cluster. Every member has a lease of the client
-// timeout, granted at its join, that holds its live key. An instance
+// timeout, taken at its join (from a pool granted ahead, see lease), that
+// holds its live key. An instance
 // renews the leases of the members it sees: while one holds (a stream or
 // long-poll open), every quarter of the lease; after a Touch or a release,
 // once, at most a quarter of the lease later than the renewal before it
@@ -90,12 +91,6 @@ func (s *Store) Touch(m store.Member) { s.presence.Touch(m) }
 
 // Hold implements store.Store.
 func (s *Store) Hold(m store.Member) (release func()) { return s.presence.Hold(m) }
-
-// Subscribe implements store.Store. Notifications come from the watch,
-// after the mirror shows the change.
-func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
-	return s.notifier.Subscribe(m, f)
-}
 
 func (p *presence) get(m store.Member) *liveness {
 	l := p.local[m]

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	mrand "math/rand/v2"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,6 +28,9 @@ import (
 func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, error) {
 	if s.closed.Load() {
 		return store.Joined{}, store.ErrClosed
+	}
+	if strings.Contains(req.Room, "/") {
+		return store.Joined{}, fmt.Errorf("join: room name %q: the etcd engine's keys do not allow a '/'", req.Room)
 	}
 	j := &joining{s: s, req: req, deadline: time.Now().Add(s.opts.RequestTimeout)}
 	defer j.release()

@@ -80,9 +80,21 @@
 // another instance deleted already costs nothing) deletes acknowledged and
 // expired entries and expired idempotency keys; the last leave deletes the
 // room's keys in one range delete. etcd keeps every revision until it is
-// compacted: run etcd with --auto-compaction-mode=periodic
-// --auto-compaction-retention=10m (or shorter) and defragment now and then.
-// A watch that falls behind compaction reloads the mirror and goes on.
+// compacted, and the engine needs none of the history: only a watch that
+// reconnects reads a little of it, and one that finds it compacted
+// reloads the mirror and goes on. So compact often: run etcd with
+// --auto-compaction-mode=periodic --auto-compaction-retention=1m (etcd
+// then compacts every minute, keeping the last minute). Between two
+// compactions the history grows by about two revisions per message (its
+// put and its prune) of a few hundred bytes each: size
+// --quota-backend-bytes for the busiest two minutes (the default 2 GiB
+// holds about 3,000 messages a second), and defragment in quiet hours to
+// give the file's free pages back.
+//
+// Every instance on one prefix must run with the same rules (Capacity,
+// MaxRooms, MessageTTL, ClientTimeout...): each enforces its own.
+// Options.Now dates entries and idempotency keys, for the message TTL;
+// presence runs on etcd's lease clock, in real time.
 //
 // Errors: see errors.go. store.ErrUnavailable (code "unavailable") means
 // etcd did not answer within RequestTimeout (no quorum, no leader, no

@@ -8,6 +8,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tincan/tincan/store"
 )
 
 // One watch of the whole prefix feeds the mirror, from the revision after
@@ -32,6 +34,12 @@ import (
 // date within the request timeout after being stale for StaleAfter: an
 // instance that cannot follow etcd answers 503 rather than authenticate a
 // member that has left elsewhere.
+
+// Subscribe implements store.Store. Notifications come from the watch,
+// after the mirror shows the change.
+func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
+	return s.notifier.Subscribe(m, f)
+}
 
 // watchLoop runs the watch until Close.
 func (s *Store) watchLoop() {
