@@ -87,9 +87,9 @@
 // then compacts every minute, keeping the last minute). Between two
 // compactions the history grows by about two revisions per message (its
 // put and its prune) of a few hundred bytes each: size
-// --quota-backend-bytes for the busiest two minutes (the default 2 GiB
-// holds about 3,000 messages a second), and defragment in quiet hours to
-// give the file's free pages back.
+// --quota-backend-bytes for the busiest two minutes (2 minutes of 10,000
+// messages a second is under 1 GiB, half the default quota), and
+// defragment in quiet hours to give the file's free pages back.
 //
 // Every instance on one prefix must run with the same rules (Capacity,
 // MaxRooms, MessageTTL, ClientTimeout...): each enforces its own.
