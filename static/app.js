@@ -453,9 +453,9 @@ function joinFailed(err, password) {
     setState('full');
     return;
   }
-  if (err.code === 'bad_password') {
+  if (err.code === 'password_required' || err.code === 'bad_password') {
     showView('password-view');
-    $('password-error').hidden = !password;
+    $('password-error').hidden = err.code !== 'bad_password';
     $('password-input').focus();
     return;
   }

@@ -80,7 +80,7 @@ function defaultStorage() {
  * @param {function} [opts.onPresence]      (event) for peer-joined / peer-left
  * @param {function} [opts.onTransport]     (name, reason) when the receive transport changes
  * @param {function} [opts.onClose]         ({reason}) when the client stops for good
- * @returns {Promise<Client>} rejects with TincanError (code room_full, bad_password, …)
+ * @returns {Promise<Client>} rejects with TincanError (code room_full, password_required, bad_password, …)
  */
 export async function join(room, opts = {}) {
   if (!ROOM_RE.test(String(room))) {

@@ -291,13 +291,13 @@ export const scenarios = {
     const a = await J(room, { password: 'sesame' });
     let err = null;
     try { await J(room); } catch (e) { err = e; }
-    check(err && err.status === 403 && err.code === 'bad_password', `no password: ${err && `${err.status} ${err.code}`}`);
+    check(err && err.status === 403 && err.code === 'password_required', `no password: ${err && `${err.status} ${err.code}`}`);
     err = null;
     try { await J(room, { password: 'wrong' }); } catch (e) { err = e; }
     check(err && err.code === 'bad_password', `wrong password: ${err && err.code}`);
     const b = await J(room, { password: 'sesame' });
     check(b.peers.includes(a.id), 'joined with the password');
-    return 'no password and a wrong one: 403 bad_password; the right one joins';
+    return 'no password: 403 password_required; a wrong one: 403 bad_password; the right one joins';
   },
 
   // leave: the others see peer-left at once, the token is gone, a new join is new.
