@@ -1,9 +1,7 @@
 package handlers
 
 import (
-	"encoding/json"
 	"net/http"
-	"strings"
 
 	"github.com/tincan/tincan/store"
 	"github.com/tincan/tincan/turn"
@@ -27,11 +25,9 @@ type joinAnswer struct {
 // the request carries: 201 for a new member, 200 for a resume. A join that
 // is not a resume is a guess at the room's password, refused with 429
 // too_many_guesses (before the store compares any password) once its
-// address or the room has used up its failed guesses.
+// address or the room has used up its failed guesses. The body is
+// parseJoinBody's: a member other than "password" is refused, named.
 func (s *Server) handleJoin() http.Handler {
-	type request struct {
-		Password *string `json:"password"`
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		room, err := roomParam(r)
 		if err != nil {
@@ -43,19 +39,9 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, err)
 			return
 		}
-		var req request
-		if len(strings.TrimSpace(string(body))) > 0 {
-			if err := json.Unmarshal(body, &req); err != nil {
-				fail(w, errorf(400, "bad_json", `join body must be empty, {} or {"password":"…"}`))
-				return
-			}
-		}
-		var password string
-		if req.Password != nil {
-			password = *req.Password
-		}
-		if len(password) > 72 {
-			fail(w, errorf(400, "bad_request", "password longer than 72 bytes"))
+		password, err := parseJoinBody(body)
+		if err != nil {
+			fail(w, err)
 			return
 		}
 		if s.streams.isDraining() {
