@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -18,20 +19,33 @@ func roomParam(r *http.Request) (string, error) {
 	return room, nil
 }
 
-// bearer returns the request's token: the Authorization header, or, where
-// allowQuery (GET, leave), the token= query parameter.
+// bearer returns the request's token: a Bearer Authorization header, or,
+// where allowQuery (GET, leave), the token= query parameter. An
+// Authorization of another scheme (Basic credentials that a browser sends
+// to a proxy on every request) is not a token, and there leaves the query
+// to say it.
 func bearer(r *http.Request, allowQuery bool) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, token, _ := strings.Cut(h, " ")
-		if strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(token)
-		}
-		return ""
+	if scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(token)
 	}
 	if allowQuery {
 		return r.URL.Query().Get("token")
 	}
 	return ""
+}
+
+// tokenHint says where a call's token goes, for its 401: on the routes
+// that take ?token= that form too, which an EventSource needs (it cannot
+// send headers); on the others, that the query is not the place.
+func tokenHint(r *http.Request, allowQuery bool) string {
+	switch {
+	case allowQuery:
+		return "send it as Authorization: Bearer <token>, or as ?token=<token> in the URL (as EventSource must: it cannot send headers)"
+	case r.URL.Query().Has("token"):
+		return "send it as Authorization: Bearer <token>: ?token= is taken only by GET calls and leave"
+	default:
+		return "send it as Authorization: Bearer <token>"
+	}
 }
 
 // member authenticates a member call on a room path.
@@ -48,13 +62,17 @@ func (s *Server) member(r *http.Request, allowQuery bool) (store.Member, error) 
 }
 
 // authenticate finds the member whose token the request carries, and
-// counts the request as a sign of life.
+// counts the request as a sign of life. A missing or unknown token is 401
+// unauthorized, whose detail says where the token goes (tokenHint).
 func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, error) {
 	token := bearer(r, allowQuery)
 	if token == "" {
-		return store.Member{}, errorf(401, "unauthorized", "this call needs the member's token (Authorization: Bearer …)")
+		return store.Member{}, errorf(401, "unauthorized", "this call needs the member's token: %s", tokenHint(r, allowQuery))
 	}
 	m, err := s.store.Authenticate(r.Context(), token)
+	if errors.Is(err, store.ErrUnauthorized) {
+		return store.Member{}, errorf(401, "unauthorized", "unknown or expired token (join the room again for a new one); %s", tokenHint(r, allowQuery))
+	}
 	if err != nil {
 		return store.Member{}, err
 	}
