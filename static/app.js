@@ -3,7 +3,9 @@
 //
 // document.documentElement.dataset.state is one of joining | waiting |
 // connecting | connected | failed | full (and `ended` after a hang-up);
-// dataset.transport is `sse` or `poll` once messages flow.
+// dataset.transport is `sse` or `poll` once messages flow; dataset.signaling
+// is `up` once joined, and `down` while the server cannot be reached (the
+// call itself goes on: media flows between the browsers).
 import { join } from './tincan.js';
 
 const html = document.documentElement;
@@ -24,12 +26,14 @@ let mediaTried = false;
 let starting = false;
 let ended = false;
 let retryTimer = 0;
+let signalNoticeTimer = 0;
 
 // For automated checks and debugging from the console.
 const debug = {
   sid: mySid,
   generations: 0, // peer connections made
   collisions: 0, // offers that crossed ours (glare)
+  signalNotices: [], // every text the signaling notice showed, oldest first
   peers,
   get client() { return client; },
   get localStream() { return localStream; },
@@ -344,6 +348,25 @@ function onTransport(name, reason) {
     : `Signaling over long-poll${reason ? ` (${reason})` : ''}`;
 }
 
+// The server stopped answering, or answers again. Nothing else changes: the
+// peer connections carry on, and tincan.js retries what it has to send.
+function onReachable(reachable, why) {
+  if (ended) return;
+  html.dataset.signaling = reachable ? 'up' : 'down';
+  const n = $('signal-notice');
+  clearTimeout(signalNoticeTimer);
+  n.classList.toggle('back', reachable);
+  if (reachable) {
+    n.textContent = 'The server is back.';
+    signalNoticeTimer = setTimeout(() => { n.hidden = true; }, 8000);
+  } else {
+    n.textContent = `The server cannot be reached${why ? ` (${why})` : ''}. The call goes on; `
+      + 'nobody can join or reconnect until it answers again.';
+  }
+  n.hidden = false;
+  debug.signalNotices.push(n.textContent);
+}
+
 function onClose(ev) {
   if (ended || (ev.reason !== 'unauthorized' && ev.reason !== 'forbidden')) return;
   // The server removed us (e.g. the laptop slept past the client timeout): join again.
@@ -422,7 +445,9 @@ async function start(password) {
     }
     let c;
     try {
-      c = await join(room, { transport, password: password ?? storedPassword(), onMessage, onPresence, onTransport, onClose });
+      c = await join(room, {
+        transport, password: password ?? storedPassword(), onMessage, onPresence, onTransport, onReachable, onClose,
+      });
     } catch (err) {
       joinFailed(err, password);
       return;
@@ -432,6 +457,8 @@ async function start(password) {
     }
     client = c;
     html.dataset.clientId = c.id;
+    if (html.dataset.signaling === 'down') onReachable(true);
+    html.dataset.signaling = 'up';
     polite = c.resumed ? loadPolite() : {};
     if (!c.resumed) staleSids.clear(); // a new member: nothing old can reach it
     // Peers listed at a fresh join were there first: we are polite towards them.

@@ -11,7 +11,9 @@
 // buffering proxy; or errors twice in a row), and back once a trial stream works. Resumes after any gap from the last
 // id it delivered, drops duplicate ids, retries POSTs with an Idempotency-Key, and
 // keeps its token in sessionStorage so that a reload re-joins as the same member.
-// No dependencies, no build step.
+// Tells when the server stops answering (stopped, network gone) and when it
+// answers again; an outage is waited out, it does not count as a stream that
+// fails. No dependencies, no build step.
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -42,6 +44,17 @@ function randomKey() {
   }
   const b = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+// Whether an answer (status 0: none at all) says that the server cannot be
+// reached: a proxy's or the server's "unavailable" is no answer from a
+// working server.
+function unreachable(status) {
+  return status === 0 || status === 502 || status === 503 || status === 504;
+}
+
+function unreachableWhy(status) {
+  return status ? `HTTP ${status}` : 'network error';
 }
 
 function retryAfter(res, fallback) {
@@ -79,6 +92,9 @@ function defaultStorage() {
  * @param {function} [opts.onMessage]       (msg) for every message from another member
  * @param {function} [opts.onPresence]      (event) for peer-joined / peer-left
  * @param {function} [opts.onTransport]     (name, reason) when the receive transport changes
+ * @param {function} [opts.onReachable]     (reachable, reason) when the server stops answering (false, and
+ *                                          why: "network error", "HTTP 503", "the browser is offline") and
+ *                                          when it answers again (true); client.reachable says which is true now
  * @param {function} [opts.onClose]         ({reason}) when the client stops for good
  * @returns {Promise<Client>} rejects with TincanError (code room_full, password_required, bad_password, …)
  */
@@ -100,6 +116,7 @@ export class Client {
     this.onpresence = opts.onPresence || null;
     this.ontransport = opts.onTransport || null;
     this.onclose = opts.onClose || null;
+    this.onreachable = opts.onReachable || null;
     this.id = null;
     this.token = null;
     this.initiator = false;
@@ -112,6 +129,8 @@ export class Client {
     /** highest message id delivered */
     this.cursor = 0;
     this.closed = false;
+    /** false while the server does not answer (after the join, which answered) */
+    this.reachable = true;
     /** current long-poll wait in seconds (shortened after a 502/504) */
     this.pollWait = opts.pollWait ?? 25;
     this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, acks: 0, acked: 0, fallback: null };
@@ -128,11 +147,16 @@ export class Client {
     this._sent = Promise.resolve(); // settles when every send so far has
     this._barrier = Promise.resolve(); // settles when the last non-candidate and all before it have
     this._es = null;
+    this._esLost = null; // ends the open stream as if it had failed
+    this._outages = 0; // stream retries since the server last answered
     this._pollAbort = null;
     this._pollOn = false;
     this._pollGen = 0;
     this._wakers = new Set();
-    this._onOnline = () => this._wake();
+    // Back online: wake the naps, and reconnect the stream, which may have
+    // died without a word while the network was gone.
+    this._onOnline = () => { this._wake(); if (this._esLost) this._esLost(); };
+    this._onOffline = () => this._reach(false, 'the browser is offline');
     this._releaseLock = null;
     this._started = false;
   }
@@ -228,7 +252,10 @@ export class Client {
   start() {
     if (this._started || this.closed) return;
     this._started = true;
-    if (globalThis.addEventListener) globalThis.addEventListener('online', this._onOnline);
+    if (globalThis.addEventListener) {
+      globalThis.addEventListener('online', this._onOnline);
+      globalThis.addEventListener('offline', this._onOffline);
+    }
     if (this._mode === 'poll' || typeof EventSource === 'undefined') this._startPoll(null);
     else this._startSSE(0);
   }
@@ -252,6 +279,30 @@ export class Client {
     this._call(this.ontransport, name, reason || null);
   }
 
+  // The server answered (ok), or could not be reached (why): onReachable
+  // hears of each change.
+  _reach(ok, why) {
+    if (this.closed || this.reachable === ok) return;
+    this.reachable = ok;
+    if (ok) this._outages = 0;
+    this._call(this.onreachable, ok, ok ? null : why);
+  }
+
+  // fetch, telling _reach what the outcome says of the server. An aborted
+  // request says nothing.
+  async _request(url, init) {
+    let res;
+    try {
+      res = await this._fetch(url, init);
+    } catch (err) {
+      if (!(err && err.name === 'AbortError')) this._reach(false, unreachableWhy(0));
+      throw err;
+    }
+    if (unreachable(res.status)) this._reach(false, unreachableWhy(res.status));
+    else this._reach(true);
+    return res;
+  }
+
   _call(fn, ...args) {
     if (typeof fn !== 'function') return;
     try { fn(...args); } catch (err) { console.error('tincan: callback failed', err); }
@@ -269,12 +320,40 @@ export class Client {
     this._es = es;
     this.stats.sseConnects++;
     let readyAt = 0;
-    const done = () => { clearTimeout(timer); es.close(); if (this._es === es) this._es = null; };
+    const done = () => {
+      clearTimeout(timer);
+      es.close();
+      if (this._es === es) this._es = null;
+      if (this._esLost === lost) this._esLost = null;
+    };
+    // The stream failed, or is given up: find out why, and go on.
+    const lost = async () => {
+      if (this._es !== es) return;
+      done();
+      if (this.closed) return;
+      if (trial) { this._retrySSELater(); return; }
+      // A stream that delivered `ready` and then lived a while is healthy: this is a
+      // gap (restart, proxy timeout, network change); reconnect from the cursor.
+      // An error before `ready`, or right after it, counts as a failure.
+      const healthy = readyAt && Date.now() - readyAt >= 1000;
+      // Unless the server cannot be reached at all: a plain request that fails
+      // too says this is an outage, not a stream that does not work on this
+      // path. It is waited out, counting no failure.
+      const status = await this._probe();
+      if (this.closed) return;
+      if (status === 401 || status === 403) { this._end(status === 401 ? 'unauthorized' : 'forbidden'); return; }
+      if (unreachable(status)) { this._sseRetry(failures, true); return; }
+      const n = healthy ? 0 : failures + 1;
+      // (The probe was a long-poll that worked: the fallback's transport works.)
+      if (this._mode === 'auto' && n >= 2) { this._fallback('event stream failed twice', true); return; }
+      this._sseRetry(n);
+    };
+    if (!trial) this._esLost = lost; // a trial has its own schedule
     const timer = setTimeout(() => {
       if (readyAt || this._es !== es) return;
+      if (this._mode === 'sse' && !trial) { lost(); return; }
       done();
       if (trial) { this._retrySSELater(); return; }
-      if (this._mode === 'sse') { this._sseRetry(failures + 1); return; }
       this._fallback(`no ready frame within ${this._readyTimeout} ms`);
     }, this._readyTimeout);
     const markReady = () => {
@@ -285,7 +364,9 @@ export class Client {
         trial = false;
         this._stopPoll();
         this._sseRetryAfter = this._sseRetryBase; // a later fallback starts the wait afresh
+        this._esLost = lost;
       }
+      this._reach(true);
       this._setTransport('sse');
       this._startAcks();
     };
@@ -297,35 +378,34 @@ export class Client {
       this._deliver(msg);
     };
     es.onerror = () => {
-      if (this._es !== es) return;
-      done();
-      if (this.closed) return;
+      if (this._es !== es || this.closed) return;
       this.stats.sseErrors++;
-      if (trial) { this._retrySSELater(); return; }
-      // A stream that delivered `ready` and then lived a while is healthy: this is a
-      // gap (restart, proxy timeout, network change); reconnect from the cursor.
-      // An error before `ready`, or right after it, counts as a failure.
-      const healthy = readyAt && Date.now() - readyAt >= 1000;
-      const n = healthy ? 0 : failures + 1;
-      if (this._mode === 'auto' && n >= 2) { this._fallback('event stream failed twice'); return; }
-      this._sseRetry(n);
+      lost();
     };
   }
 
   // The server prunes a message once its recipients acknowledged it, and an
   // event stream acknowledges only when it reconnects. So while on SSE, say
   // every ackEvery what arrived, with a long-poll that does not wait (its
-  // answer, usually empty, goes through the same duplicate check).
+  // answer, usually empty, goes through the same duplicate check). When that
+  // request finds no server, the stream is reconnected: it may be dead
+  // without knowing it.
   _startAcks() {
     if (this._ackTimer || !(this._ackEvery > 0)) return;
     this._ackTimer = setInterval(async () => {
       const upto = this.cursor;
       if (this.closed || this.transport !== 'sse' || upto <= this.stats.acked) return;
+      let res;
       try {
-        const res = await this._fetch(`${this._url(this._messagesPath)}?since=${upto}&wait=0`, {
+        res = await this._request(`${this._url(this._messagesPath)}?since=${upto}&wait=0`, {
           headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
         });
-        if (res.status !== 200) return;
+      } catch {
+        if (this._esLost) this._esLost();
+        return; // the next tick tries again
+      }
+      if (res.status !== 200) return;
+      try {
         const body = await res.json();
         this.stats.acked = Math.max(this.stats.acked, upto);
         this.stats.acks++;
@@ -334,20 +414,24 @@ export class Client {
     }, this._ackEvery);
   }
 
-  async _sseRetry(failures) {
+  // Reconnect the stream after a pause: short after a healthy stream's gap,
+  // growing with failures, and during an outage growing up to 15 s (coming
+  // back online ends the pause at once).
+  async _sseRetry(failures, outage = false) {
     if (this.closed) return;
-    if (this._mode === 'sse' && failures >= 2) {
-      // Forced SSE: find out whether the token still works before retrying.
-      const status = await this._probe();
-      if (status === 401 || status === 403) { this._end(status === 401 ? 'unauthorized' : 'forbidden'); return; }
-    }
-    await this._nap(failures === 0 ? 250 + Math.random() * 500 : backoff(failures - 1, 1000, 30000));
+    let pause;
+    if (outage) pause = backoff(this._outages++, 1000, 15000);
+    else pause = failures === 0 ? 250 + Math.random() * 500 : backoff(failures - 1, 1000, 30000);
+    await this._nap(pause);
     this._startSSE(failures);
   }
 
+  // A long-poll that does not wait: it delivers what the stream missed, and
+  // its status (0: no answer) says whether the server is there and the token
+  // still works.
   async _probe() {
     try {
-      const res = await this._fetch(`${this._url(this._messagesPath)}?since=${this.cursor}&wait=0`, {
+      const res = await this._request(`${this._url(this._messagesPath)}?since=${this.cursor}&wait=0`, {
         headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
       });
       if (res.ok) {
@@ -358,9 +442,11 @@ export class Client {
     } catch { return 0; }
   }
 
-  _fallback(reason) {
+  // Switch to long-poll; pollWorks: a long-poll has just been answered.
+  _fallback(reason, pollWorks = false) {
     this.stats.fallback = reason;
     this._startPoll(reason);
+    if (pollWorks) this._setTransport('poll', reason);
     this._retrySSELater();
   }
 
@@ -397,7 +483,9 @@ export class Client {
   async _pollLoop(gen) {
     let attempt = 0;
     while (!this.closed && gen === this._pollGen) {
-      const wait = this.pollWait;
+      // While the server is not reachable, polls do not wait: the first
+      // answer says at once that it is back (a waiting poll answers late).
+      const wait = this.reachable ? this.pollWait : 0;
       const ac = new AbortController();
       this._pollAbort = ac;
       // A poll that neither answers nor fails is a dead connection: give up on it.
@@ -419,6 +507,7 @@ export class Client {
       if (this.closed || gen !== this._pollGen) return;
       if (res && res.status === 200 && body) {
         attempt = 0;
+        this._reach(true);
         this._setTransport('poll', this._pollReason);
         for (const m of body.messages || []) this._deliver(m);
         if (Number.isFinite(body.next) && body.next > this.cursor) { this.cursor = body.next; this._save(); }
@@ -431,6 +520,10 @@ export class Client {
         const shorter = Math.max(0.5, Math.round(Math.min(wait / 2, elapsed * 0.6) * 10) / 10);
         if (shorter < wait) { this.pollWait = shorter; continue; }
       }
+      // (A 502 or 504 that shortened the wait was a proxy's timeout, not an outage.)
+      const status = res ? res.status : 0;
+      if (unreachable(status)) this._reach(false, unreachableWhy(status));
+      else this._reach(true);
       if (res && (res.status === 401 || res.status === 403)) {
         this._end(res.status === 401 ? 'unauthorized' : 'forbidden');
         return;
@@ -495,7 +588,7 @@ export class Client {
       if (this.closed) throw new TincanError(0, { code: 'closed' }, 'client is closed');
       let res;
       try {
-        res = await this._fetch(this._url(this._messagesPath), {
+        res = await this._request(this._url(this._messagesPath), {
           method: 'POST',
           headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${this.token}`, 'Idempotency-Key': key },
           body: data,
@@ -521,7 +614,7 @@ export class Client {
 
   /** Fresh ICE servers (TURN credentials expire), e.g. before an ICE restart. */
   async fetchIceServers() {
-    const res = await this._fetch(this._url('/ice-servers'), {
+    const res = await this._request(this._url('/ice-servers'), {
       headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store',
     });
     if (!res.ok) throw new TincanError(res.status, await problemOf(res));
@@ -538,7 +631,10 @@ export class Client {
     if (this._pollAbort) this._pollAbort.abort();
     clearTimeout(this._sseRetryTimer);
     clearInterval(this._ackTimer);
-    if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
+    if (globalThis.removeEventListener) {
+      globalThis.removeEventListener('online', this._onOnline);
+      globalThis.removeEventListener('offline', this._onOffline);
+    }
     this._wake();
     this._unlock();
   }
