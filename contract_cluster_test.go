@@ -3,13 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
 // Tests of cluster mode run in this process: the -etcd flags and their
-// environment twins.
+// environment twins, and TLS to etcd.
 
 func TestEtcdFlags(t *testing.T) {
 	t.Run("the environment twins set them, a flag wins", func(t *testing.T) {
@@ -84,4 +97,113 @@ func TestEtcdFlags(t *testing.T) {
 			}
 		}
 	})
+}
+
+// With TLS to etcd (-etcd-ca, -etcd-cert, -etcd-key against a member that
+// requires client certificates), the server runs on etcd and leaves its
+// -db file alone; without a client certificate it does not start.
+func TestEtcdTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	etcd := etcdtest.Start(t, etcdtest.Config{Members: 1, CertFile: pki.serverCert, KeyFile: pki.serverKey, ClientCAFile: pki.caFile})
+	if !strings.HasPrefix(etcd.Endpoint(0), "https://") {
+		t.Fatalf("etcd's endpoint %s is not https", etcd.Endpoint(0))
+	}
+
+	t.Run("with a client certificate it serves, on etcd alone", func(t *testing.T) {
+		srv := newTestServer(t, withFlags("-etcd", etcd.Endpoint(0), "-etcd-prefix", "/tls/",
+			"-etcd-ca", pki.caFile, "-etcd-cert", pki.clientCert, "-etcd-key", pki.clientKey))
+		a := srv.join(t, "tls", 201)
+		b := srv.join(t, "tls", 201)
+		id := a.post(t, `{"type":"x"}`)
+		if p := b.poll(t, 0, "5"); len(p.Messages) != 1 || idOf(p.Messages[0]) != id {
+			t.Fatalf("poll over etcd: %+v, want the post %d", p, id)
+		}
+		for i, arg := range srv.argv {
+			if arg == "-db" {
+				if _, err := os.Stat(srv.argv[i+1]); !os.IsNotExist(err) {
+					t.Fatalf("with -etcd the server touched its -db file: %v", err)
+				}
+			}
+		}
+	})
+	t.Run("without one it does not start", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var stdout, stderr bytes.Buffer
+		err := run(ctx, []string{"tincan", "-addr", "127.0.0.1:0", "-turn=false", "-etcd", etcd.Endpoint(0), "-etcd-ca", pki.caFile},
+			func(string) string { return "" }, &stdout, &stderr)
+		if err == nil || ctx.Err() != nil || stdout.Len() > 0 {
+			t.Fatalf("run without a client certificate returned %v and printed %q (context: %v)", err, stdout.String(), ctx.Err())
+		}
+		t.Logf("refused: %v", err)
+	})
+}
+
+// testPKI is a CA, a server certificate it signed for 127.0.0.1 and a
+// client certificate it signed, as PEM files in a temp dir.
+type testPKI struct {
+	caFile                string
+	serverCert, serverKey string
+	clientCert, clientKey string
+}
+
+func newTestPKI(t *testing.T) testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, kind string, der []byte) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	template := func(name string) *x509.Certificate {
+		serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+		return &x509.Certificate{
+			SerialNumber: serial,
+			Subject:      pkix.Name{CommonName: name},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+		}
+	}
+	caKey := newKey()
+	caTmpl := template("tincan test CA")
+	caTmpl.IsCA, caTmpl.BasicConstraintsValid, caTmpl.KeyUsage = true, true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
+		t.Helper()
+		key := newKey()
+		tmpl := template(name)
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "PRIVATE KEY", keyDER)
+	}
+	p := testPKI{caFile: write("ca.pem", "CERTIFICATE", caDER)}
+	p.serverCert, p.serverKey = leaf("etcd", x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = leaf("tincan", x509.ExtKeyUsageClientAuth)
+	return p
 }
