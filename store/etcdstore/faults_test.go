@@ -282,7 +282,7 @@ func TestQuorumLossAndLeaderStop(t *testing.T) {
 		for _, s := range ss {
 			members = append(members, mustJoin(t, s, "l"))
 		}
-		const perWriter = 60
+		const perWriter = 30
 		stopLeader := make(chan struct{})
 		var writers, readers sync.WaitGroup
 		posted := make([][]uint64, len(ss))

@@ -211,14 +211,20 @@ func (p *presence) fillLoop() {
 	t := time.NewTicker(max(p.maxPooled()/4, 100*time.Millisecond))
 	defer t.Stop()
 	for {
-		// Leases too old for a join go back; the pool's oldest are first.
+		// Leases too old for a join go back. Joins take from the pool
+		// meanwhile: never wait for it.
+	expire:
 		for range len(p.pool) {
-			l := <-p.pool
-			if time.Since(l.granted) > p.maxPooled()/2 {
-				p.revoke(l.id)
-				continue
+			select {
+			case l := <-p.pool:
+				if time.Since(l.granted) > p.maxPooled()/2 {
+					p.revoke(l.id)
+					continue
+				}
+				p.pool <- l // this loop is the only sender: there is room
+			default:
+				break expire
 			}
-			p.pool <- l // the only sender: there is room
 		}
 		for len(p.pool) < cap(p.pool) && p.s.ctx.Err() == nil {
 			ctx, cancel := p.s.opContext(p.s.ctx)
