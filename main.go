@@ -114,6 +114,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes: max(1, cfg.maxHeaderBytes-4096),
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	if cfg.tlsCert == "" && cfg.h2c {
+		// HTTP/2 without TLS for proxies that speak it upstream; with TLS,
+		// HTTP/2 is negotiated by ALPN anyway.
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	// The side listeners first, so that a failure leaves nothing running.
 	if cfg.pprofAddr != "" {
 		stopPprof, err := servePprof(cfg.pprofAddr, log)
