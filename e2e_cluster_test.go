@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -532,4 +535,124 @@ func crossRelayConfig(t *testing.T, own, other *client) webrtc.Configuration {
 	}
 	mine.URLs = theirs.URLs
 	return webrtc.Configuration{ICETransportPolicy: webrtc.ICETransportPolicyRelay, ICEServers: []webrtc.ICEServer{mine}}
+}
+
+// TestReadmeClusterNginxBlock runs the README's nginx block for several
+// instances as written, in front of three tincan binaries on etcd (its
+// upstream's servers replaced by theirs): a call's requests and stream get
+// through it, every instance gets requests, /metrics does not get through,
+// and once an instance is killed the others take everything (posts retried
+// with their Idempotency-Key after a 502 of nginx, as tincan.js does).
+func TestReadmeClusterNginxBlock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the cluster test builds the binary and runs three of it on etcd")
+	}
+	nginx := proxyProgram(t, "nginx", "nginx")
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block string
+	for _, part := range strings.Split(string(data), "\n```nginx\n")[1:] {
+		if b, _, _ := strings.Cut(part, "\n```\n"); strings.Contains(b, "upstream tincan {") {
+			block = b
+		}
+	}
+	servers := regexp.MustCompile(`(?m)^(\s*server )10\.0\.0\.\d+:8080( .*;)$`)
+	if block == "" || len(servers.FindAllString(block, -1)) != 3 || !strings.Contains(block, "proxy_pass http://tincan;") {
+		t.Fatalf("the README has no nginx block with an upstream tincan of three servers 10.0.0.x:8080 and proxy_pass http://tincan:\n%s", block)
+	}
+
+	etcd := etcdtest.Start(t, etcdtest.Config{Members: 1})
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(hc.CloseIdleConnections)
+	c := startTincanCluster(t, buildTincan(t), etcd, 3, hc)
+	n := 0
+	conf := servers.ReplaceAllStringFunc(block, func(line string) string {
+		m := servers.FindStringSubmatch(line)
+		n++
+		return m[1] + c.instances[n-1].addr() + m[2]
+	})
+	dir := t.TempDir()
+	port := freeLoopbackPort(t)
+	conf = strings.Replace(conf, "server {", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;", port), 1)
+	conf = fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 256; }
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+%[2]s
+}
+`, dir, conf)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, nginx, "-p", dir, "-c", path)
+	proxy := newEndpoint(fmt.Sprintf("http://127.0.0.1:%d", port), hc)
+	if err := p.waitReady(proxy.healthz); err != nil {
+		t.Fatalf("nginx with the README's block did not come up: %v\n%s\n%s", err, conf, p.output())
+	}
+
+	alice := proxy.join(t, "nginx-cluster", 201)
+	stream := alice.events(t, "")
+	stream.ready(t)
+	bob := proxy.join(t, "nginx-cluster", 201)
+	if m := stream.message(t); m["type"] != "peer-joined" {
+		t.Fatalf("alice's stream brought %v, want bob's peer-joined", m)
+	}
+	for range 12 {
+		proxy.roomInfo(t, "nginx-cluster")
+	}
+	for i, s := range c.instances {
+		if s.metric(t, `tincan_http_requests_total{code="200"}`) == 0 {
+			t.Errorf("instance %d answered no request through nginx", i)
+		}
+	}
+	if a := proxy.do(t, "GET", "/metrics", ""); a.Status == 200 {
+		t.Errorf("GET /metrics through the README's nginx: %d", a.Status)
+	}
+
+	c.instances[1].kill(t)
+	var retried retries
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ids []uint64
+	for i := range 10 {
+		id, err := bob.postRetrying(ctx, fmt.Sprint("k", i), fmt.Sprintf(`{"type":"x","n":%d}`, i), &retried)
+		if err != nil {
+			t.Fatalf("post %d after the kill: %v", i, err)
+		}
+		ids = append(ids, id)
+	}
+	t.Logf("10 posts through nginx with an instance killed: %v", &retried)
+	// Alice's stream may have been on the killed instance: read by long-poll.
+	var got []uint64
+	for since := uint64(0); len(got) < len(ids); {
+		a, err := alice.longPoll(ctx, since, "5")
+		if err != nil || a.Status != 200 {
+			t.Fatalf("alice's poll through nginx: %v %d %s", err, a.Status, a.Body)
+		}
+		pa, err := a.decodePoll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range pa.Messages {
+			if m["type"] == "x" {
+				got = append(got, idOf(m))
+			}
+		}
+		since = pa.Next
+	}
+	if !slices.Equal(got, ids) {
+		t.Fatalf("alice received ids %v, bob's posts were answered %v", got, ids)
+	}
 }
