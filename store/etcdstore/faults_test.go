@@ -109,7 +109,7 @@ func TestWatchBehindCompaction(t *testing.T) {
 	x := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}, Endpoints: []string{proxy.endpoint()}})
 	a := mustJoin(t, y, "r")
 	b := mustJoin(t, x, "r")
-	before := mustPost(t, y, store.Post{From: a.Member, Fields: []byte(`"type":"before"`)})
+	before := mustPost(t, y, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"before"`)}}})
 	eventually(t, "x sees the post before the cut", func() bool { return len(mustRead(t, x, b.Member, 0)) == 1 })
 	woken := make(chan struct{}, 1)
 	defer x.Subscribe(b.Member, func(uint64) {
@@ -122,7 +122,7 @@ func TestWatchBehindCompaction(t *testing.T) {
 	proxy.setCut(true)
 	var posted []uint64
 	for i := range 5 {
-		posted = append(posted, mustPost(t, y, store.Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"during","i":%d`, i))}).ID)
+		posted = append(posted, mustPost(t, y, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"during","i":%d`, i))}}}).ID)
 	}
 	c := mustJoin(t, y, "r")
 	if _, err := y.Leave(ctx0, a.Member, store.ReasonLeft); err != nil {
@@ -242,14 +242,14 @@ func TestQuorumLossAndLeaderStop(t *testing.T) {
 	t.Run("quorum lost and back", func(t *testing.T) {
 		s := open(c.endpoints[:1], store.Options{})
 		a, b := mustJoin(t, s, "q"), mustJoin(t, s, "q")
-		kept := mustPost(t, s, store.Post{From: a.Member, Fields: []byte(`"type":"kept"`)})
+		kept := mustPost(t, s, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"kept"`)}}})
 		c.stopMember(1)
 		c.stopMember(2)
 		start := time.Now()
 		if err := s.Ping(ctx0); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("ping without quorum: %v, want ErrUnavailable", err)
 		}
-		if _, err := s.Append(ctx0, store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); !errors.Is(err, store.ErrUnavailable) {
+		if _, err := s.Append(ctx0, store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}); !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("append without quorum: %v, want ErrUnavailable", err)
 		}
 		if _, err := s.Join(ctx0, store.JoinRequest{Room: "other"}); !errors.Is(err, store.ErrUnavailable) {
@@ -264,7 +264,7 @@ func TestQuorumLossAndLeaderStop(t *testing.T) {
 			}
 		}
 		eventually(t, "ping once the quorum is back", func() bool { return s.Ping(ctx0) == nil })
-		retried := mustPost(t, s, store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)})
+		retried := mustPost(t, s, store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
 		msgs := mustRead(t, s, b.Member, 0)
 		if len(msgs) == 0 || msgs[0].ID != kept.ID || msgs[len(msgs)-1].ID != retried.ID {
 			t.Fatalf("b reads %v; want %d first and %d last", idsOf(msgs), kept.ID, retried.ID)
@@ -292,7 +292,7 @@ func TestQuorumLossAndLeaderStop(t *testing.T) {
 					if i == perWriter/3 && w == 0 {
 						close(stopLeader)
 					}
-					p := store.Post{From: members[w].Member, IdempotencyKey: fmt.Sprint(i), Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}
+					p := store.Post{From: members[w].Member, IdempotencyKey: fmt.Sprint(i), Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}}}
 					for deadline := time.Now().Add(60 * time.Second); ; {
 						r, err := ss[w].Append(ctx0, p)
 						if err == nil {

@@ -117,8 +117,8 @@ func TestInstancesIdempotency(t *testing.T) {
 	ss := openN(t, 3, store.Options{})
 	a := mustJoin(t, ss[0], "r")
 	b := mustJoin(t, ss[1], "r")
-	first := mustPost(t, ss[0], store.Post{From: a.Member, IdempotencyKey: "k1", Fields: []byte(`"type":"x"`)})
-	again := mustPost(t, ss[1], store.Post{From: a.Member, IdempotencyKey: "k1", Fields: []byte(`"type":"x"`)})
+	first := mustPost(t, ss[0], store.Post{From: a.Member, IdempotencyKey: "k1", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
+	again := mustPost(t, ss[1], store.Post{From: a.Member, IdempotencyKey: "k1", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
 	if !again.Repeat || again.ID != first.ID {
 		t.Fatalf("the retry on another instance: %+v, want id %d, Repeat", again, first.ID)
 	}
@@ -128,7 +128,7 @@ func TestInstancesIdempotency(t *testing.T) {
 	results := make([]store.Appended, 12)
 	for i := range results {
 		wg.Go(func() {
-			r, err := ss[i%3].Append(ctx0, store.Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(fmt.Sprintf(`"type":"y","try":%d`, i))})
+			r, err := ss[i%3].Append(ctx0, store.Post{From: a.Member, IdempotencyKey: "k2", Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"y","try":%d`, i))}}})
 			if err != nil {
 				t.Errorf("post %d: %v", i, err)
 			}
@@ -244,7 +244,7 @@ func TestInstancesDelivery(t *testing.T) {
 	}{{ss[0], a.Member}, {ss[1], b.Member}} {
 		wg.Go(func() {
 			for i := range perWriter {
-				r, err := writer.s.Append(ctx0, store.Post{From: writer.m, Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))})
+				r, err := writer.s.Append(ctx0, store.Post{From: writer.m, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}}})
 				if err != nil {
 					t.Errorf("writer %d: %v", w, err)
 					return
@@ -304,7 +304,7 @@ func TestInstancesJoinAndLeaveElsewhere(t *testing.T) {
 		if !slices.Equal(b.Peers, []string{a.ID}) {
 			t.Fatalf("b, joining on another instance right after a, sees peers %v", b.Peers)
 		}
-		mustPost(t, ss[(i+2)%3], store.Post{From: b.Member, To: a.ID, Fields: []byte(`"type":"x"`)})
+		mustPost(t, ss[(i+2)%3], store.Post{From: b.Member, Messages: []store.Draft{{To: a.ID, Fields: []byte(`"type":"x"`)}}})
 		if _, err := ss[i%3].Leave(ctx0, a.Member, store.ReasonLeft); err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +316,7 @@ func TestInstancesJoinAndLeaveElsewhere(t *testing.T) {
 					return errors.Is(err, store.ErrUnauthorized)
 				})
 			}
-			if _, err := s.Append(ctx0, store.Post{From: a.Member, Fields: []byte(`"type":"x"`)}); !errors.Is(err, store.ErrUnauthorized) {
+			if _, err := s.Append(ctx0, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}); !errors.Is(err, store.ErrUnauthorized) {
 				t.Fatalf("a post of a member who left, on instance %d: %v", k, err)
 			}
 			if _, _, err := s.Read(ctx0, a.Member, store.ReadRequest{Limit: 1}); !errors.Is(err, store.ErrUnauthorized) {

@@ -72,8 +72,8 @@ func TestPrefixOnlyAndCloseStopsAll(t *testing.T) {
 	}
 	defer s.Hold(b.Member)()
 	mustJoin(t, s, "r") // silent: it times out
-	id := mustPost(t, s, store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}).ID
-	mustPost(t, s, store.Post{From: b.Member, To: a.ID, Fields: []byte(`"type":"y"`)})
+	id := mustPost(t, s, store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}).ID
+	mustPost(t, s, store.Post{From: b.Member, Messages: []store.Draft{{To: a.ID, Fields: []byte(`"type":"y"`)}}})
 	if _, _, err := s.Read(ctx0, b.Member, store.ReadRequest{After: id, Limit: 10, Acknowledge: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,9 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 	if s.closed.Load() {
 		return store.Appended{}, store.ErrClosed
 	}
+	if len(p.Messages) == 0 || len(p.Messages) > store.MaxPost {
+		return store.Appended{}, store.Refusef(store.ErrBadPost, "a post carries 1 to %d messages, not %d", store.MaxPost, len(p.Messages))
+	}
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
 	out, err := s.append(octx, p)
@@ -53,23 +56,20 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		if p.IdempotencyKey != "" {
 			if rec, ok := s.mirror.idemKey(room, from, p.IdempotencyKey); ok {
 				if !s.expired(rec.created) {
-					return store.Appended{ID: rec.id, Repeat: true}, nil
+					return repeated(rec.id, len(p.Messages)), nil
 				}
 				seen = rec
 			}
 		}
-		to := v.others(from)
-		if p.To != "" {
-			to = []string{p.To}
-			if _, ok := v.find(p.To); !ok || p.To == from {
-				r := store.Refusef(store.ErrUnknownPeer, "no peer %q in room %q", p.To, room)
-				if err := refuse(r); err != nil {
-					return store.Appended{}, err
-				}
-				continue
+		to, unknown := s.recipients(v, from, p.Messages)
+		if unknown >= 0 {
+			r := store.Refusef(store.ErrUnknownPeer, "message %d: no peer %q in room %q", unknown, p.Messages[unknown].To, room)
+			if err := refuse(r); err != nil {
+				return store.Appended{}, err
 			}
+			continue
 		}
-		if n := s.retained(room); s.opts.MaxRoomMessages > 0 && n >= s.opts.MaxRoomMessages {
+		if n := s.retained(room); s.opts.MaxRoomMessages > 0 && n+len(p.Messages) > s.opts.MaxRoomMessages {
 			r := store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, n)
 			if err := refuse(r); err != nil {
 				return store.Appended{}, err
@@ -78,7 +78,12 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		}
 
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)}
-		ops := []clientv3.Op{s.entryOp(room, to, len(to) == 0, postTail(from, p.Fields))}
+		// One revision for the whole post: its messages take its ids in
+		// order (entryID), index 0 to len-1.
+		ops := make([]clientv3.Op, 0, len(p.Messages)+1)
+		for i, d := range p.Messages {
+			ops = append(ops, s.entryOp(room, to[i], len(to[i]) == 0, i, postTail(from, d.Fields)))
+		}
 		var orElse []clientv3.Op
 		idemKey := s.keys.idem(room, from, p.IdempotencyKey)
 		if p.IdempotencyKey != "" {
@@ -99,18 +104,71 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		}
 		s.settle(ctx, resp.Header.Revision, start)
 		if resp.Succeeded {
-			return store.Appended{ID: entryID(resp.Header.Revision, 0), Recipients: to}, nil
+			out := store.Appended{IDs: make([]uint64, len(p.Messages)), Recipients: union(to)}
+			for i := range out.IDs {
+				out.IDs[i] = entryID(resp.Header.Revision, i)
+			}
+			out.ID = out.IDs[0]
+			return out, nil
 		}
 		if p.IdempotencyKey != "" {
 			// Made meanwhile, on this instance or another: a repeat.
 			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision != seen.modRev {
 				if created, index, ok := decodeIdem(kvs[0].Value); ok && !s.expired(created) {
-					return store.Appended{ID: entryID(kvs[0].ModRevision, index), Repeat: true}, nil
+					return repeated(entryID(kvs[0].ModRevision, index), len(p.Messages)), nil
 				}
 			}
 		}
 		synced = true
 	}
+}
+
+// recipients are, for each message of a post from from, the members it
+// goes to; unknown is the place of the first message addressed to someone
+// who is not another member of the room as v shows it (-1: none).
+func (s *Store) recipients(v roomView, from string, msgs []store.Draft) (to [][]string, unknown int) {
+	others := v.others(from)
+	to = make([][]string, len(msgs))
+	for i, d := range msgs {
+		if d.To == "" {
+			to[i] = others
+			continue
+		}
+		if _, ok := v.find(d.To); !ok || d.To == from {
+			return nil, i
+		}
+		to[i] = []string{d.To}
+	}
+	return to, -1
+}
+
+// repeated is the answer to a repeated idempotency key: the post's ids,
+// from its first on (a post's messages share a revision, their ids follow
+// each other).
+func repeated(first uint64, n int) store.Appended {
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = first + uint64(i)
+	}
+	return store.Appended{ID: first, IDs: ids, Repeat: true}
+}
+
+// union lists the members of lists, each once, in the order first seen.
+func union(lists [][]string) []string {
+	if len(lists) == 1 {
+		return lists[0]
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range lists {
+		for _, m := range l {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // retained is the number of room's entries someone will still receive,
@@ -123,9 +181,9 @@ func (s *Store) retained(room string) int {
 }
 
 // entryOp stores an entry for room: a message or a server event whose
-// delivered form ends with tail.
-func (s *Store) entryOp(room string, to []string, kept bool, tail []byte) clientv3.Op {
-	v := msgValue{created: s.opts.Now().UnixNano(), kept: kept, recipients: to, tail: tail}
+// delivered form ends with tail, index-th of its transaction.
+func (s *Store) entryOp(room string, to []string, kept bool, index int, tail []byte) clientv3.Op {
+	v := msgValue{created: s.opts.Now().UnixNano(), index: index, kept: kept, recipients: to, tail: tail}
 	return clientv3.OpPut(s.keys.msg(room, s.newName()), v.encode())
 }
 

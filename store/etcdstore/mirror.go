@@ -240,8 +240,19 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 		if !ok {
 			return
 		}
-		mr.room(p.room, true).members[p.id] = &member{id: p.id, joined: kv.CreateRevision, value: v}
-		owe(wake{room: p.room, ids: []string{p.id}}) // what was kept for it is its own now
+		r := mr.room(p.room, true)
+		m := &member{id: p.id, joined: kv.CreateRevision, value: v}
+		r.members[p.id] = m
+		// What was kept for the next joiner is its own now.
+		var upto uint64
+		for _, e := range r.entries {
+			if e.kept && m.owns(e) {
+				upto = e.id
+			}
+		}
+		if upto > 0 {
+			owe(wake{room: p.room, upto: upto, ids: []string{p.id}})
+		}
 	case kindAck:
 		if m := mr.member(p.room, p.id); m != nil {
 			m.acked = max(m.acked, decodeAck(kv.Value))

@@ -48,11 +48,11 @@ func script(t *testing.T, s store.Store) []string {
 		}
 	}
 	a := join(store.JoinRequest{Room: "r"})
-	post(store.Post{From: a.Member, Fields: []byte(`"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1","n":[1.50,{"x":null}],"u":"\u00e9\u2028"`)})
+	post(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1","n":[1.50,{"x":null}],"u":"\u00e9\u2028"`)}}})
 	b := join(store.JoinRequest{Room: "r"})
-	post(store.Post{From: b.Member, To: a.ID, IdempotencyKey: "k", Fields: []byte(`"type":"answer","sdp":"v=0"`)})
-	post(store.Post{From: b.Member, To: a.ID, IdempotencyKey: "k", Fields: []byte(`"type":"answer","sdp":"v=0"`)})
-	post(store.Post{From: a.Member, Fields: []byte(`"type":"candidate","candidate":null`)})
+	post(store.Post{From: b.Member, IdempotencyKey: "k", Messages: []store.Draft{{To: a.ID, Fields: []byte(`"type":"answer","sdp":"v=0"`)}}})
+	post(store.Post{From: b.Member, IdempotencyKey: "k", Messages: []store.Draft{{To: a.ID, Fields: []byte(`"type":"answer","sdp":"v=0"`)}}})
+	post(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"candidate","candidate":null`)}}})
 	join(store.JoinRequest{Room: "r", Token: a.Token})
 	var out []string
 	for _, m := range []store.Member{a.Member, b.Member} {

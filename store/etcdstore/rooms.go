@@ -185,7 +185,7 @@ func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.
 	var ops []clientv3.Op
 	if len(peers) > 0 {
 		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, mv.id)
-		ops = append(ops, s.entryOp(room, peers, false, eventTail(event)))
+		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
 	}
 	start := time.Now()
 	resp, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)).Then(ops...).Commit()
@@ -246,7 +246,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 	peers := v.others("")
 	if len(peers) > 0 {
 		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, j.id)
-		ops = append(ops, s.entryOp(room, peers, false, eventTail(event)))
+		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
 	}
 	start := time.Now()
 	j.sent = true
@@ -338,7 +338,7 @@ func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, 
 				clientv3.OpDelete(s.keys.idems(m.Room, m.ID), clientv3.WithPrefix()),
 				clientv3.OpDelete(s.keys.token(mv.token)),
 				clientv3.OpPut(s.keys.info(m.Room), encodeInfo(info)),
-				s.entryOp(m.Room, others, false, eventTail(event)),
+				s.entryOp(m.Room, others, false, 0, eventTail(event)),
 			}
 		}
 		start := time.Now()
