@@ -249,7 +249,7 @@ func BenchmarkSSEDelivery(b *testing.B) {
 		a, r := benchJoin(b, s, "live"), benchJoin(b, s, "live")
 		stream := openStream(b, ts.URL, r, st.LastID())
 		for b.Loop() {
-			posted, err := st.Append(context.Background(), store.Post{From: a.Member, Fields: []byte(benchBody[1 : len(benchBody)-1])})
+			posted, err := st.Append(context.Background(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(benchBody[1 : len(benchBody)-1])}}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -272,7 +272,7 @@ func BenchmarkSSEDelivery(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(b.N) {
-					if _, err := st.Append(context.Background(), store.Post{From: a.Member, Fields: []byte(benchBody[1 : len(benchBody)-1])}); err != nil {
+					if _, err := st.Append(context.Background(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(benchBody[1 : len(benchBody)-1])}}}); err != nil {
 						b.Error(err)
 						return
 					}

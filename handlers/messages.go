@@ -28,22 +28,38 @@ func (s *Server) handlePost() http.Handler {
 			fail(w, err)
 			return
 		}
-		msg, err := parseMessage(body)
+		msgs, batch, err := parseBatch(body)
 		if err != nil {
 			fail(w, err)
 			return
 		}
+		p := store.Post{From: m, IdempotencyKey: key, Messages: make([]store.Draft, len(msgs))}
+		for i, msg := range msgs {
+			p.Messages[i] = store.Draft{To: msg.to, Fields: msg.fields}
+		}
 		start := time.Now()
-		a, err := s.store.Append(r.Context(), store.Post{From: m, To: msg.to, IdempotencyKey: key, Fields: msg.fields})
+		a, err := s.store.Append(r.Context(), p)
 		if err != nil {
 			fail(w, err)
 			return
 		}
 		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
 		if !a.Repeat {
-			s.metrics.stored.Inc()
+			s.metrics.stored.Add(float64(len(a.IDs)))
 		}
-		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
+		if !batch {
+			writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
+			return
+		}
+		// A batch: {"ids":[…]}, in the order posted.
+		b := []byte(`{"ids":[`)
+		for i, id := range a.IDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, id, 10)
+		}
+		writeJSON(w, http.StatusCreated, "application/json", append(b, "]}"...))
 	})
 }
 
@@ -67,7 +83,7 @@ func (s *Server) handlePoll() http.Handler {
 			fail(w, err)
 			return
 		}
-		release, ok := s.openListener(w, r)
+		release, ok := s.openListener(w, r, m)
 		if !ok {
 			return
 		}

@@ -154,3 +154,52 @@ func BenchmarkParseMessage(b *testing.B) {
 		})
 	}
 }
+
+// FuzzParseBatch checks parseBatch's promises on any input: it never
+// panics, refuses with a 400, and accepts an object as one message or an
+// array of 1..64 objects each of which parseMessage accepts alone, in
+// order.
+func FuzzParseBatch(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"bye"}`, `[{"type":"candidate","candidate":"a"},{"type":"candidate","candidate":null}]`, `[]`, ` [ {"type":"x"} ] `,
+		`[{"type":"x"},1]`, `[{"type":"x"},{"type":"X"}]`, `[[{"type":"x"}]]`, `[{"type":"x","to":"abc"},{"type":"y"}]`, `[`, `[{"type":"x"}] 1`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		msgs, batch, err := parseBatch(body)
+		if err != nil {
+			if e, ok := err.(*apiError); !ok || e.status != 400 {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		if !batch {
+			if len(msgs) != 1 {
+				t.Fatalf("an object gave %d messages", len(msgs))
+			}
+			return
+		}
+		var elems []json.RawMessage
+		if err := json.Unmarshal(body, &elems); err != nil || len(elems) != len(msgs) || len(msgs) < 1 || len(msgs) > maxBatch {
+			t.Fatalf("accepted %q as %d messages (%v)", body, len(msgs), err)
+		}
+		for i, el := range elems {
+			m, err := parseMessage(el)
+			if err != nil || m.to != msgs[i].to || !bytes.Equal(m.fields, msgs[i].fields) {
+				t.Fatalf("element %d %s: alone %+v, %v; in the batch %+v", i, el, m, err, msgs[i])
+			}
+		}
+	})
+}
+
+func TestParseBatchNamesTheIndex(t *testing.T) {
+	_, _, err := parseBatch([]byte(`[{"type":"candidate","candidate":"a"},{"type":"candidate","candidate":"b"},{"type":"offer","sdp":"nope"}]`))
+	if e, ok := err.(*apiError); !ok || e.status != 400 || e.code != "bad_message" || !strings.HasPrefix(e.detail, "message 2: ") {
+		t.Fatalf("a bad third element: %v; want 400 bad_message naming message 2", err)
+	}
+	big := "[" + strings.Repeat(`{"type":"x"},`, maxBatch) + `{"type":"x"}]`
+	if _, _, err := parseBatch([]byte(big)); err == nil {
+		t.Fatalf("a batch of %d accepted", maxBatch+1)
+	}
+}

@@ -28,6 +28,7 @@ var (
 	ErrUnknownPeer      = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
 	ErrTooManyMessages  = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
 	ErrTooManyRooms     = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
+	ErrBadPost          = &Error{Code: "bad_request", Msg: "a post carries 1 to 64 messages"}
 	ErrClosed           = &Error{Code: "shutting_down", Msg: "store is closed"}
 	// ErrUnavailable: the engine cannot reach a quorum of its storage now.
 	// Unlike the refusals above it does not say that nothing was written:

@@ -39,11 +39,23 @@ type Joined struct {
 	Peers   []string // the other members, in join order
 }
 
-// Post is a message from a member.
+// Post is one or more messages from a member, stored together: all of
+// them or none, in one commit, with ids increasing in their order.
 type Post struct {
-	From           Member
-	To             string // a client id; "" for every other member
-	IdempotencyKey string // "" for none
+	From Member
+	// IdempotencyKey covers the whole post ("" for none): a retry of the
+	// post with the same key gets the same ids and stores nothing. A retry
+	// repeats the post as it was.
+	IdempotencyKey string
+	Messages       []Draft // 1 to MaxPost
+}
+
+// MaxPost is the most messages one Post may carry.
+const MaxPost = 64
+
+// Draft is one message of a post.
+type Draft struct {
+	To string // a client id; "" for every other member
 	// Fields are the members of the posted JSON object, without braces and
 	// without "id" and "from", e.g. `"type":"offer","sdp":"v=0..."`.
 	Fields []byte
@@ -51,11 +63,12 @@ type Post struct {
 
 // Appended is what Append did.
 type Appended struct {
-	ID uint64
-	// Recipients are the members the message went to: nobody for a message
-	// kept for the next joiner, or for a repeat.
+	ID  uint64   // the first message's id
+	IDs []uint64 // every message's id, in the post's order (IDs[0] is ID)
+	// Recipients are the members the messages went to, each once: nobody
+	// for messages kept for the next joiner, or for a repeat.
 	Recipients []string
-	Repeat     bool // a repeated idempotency key: the first post's id, nothing stored
+	Repeat     bool // a repeated idempotency key: the first post's ids, nothing stored
 }
 
 // Message is one delivered entry: its id and the JSON object exactly as the
@@ -119,13 +132,16 @@ type Store interface {
 	// Refusals: ErrUnauthorized (unknown token, or the member left).
 	Authenticate(ctx context.Context, token string) (Member, error)
 
-	// Append stores a message from p.From and returns its id once it is
-	// durable. Without p.To it goes to every other current member or, when
-	// there is none, to the next member who joins. A repeated idempotency
-	// key of the same sender in the same room (within the message TTL)
-	// returns the first id, stores nothing and reports Repeat.
-	// Refusals: ErrUnauthorized (the sender is gone), ErrUnknownPeer
-	// (p.To is not another member), ErrTooManyMessages.
+	// Append stores the messages of p from p.From and returns their ids
+	// once they are durable: all of them or, with an error, none. Each
+	// message without To goes to every other current member or, when there
+	// is none, to the next member who joins. A repeated idempotency key of
+	// the same sender in the same room (within the message TTL) returns
+	// the first post's ids, stores nothing and reports Repeat.
+	// Refusals: ErrUnauthorized (the sender is gone), ErrUnknownPeer (a To
+	// is not another member; the message names its place in the post),
+	// ErrTooManyMessages (the post would take the room past its limit),
+	// ErrBadPost (no messages, or more than MaxPost).
 	Append(ctx context.Context, p Post) (Appended, error)
 
 	// Read returns up to q.Limit entries addressed to m with an id greater

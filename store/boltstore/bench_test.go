@@ -72,7 +72,7 @@ func appendAll(b *testing.B, s *Store, conc, nrooms int) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
-				if _, err := appendID(s, context.Background(), store.Post{From: rooms[g%nrooms][0], Fields: benchFields}); err != nil {
+				if _, err := appendID(s, context.Background(), store.Post{From: rooms[g%nrooms][0], Messages: []store.Draft{{Fields: benchFields}}}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -145,7 +145,7 @@ func fillRoom(b *testing.B, s *Store, from store.Member, n int) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				if _, err := appendID(s, context.Background(), store.Post{From: from, Fields: benchFields}); err != nil {
+				if _, err := appendID(s, context.Background(), store.Post{From: from, Messages: []store.Draft{{Fields: benchFields}}}); err != nil {
 					b.Error(err)
 					return
 				}

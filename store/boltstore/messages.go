@@ -10,14 +10,19 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// Append implements store.Store. The message is on disk when it returns.
+// Append implements store.Store. The messages are on disk when it
+// returns. A post's messages get consecutive ids (nothing else takes an id
+// in the middle of a write), so a repeat answers the first id and those
+// after it.
 func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error) {
-	var id uint64
-	var recipients []string
-	var repeat bool
+	if len(p.Messages) == 0 || len(p.Messages) > store.MaxPost {
+		return store.Appended{}, store.Refusef(store.ErrBadPost, "a post carries 1 to %d messages, not %d", store.MaxPost, len(p.Messages))
+	}
+	var out store.Appended
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		id, recipients, repeat = 0, nil, false
-		rb := tx.Bucket(bucketRooms).Bucket([]byte(p.From.Room))
+		out = store.Appended{}
+		room := p.From.Room
+		rb := tx.Bucket(bucketRooms).Bucket([]byte(room))
 		if rb == nil {
 			return store.ErrUnauthorized
 		}
@@ -27,53 +32,87 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		var idemKey string
 		if p.IdempotencyKey != "" {
 			idemKey = p.From.ID + "\x00" + p.IdempotencyKey
-			if known, ok := s.idemInTx(p.From.Room, idemKey); ok {
-				id, repeat = known, true
+			if first, ok := s.idemInTx(room, idemKey); ok {
+				out = store.Appended{ID: first, IDs: consecutive(first, len(p.Messages)), Repeat: true}
 				return nil
 			}
 		}
-		var to []string
-		if p.To != "" {
-			if _, ok := readMember(rb, p.To); !ok || p.To == p.From.ID {
-				return store.Refusef(store.ErrUnknownPeer, "no peer %q in room %q", p.To, p.From.Room)
+		peers, err := peersOf(rb, p.From.ID)
+		if err != nil {
+			return err
+		}
+		to := make([][]string, len(p.Messages))
+		for i, d := range p.Messages {
+			if d.To == "" {
+				to[i] = peers
+				continue
 			}
-			to = []string{p.To}
-		} else {
-			peers, err := peersOf(rb, p.From.ID)
-			if err != nil {
-				return err
+			if _, ok := readMember(rb, d.To); !ok || d.To == p.From.ID {
+				return store.Refusef(store.ErrUnknownPeer, "message %d: no peer %q in room %q", i, d.To, room)
 			}
-			to = peers
+			to[i] = []string{d.To}
 		}
 		if limit := s.opts.MaxRoomMessages; limit > 0 {
 			// The count of every message still in the file is cheap; only
-			// when it reaches the limit are those that nobody will receive
-			// any more (acknowledged by their readers, not yet pruned) left
-			// out of it.
-			if n, _ := s.countsInTx(p.From.Room); n >= limit {
-				if n = s.retainedInTx(tx, rb, p.From.Room); n >= limit {
-					return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", p.From.Room, n)
+			// when it would pass the limit are those that nobody will
+			// receive any more (acknowledged by their readers, not yet
+			// pruned) left out of it.
+			if n, _ := s.countsInTx(room); n+len(p.Messages) > limit {
+				if n = s.retainedInTx(tx, rb, room); n+len(p.Messages) > limit {
+					return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, n)
 				}
 			}
 		}
 
 		// Checks done; from here on, write.
-		var err error
-		recipients = to
-		if id, err = s.appendRecord(tx, p.From.Room, to, len(to) == 0, func(id uint64) []byte {
-			return fmt.Appendf(nil, `{"id":%d,"from":%q,%s}`, id, p.From.ID, p.Fields)
-		}); err != nil {
-			return err
+		out.IDs = make([]uint64, len(p.Messages))
+		for i, d := range p.Messages {
+			id, err := s.appendRecord(tx, room, to[i], len(to[i]) == 0, func(id uint64) []byte {
+				return fmt.Appendf(nil, `{"id":%d,"from":%q,%s}`, id, p.From.ID, d.Fields)
+			})
+			if err != nil {
+				return err
+			}
+			out.IDs[i] = id
 		}
+		out.ID = out.IDs[0]
+		out.Recipients = union(to)
 		if idemKey != "" {
-			return s.putIdem(tx, p.From.Room, idemKey, id)
+			return s.putIdem(tx, room, idemKey, out.ID)
 		}
 		return nil
 	})
 	if err != nil {
 		return store.Appended{}, fmt.Errorf("append to %s: %w", p.From.Room, err)
 	}
-	return store.Appended{ID: id, Recipients: recipients, Repeat: repeat}, nil
+	return out, nil
+}
+
+// consecutive is the n ids from first on.
+func consecutive(first uint64, n int) []uint64 {
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = first + uint64(i)
+	}
+	return ids
+}
+
+// union lists the members of lists, each once, in the order first seen.
+func union(lists [][]string) []string {
+	if len(lists) == 1 {
+		return lists[0]
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range lists {
+		for _, m := range l {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // emit stores a server event (fields without braces and id) for recipients.

@@ -122,7 +122,7 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	a := mustJoin(t, s, "r")
 	b := mustJoin(t, s, "r")
 	for i := range 5 {
-		if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: fmt.Sprint("k", i), Fields: []byte(`"type":"old"`)}); err != nil {
+		if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: fmt.Sprint("k", i), Messages: []store.Draft{{Fields: []byte(`"type":"old"`)}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,7 +140,7 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 		t.Fatalf("the new room's second member reads %d messages (%v), want none of the old room's", len(msgs), err)
 	}
 	// The old keys are gone with their room: the same key makes a new message.
-	id, err := appendID(s, ctx, store.Post{From: c.Member, IdempotencyKey: "k0", Fields: []byte(`"type":"new"`)})
+	id, err := appendID(s, ctx, store.Post{From: c.Member, IdempotencyKey: "k0", Messages: []store.Draft{{Fields: []byte(`"type":"new"`)}}})
 	if err != nil {
 		t.Fatal(err)
 	}

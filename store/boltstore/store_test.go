@@ -45,7 +45,7 @@ func mustJoin(t testing.TB, s *Store, room string) store.Joined {
 
 func mustAppend(t testing.TB, s *Store, from store.Member, fields string) uint64 {
 	t.Helper()
-	id, err := appendID(s, context.Background(), store.Post{From: from, Fields: []byte(fields)})
+	id, err := appendID(s, context.Background(), store.Post{From: from, Messages: []store.Draft{{Fields: []byte(fields)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id, err := appendID(s, context.Background(), store.Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))})
+			id, err := appendID(s, context.Background(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))}}})
 			if err != nil {
 				t.Error(err) // not Fatal: this is not the test's goroutine
 				return
@@ -124,7 +124,7 @@ func TestBatchFailureIsolated(t *testing.T) {
 			if i%2 == 0 {
 				to = "nobody"
 			}
-			_, errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, To: to, Fields: []byte(`"type":"x"`)})
+			_, errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, Messages: []store.Draft{{To: to, Fields: []byte(`"type":"x"`)}}})
 		}()
 	}
 	wg.Wait()
@@ -159,7 +159,7 @@ func TestBatchFailureIsolated(t *testing.T) {
 				failed = s.update(context.Background(), func(*bolt.Tx) error { return boom })
 				return
 			}
-			ids[i], errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, Fields: []byte(`"type":"y"`)})
+			ids[i], errs[i] = appendID(s, context.Background(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"y"`)}}})
 		}()
 	}
 	for deadline := time.Now().Add(10 * time.Second); len(s.ops) < good+1; time.Sleep(time.Millisecond) {
@@ -224,7 +224,7 @@ func TestPruneDeletesFromFile(t *testing.T) {
 	b := mustJoin(t, s, "r")
 	c := mustJoin(t, s, "r")
 	id1 := mustAppend(t, s, a.Member, `"type":"one"`) // for b and c
-	id2, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k2", Fields: []byte(`"type":"two"`)})
+	id2, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k2", Messages: []store.Draft{{Fields: []byte(`"type":"two"`)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestPruneDeletesFromFile(t *testing.T) {
 	// The last member leaving deletes the room, its messages and their
 	// idempotency keys: at once from the index and the key map, from the
 	// file at the next prune.
-	if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil {
+	if _, err := appendID(s, ctx, store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Leave(ctx, a.Member, store.ReasonLeft)

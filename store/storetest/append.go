@@ -1,8 +1,10 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -18,7 +20,7 @@ func testAppendBroadcast(t testing.TB, open Opener) {
 		e.ackAll(m)
 	}
 	const fields = `"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1","n":[1,{"x":null}]`
-	got := e.send(store.Post{From: a.Member, Fields: []byte(fields)})
+	got := e.send(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(fields)}}})
 	if got.Repeat || !sameSet(got.Recipients, []string{b.ID, c.ID}) {
 		t.Fatalf("a broadcast: %+v, want recipients %s and %s", got, b.ID, c.ID)
 	}
@@ -41,7 +43,7 @@ func testAppendDirect(t testing.TB, open Opener) {
 	for _, m := range []store.Member{a.Member, b.Member, c.Member} {
 		e.ackAll(m)
 	}
-	got := e.send(store.Post{From: a.Member, To: b.ID, Fields: []byte(`"type":"answer"`)})
+	got := e.send(store.Post{From: a.Member, Messages: []store.Draft{{To: b.ID, Fields: []byte(`"type":"answer"`)}}})
 	if !slices.Equal(got.Recipients, []string{b.ID}) {
 		t.Fatalf("a direct message to b went to %v", got.Recipients)
 	}
@@ -52,7 +54,7 @@ func testAppendDirect(t testing.TB, open Opener) {
 		t.Fatalf("c reads %v, a message for b", ids(msgs))
 	}
 	for _, to := range []string{"nobody", a.ID, x.ID} {
-		e.refuseSend(store.Post{From: a.Member, To: to, Fields: []byte(`"type":"x"`)}, store.ErrUnknownPeer)
+		e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{To: to, Fields: []byte(`"type":"x"`)}}}, store.ErrUnknownPeer)
 	}
 	for _, m := range []store.Member{b.Member, c.Member} {
 		if msgs := e.read(m, got.ID); len(msgs) != 0 {
@@ -66,12 +68,12 @@ func testAppendDirect(t testing.TB, open Opener) {
 func testAppendKeptForNextJoiner(t testing.TB, open Opener) {
 	e := start(t, open, store.Options{Capacity: 3})
 	a := e.join("r")
-	p1 := e.send(store.Post{From: a.Member, Fields: []byte(`"type":"offer"`)})
-	p2 := e.send(store.Post{From: a.Member, Fields: []byte(`"type":"candidate"`)})
+	p1 := e.send(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"offer"`)}}})
+	p2 := e.send(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"candidate"`)}}})
 	if len(p1.Recipients) != 0 || len(p2.Recipients) != 0 || p1.Repeat || p2.Repeat || p2.ID <= p1.ID {
 		t.Fatalf("posts with nobody there: %+v %+v, want no recipients and increasing ids", p1, p2)
 	}
-	e.refuseSend(store.Post{From: a.Member, To: "later", Fields: []byte(`"type":"x"`)}, store.ErrUnknownPeer)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{To: "later", Fields: []byte(`"type":"x"`)}}}, store.ErrUnknownPeer)
 	if msgs := e.read(a.Member, 0); len(msgs) != 0 {
 		t.Fatalf("the sender reads %v", ids(msgs))
 	}
@@ -104,7 +106,7 @@ func testAppendIdempotency(t testing.TB, open Opener) {
 	}
 	keyed := func(from store.Member, key, fields string) store.Appended {
 		t.Helper()
-		return e.send(store.Post{From: from, IdempotencyKey: key, Fields: []byte(fields)})
+		return e.send(store.Post{From: from, IdempotencyKey: key, Messages: []store.Draft{{Fields: []byte(fields)}}})
 	}
 	first := keyed(a.Member, "k", `"type":"first"`)
 	if first.Repeat || !sameSet(first.Recipients, []string{b.ID, c.ID}) {
@@ -136,7 +138,7 @@ func testAppendIdempotency(t testing.TB, open Opener) {
 	errs := make([]error, len(results))
 	for i := range results {
 		wg.Go(func() {
-			results[i], errs[i] = e.s.Append(t.Context(), store.Post{From: a.Member, IdempotencyKey: "burst", Fields: []byte(fmt.Sprintf(`"type":"burst","try":%d`, i))})
+			results[i], errs[i] = e.s.Append(t.Context(), store.Post{From: a.Member, IdempotencyKey: "burst", Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"burst","try":%d`, i))}}})
 		})
 	}
 	wg.Wait()
@@ -180,7 +182,7 @@ func testAppendConcurrent(t testing.TB, open Opener) {
 	for i := range n {
 		wg.Go(func() {
 			var r store.Appended
-			r, errs[i] = e.s.Append(t.Context(), store.Post{From: a.Member, Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))})
+			r, errs[i] = e.s.Append(t.Context(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","i":%d`, i))}}})
 			got[i] = r.ID
 		})
 	}
@@ -216,16 +218,16 @@ func testAppendTooManyMessages(t testing.TB, open Opener) {
 	const limit = 5
 	e := start(t, open, store.Options{MaxRoomMessages: limit})
 	a, b := e.join("r") /* the peer-joined event for a is the first entry */, e.join("r")
-	keyed := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}).ID
+	keyed := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}).ID
 	for range limit - 2 {
 		e.post(a.Member, `"type":"x"`)
 	}
-	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
-	e.refuseSend(store.Post{From: b.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"one too many"`)}}}, store.ErrTooManyMessages)
+	e.refuseSend(store.Post{From: b.Member, Messages: []store.Draft{{Fields: []byte(`"type":"one too many"`)}}}, store.ErrTooManyMessages)
 	if msgs := e.read(b.Member, 0); len(msgs) != limit-1 {
 		t.Fatalf("b reads %d messages, want the %d stored before the refusals", len(msgs), limit-1)
 	}
-	if r, err := e.s.Append(t.Context(), store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"x"`)}); err != nil || !r.Repeat || r.ID != keyed {
+	if r, err := e.s.Append(t.Context(), store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}); err != nil || !r.Repeat || r.ID != keyed {
 		t.Fatalf("a repeat in a full room: %+v, %v; want id %d, Repeat", r, err, keyed)
 	}
 	e.ackAll(a.Member)
@@ -244,12 +246,89 @@ func testAppendLimitCountsRetainedOnly(t testing.TB, open Opener) {
 	for range limit - 1 {
 		e.post(a.Member, `"type":"x"`)
 	}
-	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"one too many"`)}}}, store.ErrTooManyMessages)
 	e.ackAll(b.Member) // b holds a's messages; a has not acknowledged its event
 	var again []uint64
 	for range limit - 1 {
 		again = append(again, e.post(a.Member, `"type":"again"`))
 	}
-	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"one too many"`)}, store.ErrTooManyMessages)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"one too many"`)}}}, store.ErrTooManyMessages)
 	wantIDs(t, e.read(b.Member, 0), again, "b's messages after its acknowledgement")
+}
+
+// batch is a post of the given drafts from from.
+func batch(from store.Member, key string, drafts ...store.Draft) store.Post {
+	return store.Post{From: from, IdempotencyKey: key, Messages: drafts}
+}
+
+func draft(to, fields string) store.Draft { return store.Draft{To: to, Fields: []byte(fields)} }
+
+// A post of several messages stores them in one go, with ids increasing
+// in its order, each delivered as its own message to its own recipients,
+// exactly as if posted one by one.
+func testAppendBatch(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{Capacity: 3})
+	a, b, c := e.join("r"), e.join("r"), e.join("r")
+	mark := e.post(a.Member, `"type":"mark"`)
+	got := e.send(batch(a.Member, "", draft("", `"type":"candidate","candidate":"1"`), draft(b.ID, `"type":"candidate","candidate":"2"`),
+		draft("", `"type":"candidate","candidate":null`)))
+	if got.Repeat || len(got.IDs) != 3 || !sameSet(got.Recipients, []string{b.ID, c.ID}) {
+		t.Fatalf("a batch of 3: %+v", got)
+	}
+	forB := e.read(b.Member, mark)
+	wantIDs(t, forB, got.IDs, "b's messages of the batch")
+	for i, want := range []string{`"type":"candidate","candidate":"1"`, `"type":"candidate","candidate":"2"`, `"type":"candidate","candidate":null`} {
+		wantMessage(t, forB[i], a.ID, want)
+	}
+	wantIDs(t, e.read(c.Member, mark), []uint64{got.IDs[0], got.IDs[2]}, "c's messages of the batch (the second was to b)")
+	next := e.post(a.Member, `"type":"after"`)
+	if next <= got.IDs[2] {
+		t.Fatalf("a post after the batch has id %d, not above the batch's %v", next, got.IDs)
+	}
+	every := make([]store.Draft, store.MaxPost)
+	for i := range every {
+		every[i] = draft("", fmt.Sprintf(`"type":"x","i":%d`, i))
+	}
+	full := e.send(batch(a.Member, "", every...)) // send checks MaxPost ids, increasing
+	wantIDs(t, e.read(c.Member, next), full.IDs, "c's messages of a post of MaxPost")
+}
+
+// A post is all or nothing: one message addressed to nobody, or one too
+// many for the room's limit, refuses the whole post, which leaves no
+// trace; an empty post and one over MaxPost are refused as such.
+func testAppendBatchAllOrNothing(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{Capacity: 3, MaxRoomMessages: 6})
+	a, b := e.join("r"), e.join("r") // a's peer-joined event is one entry
+	_, err := e.s.Append(t.Context(), batch(a.Member, "k", draft("", `"type":"x"`), draft("", `"type":"y"`), draft("nobody", `"type":"z"`)))
+	if !errors.Is(err, store.ErrUnknownPeer) || !strings.Contains(err.Error(), "message 2") {
+		t.Fatalf("a batch whose third message is to nobody: %v; want ErrUnknownPeer naming message 2", err)
+	}
+	e.refuseSend(batch(a.Member, "", draft("", `"type":"x"`), draft("", `"type":"y"`), draft("", `"type":"z"`),
+		draft("", `"type":"one too many"`), draft("", `"type":"two too many"`), draft("", `"type":"three"`)), store.ErrTooManyMessages)
+	e.refuseSend(batch(a.Member, ""), store.ErrBadPost)
+	over := make([]store.Draft, store.MaxPost+1)
+	for i := range over {
+		over[i] = draft("", `"type":"x"`)
+	}
+	e.refuseSend(batch(a.Member, "", over...), store.ErrBadPost)
+	if msgs := e.read(b.Member, 0); len(msgs) != 0 {
+		t.Fatalf("refused posts left %v for b", ids(msgs))
+	}
+	// The key of the refused post is free: the post made right is stored.
+	ok := e.send(batch(a.Member, "k", draft("", `"type":"x"`), draft("", `"type":"y"`)))
+	wantIDs(t, e.read(b.Member, 0), ok.IDs, "the post made right")
+}
+
+// An idempotency key covers the whole post: the retry gets every id of
+// the first, stores nothing, and nothing is delivered twice.
+func testAppendBatchIdempotent(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{})
+	a, b := e.join("r"), e.join("r")
+	p := batch(a.Member, "burst", draft("", `"type":"candidate","candidate":"1"`), draft("", `"type":"candidate","candidate":"2"`))
+	first := e.send(p)
+	again := e.send(p)
+	if !again.Repeat || !slices.Equal(again.IDs, first.IDs) || again.ID != first.ID {
+		t.Fatalf("the retry of a batch: %+v; want Repeat with ids %v", again, first.IDs)
+	}
+	wantIDs(t, e.read(b.Member, 0), first.IDs, "b's messages after a retried batch")
 }

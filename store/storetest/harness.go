@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,19 +106,40 @@ func (e *engine) refuseJoin(req store.JoinRequest, want error) {
 // post appends a broadcast message with the given fields and returns its id.
 func (e *engine) post(from store.Member, fields string) uint64 {
 	e.t.Helper()
-	return e.send(store.Post{From: from, Fields: []byte(fields)}).ID
+	return e.send(store.Post{From: from, Messages: []store.Draft{{Fields: []byte(fields)}}}).ID
 }
 
 func (e *engine) send(p store.Post) store.Appended {
 	e.t.Helper()
 	a, err := e.s.Append(e.t.Context(), p)
 	if err != nil {
-		e.t.Fatalf("append %s from %s: %v", p.Fields, p.From.ID, err)
+		e.t.Fatalf("append %s from %s: %v", describe(p), p.From.ID, err)
 	}
-	if a.ID == 0 {
-		e.t.Fatalf("append %s from %s: id 0", p.Fields, p.From.ID)
+	if a.ID == 0 || len(a.IDs) != len(p.Messages) || a.IDs[0] != a.ID {
+		e.t.Fatalf("append %s from %s: id %d, ids %v", describe(p), p.From.ID, a.ID, a.IDs)
+	}
+	for i := 1; i < len(a.IDs); i++ {
+		if a.IDs[i] <= a.IDs[i-1] {
+			e.t.Fatalf("append %s from %s: ids %v do not increase in the post's order", describe(p), p.From.ID, a.IDs)
+		}
 	}
 	return a
+}
+
+// describe is how a failure names a post: its messages' recipients and
+// fields.
+func describe(p store.Post) string {
+	var b strings.Builder
+	for i, d := range p.Messages {
+		if i > 0 {
+			b.WriteString(" + ")
+		}
+		if d.To != "" {
+			fmt.Fprintf(&b, "(to %s) ", d.To)
+		}
+		b.Write(d.Fields)
+	}
+	return b.String()
 }
 
 // refuseSend checks that an append is refused with want.
@@ -125,7 +147,7 @@ func (e *engine) refuseSend(p store.Post, want error) {
 	e.t.Helper()
 	a, err := e.s.Append(e.t.Context(), p)
 	if !errors.Is(err, want) {
-		e.t.Fatalf("append %s from %s to %q: got %+v, %v; want %v", p.Fields, p.From.ID, p.To, a, err, want)
+		e.t.Fatalf("append %s from %s: got %+v, %v; want %v", describe(p), p.From.ID, a, err, want)
 	}
 }
 

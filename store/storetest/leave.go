@@ -39,10 +39,10 @@ func testLeavePeerLeft(t testing.TB, open Opener) {
 	if _, _, err := e.s.Read(t.Context(), b.Member, store.ReadRequest{Limit: 10}); !errors.Is(err, store.ErrUnauthorized) {
 		t.Fatalf("read by a member who left: %v, want ErrUnauthorized", err)
 	}
-	e.refuseSend(store.Post{From: b.Member, Fields: []byte(`"type":"x"`)}, store.ErrUnauthorized)
-	e.refuseSend(store.Post{From: a.Member, To: b.ID, Fields: []byte(`"type":"x"`)}, store.ErrUnknownPeer)
+	e.refuseSend(store.Post{From: b.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}, store.ErrUnauthorized)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{To: b.ID, Fields: []byte(`"type":"x"`)}}}, store.ErrUnknownPeer)
 	ghost := store.Member{Room: "r", ID: "ghost"}
-	e.refuseSend(store.Post{From: ghost, Fields: []byte(`"type":"x"`)}, store.ErrUnauthorized)
+	e.refuseSend(store.Post{From: ghost, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}, store.ErrUnauthorized)
 	if _, _, err := e.s.Read(t.Context(), ghost, store.ReadRequest{Limit: 10}); !errors.Is(err, store.ErrUnauthorized) {
 		t.Fatalf("read by a member that never was: %v, want ErrUnauthorized", err)
 	}
@@ -54,7 +54,7 @@ func testLeavePeerLeft(t testing.TB, open Opener) {
 	if msgs := e.read(a.Member, 0); len(msgs) != 1 {
 		t.Fatalf("a reads %v after b left twice, want one peer-left event", ids(msgs))
 	}
-	if got := e.send(store.Post{From: a.Member, Fields: []byte(`"type":"x"`)}).Recipients; !sameSet(got, []string{c.ID}) {
+	if got := e.send(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}).Recipients; !sameSet(got, []string{c.ID}) {
 		t.Fatalf("a broadcast after b left went to %v, want [%s]", got, c.ID)
 	}
 

@@ -86,7 +86,7 @@ func testCallsAfterClose(t testing.TB, open Opener) {
 	check("Leave", err)
 	_, err = s.Authenticate(ctx, a.Token)
 	check("Authenticate", err)
-	_, err = s.Append(ctx, store.Post{From: a.Member, Fields: []byte(`"type":"x"`)})
+	_, err = s.Append(ctx, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
 	check("Append", err)
 	_, _, err = s.Read(ctx, a.Member, store.ReadRequest{Limit: 10})
 	check("Read", err)

@@ -85,11 +85,11 @@ func testPruneOnItsOwn(t testing.TB, open Opener) {
 	a, b := e.join("r"), e.join("r")
 	e.post(a.Member, `"type":"x"`)
 	e.post(a.Member, `"type":"x"`)
-	e.refuseSend(store.Post{From: a.Member, Fields: []byte(`"type":"x"`)}, store.ErrTooManyMessages)
+	e.refuseSend(store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}, store.ErrTooManyMessages)
 	e.ackAll(a.Member)
 	e.ackAll(b.Member)
 	eventually(t, "a room full of acknowledged entries takes a post", func() bool {
-		_, err := e.s.Append(t.Context(), store.Post{From: a.Member, Fields: []byte(`"type":"x"`)})
+		_, err := e.s.Append(t.Context(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
 		if err != nil && !errors.Is(err, store.ErrTooManyMessages) {
 			t.Fatalf("append: %v", err)
 		}

@@ -91,10 +91,10 @@ func testReadTTL(t testing.TB, open Opener) {
 	// presence is the engine's business, and nobody must time out here.
 	e := start(t, open, store.Options{MessageTTL: time.Minute, Now: clk.Now})
 	a, b := e.join("r"), e.join("r") // b's peer-joined event, for a
-	m1 := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"one"`)}).ID
+	m1 := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"one"`)}}}).ID
 	clk.advance(30 * time.Second)
 	m2 := e.post(a.Member, `"type":"two"`)
-	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"one"`)}); !r.Repeat || r.ID != m1 {
+	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"one"`)}}}); !r.Repeat || r.ID != m1 {
 		t.Fatalf("a repeat within the TTL: %+v, want id %d, Repeat", r, m1)
 	}
 	wantIDs(t, e.read(b.Member, 0), []uint64{m1, m2}, "b, within the TTL")
@@ -112,7 +112,7 @@ func testReadTTL(t testing.TB, open Opener) {
 	wantIDs(t, e.read(late.Member, 0), nil, "a joiner after the kept message expired")
 
 	e.wantPrune(4, "b's peer-joined event, m1, m2 and the kept message expired")
-	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"one"`)}); r.Repeat || r.ID == m1 {
+	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"one"`)}}}); r.Repeat || r.ID == m1 {
 		t.Fatalf("a key older than the TTL, after a prune: %+v, want a new message", r)
 	}
 	e.wantPrune(0, "nothing expired since")

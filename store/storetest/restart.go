@@ -15,8 +15,8 @@ func testRestartKeepsEverything(t testing.TB, open Opener) {
 	e := start(t, open, store.Options{Capacity: 3, MaxRooms: 4})
 	a, b, c := e.join("r"), e.join("r"), e.join("r")
 	m1 := e.post(a.Member, `"type":"one"`)
-	m2 := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"two"`)}).ID
-	m3 := e.send(store.Post{From: a.Member, To: c.ID, Fields: []byte(`"type":"three"`)}).ID
+	m2 := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"two"`)}}}).ID
+	m3 := e.send(store.Post{From: a.Member, Messages: []store.Draft{{To: c.ID, Fields: []byte(`"type":"three"`)}}}).ID
 	e.ack(b.Member, m1)
 	p := e.joinWith(store.JoinRequest{Room: "locked", Password: "pw"})
 	s := e.join("solo")
@@ -53,7 +53,7 @@ func testRestartKeepsEverything(t testing.TB, open Opener) {
 	wantEvent(t, msgs[0], "peer-joined", b.ID)
 	wantEvent(t, msgs[1], "peer-joined", c.ID)
 
-	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Fields: []byte(`"type":"two"`)}); !r.Repeat || r.ID != m2 {
+	if r := e.send(store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"two"`)}}}); !r.Repeat || r.ID != m2 {
 		t.Fatalf("a repeat after the restart: %+v, want id %d, Repeat", r, m2)
 	}
 	again, err := e.s.Secret(t.Context(), "turn", 32)

@@ -93,6 +93,9 @@ var groups = []group{
 		{"Concurrent", testAppendConcurrent},
 		{"TooManyMessages", testAppendTooManyMessages},
 		{"LimitCountsRetainedOnly", testAppendLimitCountsRetainedOnly},
+		{"Batch", testAppendBatch},
+		{"BatchAllOrNothing", testAppendBatchAllOrNothing},
+		{"BatchIdempotent", testAppendBatchIdempotent},
 	}},
 	{"Read", []test{
 		{"AfterAndLimit", testReadAfterAndLimit},

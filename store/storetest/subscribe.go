@@ -35,7 +35,7 @@ func testSubscribeEachChange(t testing.TB, open Opener) {
 	for i := range 6 {
 		announced(e.post(a.Member, fmt.Sprintf(`"type":"x","i":%d`, i)), fmt.Sprint("broadcast ", i))
 	}
-	announced(e.send(store.Post{From: a.Member, To: b.ID, Fields: []byte(`"type":"direct"`)}).ID, "a direct message")
+	announced(e.send(store.Post{From: a.Member, Messages: []store.Draft{{To: b.ID, Fields: []byte(`"type":"direct"`)}}}).ID, "a direct message")
 	c := e.join("r")
 	announced(0, "c's peer-joined event")
 	announced(e.post(c.Member, `"type":"from c"`), "c's message")
@@ -116,7 +116,7 @@ func testSubscribeNoGapsNoDuplicates(t testing.TB, open Opener) {
 		}
 		posting.Go(func() {
 			for i := range perWriter {
-				r, err := e.s.Append(t.Context(), store.Post{From: from, Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))})
+				r, err := e.s.Append(t.Context(), store.Post{From: from, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}}})
 				if err != nil {
 					t.Errorf("writer %d: %v", w, err)
 					return
@@ -199,7 +199,7 @@ func testSubscribeCancel(t testing.TB, open Opener) {
 	writer.Go(func() {
 		defer tenthDone() // also when a post fails early
 		for i := range 100 {
-			if _, err := e.s.Append(t.Context(), store.Post{From: a.Member, Fields: []byte(`"type":"x"`)}); err != nil {
+			if _, err := e.s.Append(t.Context(), store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}); err != nil {
 				t.Errorf("append: %v", err)
 				return
 			}
