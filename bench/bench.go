@@ -41,6 +41,7 @@ type config struct {
 	sdpSize         int
 	candidates      int
 	candidateWindow int
+	batch           bool
 	timeout         time.Duration
 	pollWait        time.Duration
 	conc            int
@@ -75,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.size, "size", 200, "bytes of each pingpong message body")
 	fs.IntVar(&c.sdpSize, "sdp-size", 4096, "bytes of the offer and answer SDP (calls)")
 	fs.IntVar(&c.candidates, "candidates", 20, "ICE candidates each way (calls)")
+	fs.BoolVar(&c.batch, "batch", true, "calls: each side posts its candidates in one batch POST (a JSON array), as tincan.js posts a burst; false: one POST per candidate, -candidate-window at a time")
 	fs.IntVar(&c.candidateWindow, "candidate-window", 4, "candidates in flight at once per side (calls): tincan.js sends a run of candidates at once, a browser has about 6 connections per host; 1 = one at a time")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "a message not received within this long is lost; also each request's timeout")
 	fs.DurationVar(&c.pollWait, "poll-wait", 25*time.Second, "long-poll wait")
@@ -228,7 +230,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 		res.ThinkMs = ms(cfg.think)
 		err = b.pingpong(ctx, res)
 	case "calls":
-		res.Candidates, res.Window = cfg.candidates, cfg.candidateWindow
+		res.Candidates, res.Window, res.Batch = cfg.candidates, cfg.candidateWindow, cfg.batch
 		err = b.calls(ctx, res)
 	case "idle":
 		res.Transport = "sse"
@@ -320,6 +322,47 @@ func (b *bench) sendTo(ctx context.Context, p *peer, to string, l *ledger, body 
 	}
 	b.post.add(time.Since(start))
 	b.c.posted.Add(1)
+	return true
+}
+
+// sendBatchTo posts n messages to peer to in one batch POST (a JSON
+// array), the i-th made by body(seq, i); it reports whether the batch
+// was stored.
+func (b *bench) sendBatchTo(ctx context.Context, p *peer, to string, l *ledger, n int, body func(seq uint64, i int) []byte) bool {
+	start := time.Now()
+	seqs := make([]uint64, n)
+	data := []byte{'['}
+	for i := range n {
+		seqs[i] = l.send(start)
+		if i > 0 {
+			data = append(data, ',')
+		}
+		el := body(seqs[i], i)
+		if to != "" { // {"to":"…",<the rest>
+			data = append(append(data, `{"to":"`+to+`",`...), el[1:]...)
+		} else {
+			data = append(data, el...)
+		}
+	}
+	data = append(data, ']')
+	var key string
+	if b.cfg.idem {
+		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
+	}
+	octx, cancel := b.opCtx(ctx)
+	_, err := b.cl.postBatch(octx, p, data, key)
+	cancel()
+	if err != nil {
+		for _, seq := range seqs {
+			l.cancel(seq)
+		}
+		if ctx.Err() == nil {
+			b.c.fail(kind("post", err))
+		}
+		return false
+	}
+	b.post.add(time.Since(start))
+	b.c.posted.Add(int64(n))
 	return true
 }
 

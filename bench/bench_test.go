@@ -310,11 +310,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("pingpong with -ack-every 20ms: %d acknowledgements, %d messages", res.Acks, res.Messages)
 	}
 
-	res = runJSON(t, url, "-workload", "calls", "-rooms", "3", "-count", "6", "-candidates", "5", "-sdp-size", "1000")
-	checkClean(t, res)
-	// Per call: offer, answer, 5+5 candidates, bye; peer-joined and peer-left.
-	if res.Calls != 6 || res.Setup.N != 6 || res.Messages != 6*13 || res.CallsPS <= 0 {
-		t.Errorf("calls: %d calls, %d messages, setup %+v", res.Calls, res.Messages, res.Setup)
+	// Candidates in one batch per side (the default), and one by one.
+	for _, batch := range []string{"-batch=true", "-batch=false"} {
+		res = runJSON(t, url, "-workload", "calls", "-rooms", "3", "-count", "6", "-candidates", "5", "-sdp-size", "1000", batch)
+		checkClean(t, res)
+		// Per call: offer, answer, 5+5 candidates, bye; peer-joined and peer-left.
+		if res.Calls != 6 || res.Setup.N != 6 || res.Messages != 6*13 || res.CallsPS <= 0 || res.Batch != (batch == "-batch=true") {
+			t.Errorf("calls %s: %d calls, %d messages, setup %+v, batch %v", batch, res.Calls, res.Messages, res.Setup, res.Batch)
+		}
 	}
 
 	res = runJSON(t, url, "-workload", "idle", "-rooms", "3", "-duration", "500ms", "-settle", "10ms")

@@ -13,8 +13,8 @@ import (
 // of its own, the way two browsers do:
 //
 //	A joins and listens; B joins (initiator) and listens;
-//	B posts the offer, then its candidates, -candidate-window at a time (as
-//	tincan.js sends a run of candidates); A, once the offer arrived, posts
+//	B posts the offer, then its candidates in one batch POST (-batch; or
+//	one POST each, -candidate-window at a time); A, once the offer arrived, posts
 //	the answer, then its candidates; the call is set up when A holds the
 //	offer and every candidate of B and B holds the answer and every
 //	candidate of A (the setup time runs from A's join to that moment);
@@ -211,10 +211,21 @@ func sdpBody(t [2]string, seq uint64) []byte {
 	return append(b, t[1]...)
 }
 
-// sendCandidates posts the -candidates of p to peer to, -candidate-window
-// at a time, as tincan.js sends a run of candidates at once and a browser
-// has a few connections per host for them. It reports whether all went.
+// sendCandidates posts the -candidates of p to peer to: with -batch in
+// one batch POST (64 at most each), else one POST each, -candidate-window
+// at a time, as a browser has a few connections per host for them. It
+// reports whether all went.
 func (b *bench) sendCandidates(ctx context.Context, p *peer, to string, l *ledger) bool {
+	if b.cfg.batch {
+		// A burst gathered together goes in one POST, as tincan.js sends it.
+		for sent := 0; sent < b.cfg.candidates; sent += 64 {
+			n := min(64, b.cfg.candidates-sent)
+			if !b.sendBatchTo(ctx, p, to, l, n, func(seq uint64, i int) []byte { return candidateBody(seq, sent+i) }) {
+				return false
+			}
+		}
+		return true
+	}
 	var failed atomic.Bool
 	var wg sync.WaitGroup
 	window := make(chan struct{}, b.cfg.candidateWindow)

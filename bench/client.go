@@ -151,6 +151,19 @@ func (c *client) post(ctx context.Context, p *peer, body []byte, key string) (ui
 	return id, nil
 }
 
+// postBatch sends a batch (a JSON array of messages) and returns the
+// number of ids the server answered once it committed them all.
+func (c *client) postBatch(ctx context.Context, p *peer, body []byte, key string) (int, error) {
+	out, _, err := c.do(ctx, "post", "POST", "/rooms/"+p.room+"/messages", p.auth, key, body, 201)
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.HasPrefix(out, []byte(`{"ids":[`)) {
+		return 0, fmt.Errorf("batch post: bad answer %.100q", out)
+	}
+	return bytes.Count(out, []byte(",")) + 1, nil
+}
+
 func (c *client) leave(ctx context.Context, p *peer) error {
 	_, _, err := c.do(ctx, "leave", "POST", "/rooms/"+p.room+"/leave", p.auth, "", nil, 204)
 	return err

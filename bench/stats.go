@@ -159,6 +159,7 @@ type Result struct {
 	Size          int              `json:"size,omitempty"`
 	Candidates    int              `json:"candidates,omitempty"`       // calls: each way
 	Window        int              `json:"candidate_window,omitempty"` // calls: candidates in flight per side
+	Batch         bool             `json:"batch,omitempty"`            // calls: candidates in one batch POST per side
 	ElapsedSec    float64          `json:"elapsed_s"`
 	SetupSec      float64          `json:"setup_s"`
 	Messages      int64            `json:"messages"`
@@ -220,7 +221,9 @@ func (r *Result) Text() string {
 	if r.Size > 0 {
 		fmt.Fprintf(&b, "  size %dB", r.Size)
 	}
-	if r.Window > 0 {
+	if r.Batch {
+		fmt.Fprintf(&b, "  candidates %d, in one batch per side", r.Candidates)
+	} else if r.Window > 0 {
 		fmt.Fprintf(&b, "  candidates %d, %d at once", r.Candidates, r.Window)
 	}
 	fmt.Fprintf(&b, "\nsetup %.2fs, measured %.2fs\n", r.SetupSec, r.ElapsedSec)
