@@ -41,5 +41,5 @@ func (s *Server) routes() http.Handler {
 		// the answer had begun and stays what it was.
 		fail(w, fmt.Errorf("panic: %v", v))
 	}
-	return checkRoomSegment(r)
+	return s.roomPageErrors(checkRoomSegment(r))
 }

@@ -2,7 +2,8 @@
 // negotiation per the W3C example, trickle ICE, ICE restart, resume on reload.
 //
 // document.documentElement.dataset.state is one of joining | waiting |
-// connecting | connected | failed | full (and `ended` after a hang-up);
+// connecting | connected | failed | full (and `ended` after a hang-up, or
+// `bad-link` when the path names no room: /r/, /r/bad%20name, /r/x/);
 // dataset.transport is `sse` or `poll` once messages flow; dataset.signaling
 // is `up` once joined, and `down` while the server cannot be reached (the
 // call itself goes on: media flows between the browsers).
@@ -49,13 +50,16 @@ const LABELS = {
   failed: 'Connection failed',
   full: 'Room is full',
   ended: 'Call ended',
+  'bad-link': 'No such call',
 };
 
+// The room of a path /r/{room} (under whatever prefix a proxy adds), as
+// written in the link; null when the path ends in something else (/r/,
+// /r/x/, /r/x/y): the server answers those with this page too, to say so.
 function roomFromPath() {
-  const parts = location.pathname.split('/').filter(Boolean);
-  const i = parts.lastIndexOf('r');
-  const raw = i >= 0 && i + 1 < parts.length ? parts[i + 1] : parts[parts.length - 1] || '';
-  try { return decodeURIComponent(raw); } catch { return raw; }
+  const m = /\/r\/([^/]*)$/.exec(location.pathname);
+  if (!m) return null;
+  try { return decodeURIComponent(m[1]); } catch { return m[1]; }
 }
 
 function randomId() {
@@ -67,7 +71,7 @@ function setState(s) {
   if (html.dataset.state === s) return;
   html.dataset.state = s;
   $('status').textContent = LABELS[s] || s;
-  document.title = `${LABELS[s] || s} · ${room} · tincan`;
+  document.title = `${LABELS[s] || s}${room ? ` · ${room}` : ''} · tincan`;
 }
 
 function updateState() {
@@ -511,6 +515,29 @@ async function hangUp() {
   }
 }
 
+// The link names no call: say what is wrong with it, and offer the room it
+// most likely meant (/r/x/ → /r/x).
+function showBadLink() {
+  const rule = 'A room name is 1 to 64 letters, digits, "-" or "_".';
+  const meant = /\/r\/([A-Za-z0-9_-]{1,64})\/.*$/.exec(location.pathname);
+  $('error-title').textContent = 'This link leads to no call';
+  if (meant) {
+    $('error-text').textContent = `This link has something after the room name ${meant[1]}.`;
+    const a = $('error-fix');
+    a.href = `${location.pathname.slice(0, -meant[0].length)}/r/${meant[1]}`;
+    a.textContent = `Open ${meant[1]}`;
+    a.hidden = false;
+  } else if (!room) {
+    $('error-text').textContent = `This link names no room. ${rule}`;
+  } else {
+    $('error-text').textContent = `“${room}” is not a room name. ${rule}`;
+  }
+  $('retry-error').hidden = true;
+  $('copy-link').hidden = true;
+  showView('error-view');
+  setState('bad-link');
+}
+
 async function copyLink(button) {
   const link = `${location.origin}/r/${encodeURIComponent(room)}`;
   let ok = false;
@@ -532,7 +559,7 @@ async function copyLink(button) {
 
 // ---- wiring ----
 
-$('room-name').textContent = room;
+$('room-name').textContent = room || '';
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-cam').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));
 $('hangup').addEventListener('click', hangUp);
@@ -560,10 +587,5 @@ $('password-form').addEventListener('submit', (e) => {
   start($('password-input').value);
 });
 
-if (!/^[A-Za-z0-9_-]{1,64}$/.test(room)) {
-  $('error-text').textContent = 'A room name is 1 to 64 letters, digits, "-" or "_".';
-  showView('error-view');
-  setState('failed');
-} else {
-  start();
-}
+if (room === null || !/^[A-Za-z0-9_-]{1,64}$/.test(room)) showBadLink();
+else start();
