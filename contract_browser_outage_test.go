@@ -6,28 +6,47 @@ package main
 
 import (
 	"net"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
 
 // The server stops in the middle of a call and starts again on the same
-// file and the same port. Both pages say that the server cannot be reached
-// while the call goes on (media keeps arriving), then that it answers
-// again; it is still the same call (no new peer connection, the same
-// members), signaling works again (an ICE restart goes through), and a
-// page on the event stream is back on it rather than on long-poll.
+// file and the same port, reached directly or through a reverse proxy
+// (which answers 502 while it is down). Both pages say that the server
+// cannot be reached while the call goes on (media keeps arriving), then
+// that it is back; it is still the same call (no new peer connection, the
+// same members), signaling works again (an ICE restart goes through), a
+// page on the event stream is back on it rather than on long-poll, and one
+// on long-poll waits as long as before.
 func TestBrowserCallServerOutage(t *testing.T) {
-	for _, transport := range []string{"sse", "poll"} {
-		t.Run(transport, func(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		transport string
+		proxied   bool
+	}{
+		{"sse", "sse", false},
+		{"poll", "poll", false},
+		{"sse behind a proxy", "sse", true},
+		{"poll behind a proxy", "poll", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			transport := c.transport
 			query := ""
 			if transport == "poll" {
 				query = "?transport=poll"
 			}
 			srv := newTestServer(t, withFlags("-addr", freeAddr(t)))
 			base := srv.URL()
+			pageBase := base
+			if c.proxied {
+				proxy := httptest.NewServer(streamingProxy(base))
+				t.Cleanup(proxy.Close)
+				pageBase = proxy.URL
+			}
 			b := newBrowser(t)
 			room := randomRoom(t)
-			alice, bob := startCall(t, b, base, room, query)
+			alice, bob := startCall(t, b, pageBase, room, query)
 			pages := []*page{alice, bob}
 			ids := map[*page]string{}
 			generations := map[*page]int{}
@@ -97,6 +116,9 @@ func TestBrowserCallServerOutage(t *testing.T) {
 				for _, p := range pages {
 					if tr := p.transport(); tr != transport {
 						t.Errorf("%s: transport %q after the outage, want %q", p.name, tr, transport)
+					}
+					if wait := p.str(`window.tincanDebug.client.pollWait`); wait != "25" {
+						t.Errorf("%s: the long-poll waits %s s after the outage, want 25 as before", p.name, wait)
 					}
 				}
 			})

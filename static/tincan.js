@@ -513,10 +513,11 @@ export class Client {
         if (Number.isFinite(body.next) && body.next > this.cursor) { this.cursor = body.next; this._save(); }
         continue;
       }
-      if (res && (res.status === 502 || res.status === 504)) {
+      const elapsed = (Date.now() - started) / 1000;
+      if (res && (res.status === 502 || res.status === 504) && elapsed >= 1) {
         // A proxy gave up waiting for us: ask again at once, waiting less.
+        // (One that answers at once has no server behind it: an outage.)
         this.stats.gatewayTimeouts++;
-        const elapsed = (Date.now() - started) / 1000;
         const shorter = Math.max(0.5, Math.round(Math.min(wait / 2, elapsed * 0.6) * 10) / 10);
         if (shorter < wait) { this.pollWait = shorter; continue; }
       }
