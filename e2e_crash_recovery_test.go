@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -26,7 +28,9 @@ import (
 // The posts that were in flight at a kill are retried after the restart
 // with their Idempotency-Key, as a client would: a message stored before the
 // kill must keep its id, one that was not gets a new one, and either way it
-// is delivered once.
+// is delivered once. Every fourth post is a batch of three messages under
+// one Idempotency-Key: all three are stored or none, and a retry keeps
+// their ids.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the crash test (it builds the binary and kills it)")
@@ -62,19 +66,21 @@ func TestCrashRecovery(t *testing.T) {
 		checkResume(t, members)
 		stored := 0
 		for _, key := range inflight {
-			id, a, err := postLoad(s, key)
+			ids, a, err := postLoad(s, key)
 			if err != nil || a.Status != 201 {
 				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, a.Status, a.Body)
 			}
-			if want, ok := seen1[key]; ok && id != want {
-				t.Fatalf("retry of %s answered id %d, but the message was delivered before the crash as %d", key, id, want)
+			for k, id := range ids {
+				if want, ok := seen1[k]; ok && id != want {
+					t.Fatalf("retry of %s answered id %d, but the message was delivered before the crash as %d", k, id, want)
+				}
+				if id <= idBefore {
+					stored++
+				}
+				acked[k] = id
 			}
-			if id <= idBefore {
-				stored++
-			}
-			acked[key] = id
 		}
-		t.Logf("%d of the %d posts in flight at the kill had been stored", stored, len(inflight))
+		t.Logf("%d messages of the %d posts in flight at the kill had been stored", stored, len(inflight))
 		inflight = nil
 		// A retry of an acknowledged post still answers its id.
 		var lastKey string
@@ -83,7 +89,7 @@ func TestCrashRecovery(t *testing.T) {
 				lastKey = k
 			}
 		}
-		if id, a, err := postLoad(s, lastKey); err != nil || a.Status != 201 || id != acked[lastKey] {
+		if ids, a, err := postLoad(s, idemKeyOf(lastKey)); err != nil || a.Status != 201 || ids[lastKey] != acked[lastKey] {
 			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, a.Status, a.Body)
 		}
 	}
@@ -224,13 +230,13 @@ func checkResume(t *testing.T, members []*client) {
 }
 
 type load struct {
-	acked    map[string]uint64 // key -> id of its 201
+	acked    map[string]uint64 // message k -> id of its 201
 	inflight []string          // keys whose POST got no answer
 	took     time.Duration
 }
 
-// loadUntilKill posts from s in several goroutines, each message with its
-// own Idempotency-Key, and kills srv with SIGKILL once killAt posts were
+// loadUntilKill posts from s in several goroutines, each post (one message,
+// or every fourth a batch of three) with its own Idempotency-Key, and kills srv with SIGKILL once killAt posts were
 // answered 201, while posts are in flight.
 func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, posters, killAt int) load {
 	t.Helper()
@@ -251,18 +257,25 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 			var prev uint64
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("%s-g%d-%d", prefix, g, i)
-				id, a, err := postLoad(s, key)
+				if i%4 == 3 {
+					key += "b" // a batch of three
+				}
+				ids, a, err := postLoad(s, key)
+				first, last := uint64(1<<63), uint64(0)
+				for _, id := range ids {
+					first, last = min(first, id), max(last, id)
+				}
 				mu.Lock()
 				switch {
 				case err != nil:
 					l.inflight = append(l.inflight, key)
 				case a.Status != 201:
 					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
-				case id <= prev:
-					bad = append(bad, fmt.Sprintf("%s: id %d after %d of the same poster", key, id, prev))
+				case first <= prev:
+					bad = append(bad, fmt.Sprintf("%s: id %d after %d of the same poster", key, first, prev))
 				default:
-					l.acked[key] = id
-					prev = id
+					maps.Copy(l.acked, ids)
+					prev = last
 				}
 				mu.Unlock()
 				if err != nil || a.Status != 201 {
@@ -292,11 +305,24 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 	return l
 }
 
-// postLoad posts one load message of c with Idempotency-Key key (see
-// tryPost). A 429 rate_limited is no answer: it retries the same key after
-// 50ms. id is that of a 201; a 201 without one is an error.
-func postLoad(c *client, key string) (id uint64, a answer, err error) {
-	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, strings.Repeat("x", 200))
+// postLoad posts the load of Idempotency-Key key from c (see tryPost):
+// one message, or, for a key that ends in "b", a batch of three. Each
+// message carries its own "k": the key, or the key and "#0", "#1", "#2".
+// A 429 rate_limited is no answer: it retries the same key after 50ms.
+// ids maps each message's k to its id, from a 201; a 201 without them is
+// an error.
+func postLoad(c *client, key string) (ids map[string]uint64, a answer, err error) {
+	pad := strings.Repeat("x", 200)
+	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, pad)
+	var ks []string
+	if strings.HasSuffix(key, "b") {
+		var els []string
+		for i := range 3 {
+			ks = append(ks, fmt.Sprintf("%s#%d", key, i))
+			els = append(els, fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, ks[i], pad))
+		}
+		msg = "[" + strings.Join(els, ",") + "]"
+	}
 	for range 100 {
 		a, err = c.tryPost(context.Background(), msg, "Idempotency-Key", key)
 		if err != nil || a.Status != http.StatusTooManyRequests {
@@ -304,8 +330,27 @@ func postLoad(c *client, key string) (id uint64, a answer, err error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err == nil && a.Status == 201 {
-		id, err = a.postedID()
+	if err != nil || a.Status != 201 {
+		return nil, a, err
 	}
-	return id, a, err
+	if ks == nil {
+		id, err := a.postedID()
+		return map[string]uint64{key: id}, a, err
+	}
+	var ans struct{ IDs []uint64 }
+	if err := json.Unmarshal(a.Body, &ans); err != nil || len(ans.IDs) != len(ks) {
+		return nil, a, fmt.Errorf("batch answer %s: %v", a.Body, err)
+	}
+	ids = map[string]uint64{}
+	for i, k := range ks {
+		ids[k] = ans.IDs[i]
+	}
+	return ids, a, nil
+}
+
+// idemKeyOf is the Idempotency-Key of the post that carried the load
+// message k.
+func idemKeyOf(k string) string {
+	key, _, _ := strings.Cut(k, "#")
+	return key
 }
