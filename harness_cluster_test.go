@@ -226,8 +226,9 @@ func (r *retries) String() string {
 }
 
 // postRetrying posts body with Idempotency-Key key, retrying the same key
-// after a connection error or any 5xx until it is answered 201, while ctx
-// lasts; another status is an error. What it retried is counted in r.
+// after a connection error, any 5xx or a 429 rate_limited until it is
+// answered 201, while ctx lasts; another status is an error. What it
+// retried is counted in r.
 func (c *client) postRetrying(ctx context.Context, key, body string, r *retries) (uint64, error) {
 	began := time.Now()
 	var last string
@@ -243,7 +244,7 @@ func (c *client) postRetrying(ctx context.Context, key, body string, r *retries)
 		case a.Status == 201:
 			r.acked(time.Since(began))
 			return a.postedID()
-		case a.Status >= 500:
+		case a.Status >= 500 || answerKind(a) == "429 rate_limited":
 			last = fmt.Sprintf("%d %s", a.Status, a.Body)
 			r.add(answerKind(a))
 		default:
@@ -253,8 +254,8 @@ func (c *client) postRetrying(ctx context.Context, key, body string, r *retries)
 	}
 }
 
-// answerKind names a 5xx answer: the balancer's own, or the instance's
-// status and problem code.
+// answerKind names a refusal: the balancer's own, or the instance's status
+// and problem code.
 func answerKind(a answer) string {
 	if strings.HasPrefix(string(a.Body), "balancer:") {
 		return "balancer"
