@@ -10,11 +10,11 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// Append implements store.Store: one transaction that stores the entry
-// (and its idempotency key) if the room's membership is still the one the
-// recipients were taken from and the key is still unused. A post with an
-// Idempotency-Key that is repeated, on any instance, finds the key in that
-// transaction's comparison and answers the first post's id.
+// Append implements store.Store: one transaction that stores the post's
+// messages (and its idempotency key) if the room's membership is still the
+// one the recipients were taken from and the key is still unused. A post
+// with an Idempotency-Key that is repeated, on any instance, finds the key
+// in that transaction's comparison and answers the first post's ids.
 func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error) {
 	if s.closed.Load() {
 		return store.Appended{}, store.ErrClosed
