@@ -20,6 +20,7 @@ type deadlineWriter struct {
 	armed   bool // a deadline is set for the frame being written
 	once    sync.Once
 	failed  func(stalled bool) // called once, at the first failed write
+	frames  pendingFrames      // published and not yet flushed (coalesce.go)
 
 	mu       sync.Mutex // orders evict and release
 	released bool       // the handler is done with the ResponseWriter
@@ -39,8 +40,8 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 // be cut for having sent nothing (HTTP/2 resets a stream when its deadline
 // passes, write or not).
 func (d *deadlineWriter) Flush() {
-	if d.evicted.Load() {
-		return
+	if d.evicted.Load() || !d.frames.flushNow() {
+		return // evicted; or a frame published after this one will flush both
 	}
 	d.arm()
 	err := d.rc.Flush()

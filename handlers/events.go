@@ -61,7 +61,7 @@ func (s *Server) handleEvents() http.Handler {
 			fail(w, err)
 			return
 		}
-		release, ok := s.openListener(w, r)
+		release, ok := s.openListener(w, r, m)
 		if !ok {
 			return
 		}
@@ -266,9 +266,11 @@ func (st *eventStream) deliver() bool {
 func (st *eventStream) publish(ev *sse.Event) bool {
 	deadline := time.Now().Add(st.s.cfg.StallTimeout)
 	for backoff := time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
+		st.w.frames.queued()
 		if st.s.events.TryPublish(st.id, ev) {
 			return true
 		}
+		st.w.frames.dropped()
 		if time.Now().After(deadline) {
 			st.w.evict()
 			st.w.fail(true)
