@@ -99,10 +99,11 @@ func badRequests() []badRequest {
 		as("scanner: .env", "GET", "/.env", 404, "not_found"),
 		as("scanner: wp-login", "GET", "/wp-login.php", 404, "not_found"),
 
-		// Bodies that are not one JSON object.
+		// Bodies that are neither one JSON object nor an array of 1 to 64.
 		post("empty body", "", 400, "bad_json"),
 		post("not JSON", "hello", 400, "bad_json"),
-		post("array", "[]", 400, "bad_json"),
+		post("empty batch", "[]", 400, "bad_request"),
+		post("batch of non-objects", "[1,2]", 400, "bad_json"),
 		post("null", "null", 400, "bad_json"),
 		post("truncated", `{"type":"x"`, 400, "bad_json"),
 		post("garbage after", `{"type":"x"}garbage`, 400, "bad_json"),
