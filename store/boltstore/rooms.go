@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
@@ -213,7 +215,8 @@ func (s *Store) claimPending(tx *bolt.Tx, room, id string) error {
 	delete(s.staged.held, room)
 	s.afterCommit(func() { s.index.claimed(room, claimed) })
 	if len(claimed) > 0 {
-		s.notifyAfterCommit(room, 0, id)
+		// upto is the newest claimed id (0 would announce a removal).
+		s.notifyAfterCommit(room, slices.Max(slices.Collect(maps.Keys(claimed))), id)
 	}
 	return nil
 }
