@@ -46,6 +46,10 @@ type config struct {
 	redirectAddr    string
 	h2c             bool
 
+	memberRateLimit  float64
+	memberRateBurst  int
+	maxOpenPerMember int
+
 	passwordGuesses     int
 	roomPasswordGuesses int
 	passwordGuessWindow time.Duration
@@ -89,9 +93,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.stallTimeout, "stall-timeout", 10*time.Second, "evict an SSE reader that takes no frame (a long-poll reader no 64 KiB of its answer) for this long")
 	fs.DurationVar(&c.maxStreamLife, "max-stream-life", 30*time.Minute, "end SSE streams after about this long (randomized ±25%; clients resume); 0 = never")
 	fs.IntVar(&c.ssePadding, "sse-padding", 0, "bytes of comment padding at the start of each SSE stream, for buffering middleboxes")
-	fs.Float64Var(&c.rateLimit, "rate-limit", 50, "requests per second per client IP; 0 = unlimited")
-	fs.IntVar(&c.rateBurst, "rate-burst", 200, "requests at once per client IP")
-	fs.IntVar(&c.maxOpenPerIP, "max-streams-per-ip", 100, "open event streams and long-polls per client IP; 0 = unlimited")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 50, "calls without a member's token (joins, room info, a missing or unknown token) per second per client IP; 0 = unlimited")
+	fs.IntVar(&c.rateBurst, "rate-burst", 200, "such calls at once per client IP")
+	fs.Float64Var(&c.memberRateLimit, "member-rate-limit", 20, "calls with a member's token per second per member; 0 = unlimited")
+	fs.IntVar(&c.memberRateBurst, "member-rate-burst", 100, "such calls at once per member")
+	fs.IntVar(&c.maxOpenPerMember, "max-streams-per-member", 4, "open event streams and long-polls per member; 0 = unlimited")
+	fs.IntVar(&c.maxOpenPerIP, "max-streams-per-ip", 5000, "open event streams and long-polls of all the members behind one client IP; 0 = unlimited")
 	fs.IntVar(&c.maxRooms, "max-rooms", 100000, "rooms in total; 0 = unlimited")
 	fs.IntVar(&c.passwordGuesses, "password-guesses", 5, "failed password guesses per room and client IP within -password-guess-window; then 429; 0 = unlimited")
 	fs.IntVar(&c.roomPasswordGuesses, "room-password-guesses", 30, "failed password guesses per room from every IP within -password-guess-window; then 429 (members resuming are let in); 0 = unlimited")
@@ -181,7 +188,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.redirectAddr != "" && c.tlsCert == "" {
 		return c, errors.New("-http-redirect-addr needs -tls-cert and -tls-key")
 	}
-	if c.rateLimit < 0 || c.rateBurst < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 || c.deliveryCache < 0 ||
+	if c.rateLimit < 0 || c.rateBurst < 0 || c.memberRateLimit < 0 || c.memberRateBurst < 0 || c.maxOpenPerMember < 0 || c.maxOpenPerIP < 0 || c.maxRooms < 0 || c.maxRoomMessages < 0 || c.ssePadding < 0 || c.deliveryCache < 0 ||
 		c.passwordGuesses < 0 || c.roomPasswordGuesses < 0 {
 		return c, errors.New("limits cannot be negative (0 switches one off)")
 	}

@@ -34,8 +34,9 @@ func buildTincan(t testing.TB) string {
 }
 
 // binServer is the binary serving on a loopback port with a bbolt file in a
-// temp dir; the rate and per-address limits are off (all the test's clients
-// share 127.0.0.1), the embedded TURN too, unless the flags say otherwise.
+// temp dir; the rate limits and the caps on open streams are off (all the
+// test's clients share 127.0.0.1), the embedded TURN too, unless the flags
+// say otherwise.
 // TINCAN_* variables of the test's environment are not passed on (withEnv
 // sets its own). The file outlives each process: restart runs the binary
 // again on it, and the endpoint follows it to its new port. Every process
@@ -69,7 +70,7 @@ func startBinServer(t testing.TB, bin string, opts ...serverOption) *binServer {
 		endpoint: newEndpoint("", cfg.client),
 		t:        t,
 		bin:      bin,
-		argv:     append([]string{"-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0", "-max-streams-per-ip", "0"}, cfg.flags...),
+		argv:     append([]string{"-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0", "-member-rate-limit", "0", "-max-streams-per-ip", "0", "-max-streams-per-member", "0"}, cfg.flags...),
 	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TINCAN_") {

@@ -76,10 +76,10 @@ func (c *serverConfig) apply(opts []serverOption) {
 }
 
 // testServer is run serving in this process on 127.0.0.1 with a bbolt file
-// in a temp dir, the embedded TURN and the rate limit off unless the flags
-// say otherwise. Its endpoint reaches it, on whatever port it listens now;
-// its log is kept and shown when the test fails. It stops at the end of
-// the test that started it.
+// in a temp dir, the embedded TURN and the rate limits (per address and per
+// member) off unless the flags say otherwise. Its endpoint reaches it, on
+// whatever port it listens now; its log is kept and shown when the test
+// fails. It stops at the end of the test that started it.
 type testServer struct {
 	*endpoint
 	t    testing.TB // the test that started it, which owns its cleanups
@@ -98,7 +98,7 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 	s := &testServer{
 		endpoint: newEndpoint("", cfg.client),
 		t:        t,
-		argv:     append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0"}, cfg.flags...),
+		argv:     append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0", "-member-rate-limit", "0"}, cfg.flags...),
 		env:      cfg.env,
 		log:      &syncBuffer{},
 	}

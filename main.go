@@ -97,6 +97,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:        log,
 		Registry:      reg,
 
+		MemberRateLimit:  cfg.memberRateLimit,
+		MemberRateBurst:  cfg.memberRateBurst,
+		MaxOpenPerMember: cfg.maxOpenPerMember,
+
 		PasswordGuesses:     cfg.passwordGuesses,
 		RoomPasswordGuesses: cfg.roomPasswordGuesses,
 		PasswordGuessWindow: cfg.passwordGuessWindow,

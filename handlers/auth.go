@@ -61,21 +61,32 @@ func (s *Server) member(r *http.Request, allowQuery bool) (store.Member, error) 
 	return m, err
 }
 
-// authenticate finds the member whose token the request carries, and
-// counts the request as a sign of life. A missing or unknown token is 401
-// unauthorized, whose detail says where the token goes (tokenHint).
+// authenticate finds the member whose token the request carries, counts
+// the request as a sign of life and against the member's rate limit (429
+// rate_limited). A missing or unknown token is 401 unauthorized, whose
+// detail says where the token goes (tokenHint), and counts against the
+// address's rate limit instead, so that nobody guesses tokens at will.
 func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, error) {
 	token := bearer(r, allowQuery)
 	if token == "" {
+		if err := s.limitAddress(r); err != nil {
+			return store.Member{}, err
+		}
 		return store.Member{}, errorf(401, "unauthorized", "this call needs the member's token: %s", tokenHint(r, allowQuery))
 	}
 	m, err := s.store.Authenticate(r.Context(), token)
 	if errors.Is(err, store.ErrUnauthorized) {
+		if err := s.limitAddress(r); err != nil {
+			return store.Member{}, err
+		}
 		return store.Member{}, errorf(401, "unauthorized", "unknown or expired token (join the room again for a new one); %s", tokenHint(r, allowQuery))
 	}
 	if err != nil {
 		return store.Member{}, err
 	}
 	s.store.Touch(m)
+	if err := s.limitMember(m); err != nil {
+		return store.Member{}, err
+	}
 	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/tincan/tincan/store"
 )
@@ -20,10 +21,11 @@ type problem struct {
 
 // apiError is a refusal on its way to the client.
 type apiError struct {
-	status int
-	code   string
-	detail string
-	cause  error // what the log says instead of detail; nil: detail says it
+	status     int
+	code       string
+	detail     string
+	cause      error         // what the log says instead of detail; nil: detail says it
+	retryAfter time.Duration // the answer's Retry-After, in whole seconds rounded up; 0: none of its own
 }
 
 func (e *apiError) Error() string { return e.detail }
@@ -36,6 +38,12 @@ func errorf(status int, code, format string, args ...any) *apiError {
 // the client is not shown.
 func (e *apiError) because(cause error) *apiError {
 	e.cause = cause
+	return e
+}
+
+// retryIn sets the Retry-After that the answer of e carries.
+func (e *apiError) retryIn(wait time.Duration) *apiError {
+	e.retryAfter = wait
 	return e
 }
 
@@ -105,6 +113,9 @@ func fail(w http.ResponseWriter, err error) {
 		p.Status, p.Code, p.Detail = ae.status, ae.code, ae.detail
 		if ae.cause != nil {
 			cause = ae.cause
+		}
+		if ae.retryAfter > 0 {
+			w.Header().Set("Retry-After", retryAfterSeconds(ae.retryAfter))
 		}
 	case errors.As(err, &se) && statusOf[se.Code] != 0:
 		p.Status, p.Code, p.Detail = statusOf[se.Code], se.Code, se.Msg

@@ -12,17 +12,17 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// admitGuess admits a join of room as a guess at its password, unless
-// token is that of a member of room: a resume, which is never counted, so
-// that no stranger's guessing locks a member out. A guess refused is
-// answered 429 too_many_guesses, with Retry-After, and ok is false.
-// Otherwise the caller hands done the store's answer to the join once it
-// has it: ErrBadPassword counts as a failed guess.
-func (s *Server) admitGuess(w http.ResponseWriter, r *http.Request, token, room string) (done func(joinErr error), ok bool) {
-	if s.isMemberOf(r, token, room) {
+// admitGuess admits a join of room as a guess at its password, unless it
+// is a resume (the token of a member of room: resumeOf), which is never
+// counted, so that no stranger's guessing locks a member out. A guess
+// refused is answered 429 too_many_guesses, with Retry-After, and ok is
+// false. Otherwise the caller hands done the store's answer to the join
+// once it has it: ErrBadPassword counts as a failed guess.
+func (s *Server) admitGuess(w http.ResponseWriter, r *http.Request, resume bool, room string) (done func(joinErr error), ok bool) {
+	if resume {
 		return func(error) {}, true
 	}
-	guessed, wait := s.guesses.admit(room, s.limits.clientIP(r), s.cfg.Now())
+	guessed, wait := s.guesses.admit(room, s.clientIP(r), s.cfg.Now())
 	if guessed == nil {
 		s.metrics.guessesRefused.Inc()
 		retry := retryAfterSeconds(wait)
@@ -39,13 +39,14 @@ func (s *Server) admitGuess(w http.ResponseWriter, r *http.Request, token, room 
 	}, true
 }
 
-// isMemberOf reports whether token is that of a member of room.
-func (s *Server) isMemberOf(r *http.Request, token, room string) bool {
+// resumeOf returns the member of room whose token is token, if any: a
+// join with it is that member's resume.
+func (s *Server) resumeOf(r *http.Request, token, room string) (store.Member, bool) {
 	if token == "" {
-		return false
+		return store.Member{}, false
 	}
 	m, err := s.store.Authenticate(r.Context(), token)
-	return err == nil && m.Room == room
+	return m, err == nil && m.Room == room
 }
 
 // guessLimiter limits failed password guesses, so that nobody keeps the

@@ -22,14 +22,27 @@ type joinAnswer struct {
 }
 
 // handleJoin admits a member to the room, or resumes the member whose token
-// the request carries: 201 for a new member, 200 for a resume. A join that
-// is not a resume is a guess at the room's password, refused with 429
-// too_many_guesses (before the store compares any password) once its
-// address or the room has used up its failed guesses. The body is
-// parseJoinBody's: a member other than "password" is refused, named.
+// the request carries: 201 for a new member, 200 for a resume. A resume
+// counts against the member's rate limit, a new join against its
+// address's. A join that is not a resume is a guess at the room's
+// password, refused with 429 too_many_guesses (before the store compares
+// any password) once its address or the room has used up its failed
+// guesses. The body is parseJoinBody's: a member other than "password" is
+// refused, named.
 func (s *Server) handleJoin() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		room, err := roomParam(r)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		token := bearer(r, false)
+		m, resume := s.resumeOf(r, token, room)
+		if resume {
+			err = s.limitMember(m)
+		} else {
+			err = s.limitAddress(r)
+		}
 		if err != nil {
 			fail(w, err)
 			return
@@ -48,8 +61,7 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}
-		token := bearer(r, false)
-		guessed, ok := s.admitGuess(w, r, token, room)
+		guessed, ok := s.admitGuess(w, r, resume, room)
 		if !ok {
 			return
 		}
@@ -96,6 +108,7 @@ func (s *Server) handleLeave() http.Handler {
 }
 
 // handleRoom answers how many members a room has, of how many it admits.
+// It counts against the address's rate limit.
 func (s *Server) handleRoom() http.Handler {
 	type answer struct {
 		Room      string `json:"room"`
@@ -103,6 +116,10 @@ func (s *Server) handleRoom() http.Handler {
 		Capacity  int    `json:"capacity"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.limitAddress(r); err != nil {
+			fail(w, err)
+			return
+		}
 		room, err := roomParam(r)
 		if err != nil {
 			fail(w, err)

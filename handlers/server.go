@@ -31,11 +31,15 @@ type Config struct {
 	AllowOrigins  []string      // CORS origins; none = same origin only
 	SSEPadding    int           // bytes of comment sent first on a stream, for buffering middleboxes
 
-	// Per client IP (0 switches a limit off).
-	RateLimit    float64 // requests per second
-	RateBurst    int     // requests at once
-	MaxOpenPerIP int     // event streams and long-polls open at once
-	TrustProxy   bool    // take the client IP from X-Forwarded-For
+	// The request limits (limits.go says what each counts); 0 switches a
+	// limit off.
+	RateLimit        float64 // per client IP: calls without a member's token per second
+	RateBurst        int     // per client IP: such calls at once
+	MemberRateLimit  float64 // per member: calls with its token per second
+	MemberRateBurst  int     // per member: such calls at once
+	MaxOpenPerMember int     // per member: event streams and long-polls open at once
+	MaxOpenPerIP     int     // per client IP: the event streams and long-polls of all its members
+	TrustProxy       bool    // take the client IP from X-Forwarded-For
 
 	// Failed password guesses at a room within PasswordGuessWindow
 	// (default a minute), per client IP and per room from every IP; 0
@@ -81,14 +85,15 @@ func (c *Config) setDefaults() {
 
 // Server is the HTTP API. Serve it with net/http and run Run beside it.
 type Server struct {
-	cfg     Config
-	store   store.Store
-	log     *slog.Logger
-	metrics *metrics
-	limits  *limiter
-	guesses *guessLimiter
-	events  *sse.Server
-	handler http.Handler
+	cfg       Config
+	store     store.Store
+	log       *slog.Logger
+	metrics   *metrics
+	addresses *limiter // per client IP
+	members   *limiter // per member
+	guesses   *guessLimiter
+	events    *sse.Server
+	handler   http.Handler
 
 	streams *streamRegistry // the open event streams; drained by Drain
 	streamN atomic.Uint64   // names the r3labs streams
@@ -100,25 +105,26 @@ type Server struct {
 func New(cfg Config, st store.Store) *Server {
 	cfg.setDefaults()
 	s := &Server{
-		cfg:     cfg,
-		store:   st,
-		log:     cfg.Logger,
-		streams: newStreamRegistry(),
-		hangups: newHangups(),
-		limits:  newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP, cfg.TrustProxy),
-		guesses: newGuessLimiter(cfg.PasswordGuesses, cfg.RoomPasswordGuesses, cfg.PasswordGuessWindow),
+		cfg:       cfg,
+		store:     st,
+		log:       cfg.Logger,
+		streams:   newStreamRegistry(),
+		hangups:   newHangups(),
+		addresses: newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP),
+		members:   newLimiter(cfg.MemberRateLimit, cfg.MemberRateBurst, cfg.MaxOpenPerMember),
+		guesses:   newGuessLimiter(cfg.PasswordGuesses, cfg.RoomPasswordGuesses, cfg.PasswordGuessWindow),
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
-	s.handler = asSent(s.middleware(s.limitBodyTime(s.limitRequests(s.routes()))))
+	s.handler = asSent(s.middleware(s.limitBodyTime(s.routes())))
 	return s
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // Run does the background work until ctx ends: heartbeats, and forgetting
-// the rate limits of clients gone quiet and the password guesses past
-// their window. (The store does its own: pruning,
+// the rate limits of addresses and members gone quiet and the password
+// guesses past their window. (The store does its own: pruning,
 // removing silent members.)
 func (s *Server) Run(ctx context.Context) error {
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
@@ -133,7 +139,8 @@ func (s *Server) Run(ctx context.Context) error {
 			s.heartbeat()
 		case <-sweep.C:
 			now := s.cfg.Now()
-			s.limits.sweep(now.Add(-time.Minute))
+			s.addresses.sweep(now.Add(-time.Minute))
+			s.members.sweep(now.Add(-time.Minute))
 			s.guesses.sweep(now)
 		}
 	}
