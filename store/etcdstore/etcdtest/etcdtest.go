@@ -36,6 +36,12 @@ type Config struct {
 	// (etcd's --auto-compaction-mode=periodic), so that watches can fall
 	// behind compaction as in production.
 	CompactEvery time.Duration
+
+	// Direct makes clients reach each member at its own client port, with
+	// no gate in between: for benchmarks, where the gate's copying would
+	// be measured too. Stop then leaves client connections to etcd to
+	// notice the member's end, and a restarted member keeps its port.
+	Direct bool
 }
 
 // Cluster is a running etcd cluster; every method is safe for concurrent
@@ -44,7 +50,8 @@ type Config struct {
 // run.
 type Cluster struct {
 	configs   []*embed.Config
-	gates     []*gate
+	gates     []*gate // none with Direct
+	direct    bool
 	scheme    string // of the client URLs
 	endpoints []string
 
@@ -77,23 +84,42 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	return nil
 }
 
+// StartIn is Start for a caller without a testing.TB (a TestMain, a
+// benchmark's command): the cluster keeps its data under dir, and runs
+// until Close.
+func StartIn(dir string, cfg Config) (*Cluster, error) {
+	if cfg.Members < 1 {
+		return nil, fmt.Errorf("etcdtest: %d members", cfg.Members)
+	}
+	return start(dir, cfg)
+}
+
+// Close stops every member and the gates.
+func (c *Cluster) Close() { c.stopAll() }
+
 func start(dir string, cfg Config) (*Cluster, error) {
 	n := cfg.Members
-	ports, err := freePorts(n)
+	ports, err := freePorts(2 * n) // peers, then clients (Direct)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{members: make([]*embed.Etcd, n), scheme: "http"}
+	c := &Cluster{members: make([]*embed.Etcd, n), scheme: "http", direct: cfg.Direct}
 	if cfg.CertFile != "" {
 		c.scheme = "https"
 	}
-	for range n {
+	clientHosts := make([]string, n)
+	for i := range n {
+		if cfg.Direct {
+			clientHosts[i] = fmt.Sprintf("127.0.0.1:%d", ports[n+i])
+			continue
+		}
 		g, err := openGate()
 		if err != nil {
 			c.stopAll()
 			return nil, err
 		}
 		c.gates = append(c.gates, g)
+		clientHosts[i] = g.addr()
 	}
 	var initial []string
 	for i := range n {
@@ -106,7 +132,7 @@ func start(dir string, cfg Config) (*Cluster, error) {
 		// Peers find each other at fixed ports; clients at the gate (the
 		// member's own client port is picked by each run).
 		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
-		client := url.URL{Scheme: c.scheme, Host: c.gates[i].addr()}
+		client := url.URL{Scheme: c.scheme, Host: clientHosts[i]}
 		e.ListenPeerUrls, e.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		e.AdvertiseClientUrls = []url.URL{client}
 		e.InitialCluster = strings.Join(initial, ",")
@@ -168,6 +194,9 @@ func (c *Cluster) run(i int) error {
 	}
 	cfg := c.configs[i]
 	cfg.ListenClientUrls = []url.URL{{Scheme: c.scheme, Host: fmt.Sprintf("127.0.0.1:%d", own[0])}}
+	if c.direct {
+		cfg.ListenClientUrls = cfg.AdvertiseClientUrls
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("member %d: %w", i, err)
@@ -185,7 +214,9 @@ func (c *Cluster) run(i int) error {
 	c.mu.Lock()
 	c.members[i] = e
 	c.mu.Unlock()
-	c.gates[i].open(cfg.ListenClientUrls[0].Host)
+	if !c.direct {
+		c.gates[i].open(cfg.ListenClientUrls[0].Host)
+	}
 	return nil
 }
 
@@ -216,7 +247,9 @@ func (c *Cluster) Stop(i int) {
 	c.members[i] = nil
 	c.mu.Unlock()
 	if e != nil {
-		c.gates[i].cut()
+		if !c.direct {
+			c.gates[i].cut()
+		}
 		e.Server.HardStop()
 		e.Close()
 	}
