@@ -8,14 +8,19 @@
 //
 // Receives over Server-Sent Events and switches to long-poll by itself when the
 // stream does not work (no `ready` frame within readyTimeout of opening it: a
-// buffering proxy; or errors twice in a row), and back once a trial stream works. Resumes after any gap from the last
-// id it delivered, drops duplicate ids, retries POSTs with an Idempotency-Key, and
-// keeps its token in sessionStorage so that a reload re-joins as the same member.
-// Tells when the server stops answering (stopped, network gone) and when it
-// answers again; an outage is waited out, it does not count as a stream that
-// fails. No dependencies, no build step.
+// buffering proxy; or errors twice in a row), and back once a trial stream works.
+// Resumes after any gap from the last id it delivered, drops duplicate ids, retries
+// POSTs with an Idempotency-Key, sends ICE candidates gathered close together in one
+// POST (one per POST to a server that does not take batches), and keeps its token in
+// sessionStorage so that a reload re-joins as the same member. Tells when the server
+// stops answering (stopped, network gone) and when it answers again; an outage is
+// waited out, it does not count as a stream that fails. No dependencies, no build step.
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+// The most messages one POST carries (the server's limit), and how long a
+// candidate waits for others to go out with it.
+const MAX_BATCH = 64;
+const BATCH_WINDOW_MS = 5;
 
 /** An error answered by the server (problem+json) or a network failure. */
 export class TincanError extends Error {
@@ -31,6 +36,8 @@ export class TincanError extends Error {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// A promise that fulfils when p settles, either way.
+const settled = (p) => p.then(() => {}, () => {});
 
 // Exponential backoff with jitter: attempt 0 → base/2..base, doubling up to max.
 function backoff(attempt, base = 500, max = 15000) {
@@ -133,7 +140,7 @@ export class Client {
     this.reachable = true;
     /** current long-poll wait in seconds (shortened after a 502/504) */
     this.pollWait = opts.pollWait ?? 25;
-    this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, acks: 0, acked: 0, fallback: null };
+    this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, batches: 0, batchFallback: null, acks: 0, acked: 0, fallback: null };
     this._password = opts.password;
     this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
     this._readyTimeout = opts.readyTimeout ?? 5000;
@@ -146,6 +153,9 @@ export class Client {
     this._fetch = opts.fetch || globalThis.fetch.bind(globalThis);
     this._sent = Promise.resolve(); // settles when every send so far has
     this._barrier = Promise.resolve(); // settles when the last non-candidate and all before it have
+    this._batch = null; // the candidates waiting to go out together
+    this._batching = true; // false once the server refused a batch as such
+    this._batchWindow = BATCH_WINDOW_MS;
     this._es = null;
     this._esLost = null; // ends the open stream as if it had failed
     this._outages = 0; // stream retries since the server last answered
@@ -559,30 +569,90 @@ export class Client {
   /**
    * Send a message (a JSON object with a `type`) to every other member, or to one.
    * POSTs go out in order, each retried with the same Idempotency-Key; resolves to
-   * the message id. One exception to the order: a run of `candidate` messages goes
-   * out at once, after everything sent before the run, because ICE does not care in
-   * which order candidates arrive and each POST waits for a commit to disk: a call's
-   * setup then waits for a few commits instead of one per candidate. Any other
-   * message waits for every send before it, candidates included.
+   * the message id. One exception to the order: `candidate` messages sent close
+   * together (within batchWindow ms of the first, at most 64) go out as one batch
+   * POST, after everything sent before them, and batches of one run go out without
+   * waiting for each other, because ICE does not care in which order candidates
+   * arrive and each POST waits for a commit to disk: a call's setup then waits for
+   * a commit or two instead of one per candidate. Any other message waits for every
+   * send before it, candidates included.
    */
   send(msg, to) {
     const body = { ...msg };
     delete body.id;
     delete body.from;
     if (to) body.to = to;
+    if (body.type === 'candidate') return this._sendCandidate(body);
+    this._closeBatch(); // what follows this message waits for it
     const key = randomKey();
-    const settled = (p) => p.then(() => {}, () => {});
-    let p;
-    if (body.type === 'candidate') {
-      p = this._barrier.then(() => this._post(body, key));
-      this._sent = Promise.all([this._sent, settled(p)]);
-    } else {
-      p = this._sent.then(() => this._post(body, key));
-      this._sent = this._barrier = settled(p);
-    }
+    const p = this._sent.then(() => this._post(body, key)).then((answer) => answer.id);
+    this._sent = this._barrier = settled(p);
     return p;
   }
 
+  // A candidate joins the open batch, or opens one.
+  _sendCandidate(body) {
+    const batch = this._batch || this._openBatch();
+    return new Promise((resolve, reject) => {
+      batch.items.push({ body, resolve, reject });
+      if (batch.items.length >= MAX_BATCH) this._closeBatch();
+    });
+  }
+
+  // A batch collects candidates until batchWindow ms have passed since its
+  // first and everything sent before it has gone out (until then they could
+  // not leave anyway), until it is full, or until a message other than a
+  // candidate is sent; then it is posted.
+  _openBatch() {
+    const barrier = this._barrier;
+    let close;
+    const batch = { items: [], timer: 0, closed: new Promise((resolve) => { close = resolve; }) };
+    batch.close = () => { clearTimeout(batch.timer); close(); };
+    this._batch = batch;
+    const windowOver = new Promise((resolve) => { batch.timer = setTimeout(resolve, this._batchWindow); });
+    Promise.all([barrier, windowOver]).then(() => { if (this._batch === batch) this._closeBatch(); });
+    const done = Promise.all([barrier, batch.closed]).then(() => this._postBatch(batch.items));
+    this._sent = Promise.all([this._sent, done]);
+    return batch;
+  }
+
+  _closeBatch() {
+    const batch = this._batch;
+    if (!batch) return;
+    this._batch = null;
+    batch.close();
+  }
+
+  // Post a batch's candidates and settle each one's send. A batch refused
+  // because of one of its elements, or for its size, is sent again one
+  // candidate per POST, so that each gets its own answer; a 400 that names no
+  // element comes from a server that does not take batches: from then on
+  // every candidate goes alone.
+  async _postBatch(items) {
+    if (items.length > 1 && this._batching) {
+      try {
+        const answer = await this._post(items.map((it) => it.body), randomKey());
+        const ids = answer && answer.ids;
+        if (!Array.isArray(ids) || ids.length !== items.length) throw new TincanError(0, null, 'send: the answer to a batch has no ids');
+        this.stats.batches++;
+        items.forEach((it, i) => it.resolve(ids[i]));
+        return;
+      } catch (err) {
+        const names = err instanceof TincanError && /^message \d+:/.test((err.problem && err.problem.detail) || '');
+        if (err.status === 400 && !names) {
+          this._batching = false;
+          this.stats.batchFallback = `a batch answered 400 (${err.message})`;
+        } else if (!(names || err.status === 413)) {
+          for (const it of items) it.reject(err);
+          return;
+        }
+      }
+    }
+    await Promise.all(items.map((it) => this._post(it.body, randomKey()).then((a) => it.resolve(a.id), it.reject)));
+  }
+
+  // POST one message (an object) or a batch (an array) and return the answer
+  // ({id} or {ids}), retrying with the same Idempotency-Key.
   async _post(body, key) {
     const data = JSON.stringify(body);
     for (let attempt = 0; ; attempt++) {
@@ -599,7 +669,7 @@ export class Client {
         res = null;
         if (attempt >= 7) throw new TincanError(0, null, `send: ${err.message}`);
       }
-      if (res && res.status === 201) return (await res.json()).id;
+      if (res && res.status === 201) return res.json();
       if (res) {
         const retriable = res.status === 429 || res.status >= 500;
         if (!retriable || attempt >= 7) {
@@ -628,6 +698,7 @@ export class Client {
 
   _stop() {
     this.closed = true;
+    this._closeBatch(); // its sends fail at once
     if (this._es) { this._es.close(); this._es = null; }
     if (this._pollAbort) this._pollAbort.abort();
     clearTimeout(this._sseRetryTimer);
