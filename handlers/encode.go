@@ -53,6 +53,7 @@ var statusOf = map[string]int{
 	"not_member":        http.StatusForbidden,
 	"bad_password":      http.StatusForbidden,
 	"password_required": http.StatusForbidden,
+	"bad_request":       http.StatusBadRequest,
 	"room_full":         http.StatusConflict,
 	"unknown_peer":      http.StatusNotFound,
 	"too_many_messages": http.StatusTooManyRequests,
