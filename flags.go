@@ -104,7 +104,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.roomPasswordGuesses, "room-password-guesses", 30, "failed password guesses per room from every IP within -password-guess-window; then 429 (members resuming are let in); 0 = unlimited")
 	fs.DurationVar(&c.passwordGuessWindow, "password-guess-window", time.Minute, "the window in which failed password guesses are counted")
 	fs.BoolVar(&c.trustProxy, "trust-proxy", false, "take the client IP from X-Forwarded-For (only behind a proxy you run)")
-	fs.BoolVar(&c.h2c, "h2c", true, "on plain HTTP also serve HTTP/2 without TLS (h2c, prior knowledge), for reverse proxies that speak it upstream")
+	fs.BoolVar(&c.h2c, "h2c", false, "on plain HTTP also serve HTTP/2 without TLS (h2c, prior knowledge), for reverse proxies that speak it upstream")
 	fs.StringVar(&c.redirectAddr, "http-redirect-addr", "", "with TLS: also listen here with plain HTTP and redirect to HTTPS (e.g. :80); unset = plain HTTP refused")
 	fs.IntVar(&c.maxRoomMessages, "max-room-messages", 20000, "retained (unacknowledged) messages per room; 0 = unlimited")
 	fs.IntVar(&c.deliveryCache, "delivery-cache", 16, "MiB of the newest messages kept in memory, so that live delivery does not read the disk; 0 = none")
