@@ -14,12 +14,15 @@ import (
 
 // admitGuess admits a join of room as a guess at its password, unless it
 // is a resume (the token of a member of room: resumeOf), which is never
-// counted, so that no stranger's guessing locks a member out. A guess
+// counted, so that no stranger's guessing locks a member out, or carries no
+// password, which cannot be a guess (the store refuses it as
+// password_required without comparing anything), so that many people
+// joining an open room from one address at once are not held back. A guess
 // refused is answered 429 too_many_guesses, with Retry-After, and ok is
 // false. Otherwise the caller hands done the store's answer to the join
 // once it has it: ErrBadPassword counts as a failed guess.
-func (s *Server) admitGuess(w http.ResponseWriter, r *http.Request, resume bool, room string) (done func(joinErr error), ok bool) {
-	if resume {
+func (s *Server) admitGuess(w http.ResponseWriter, r *http.Request, resume bool, room, password string) (done func(joinErr error), ok bool) {
+	if resume || password == "" {
 		return func(error) {}, true
 	}
 	guessed, wait := s.guesses.admit(room, s.clientIP(r), s.cfg.Now())

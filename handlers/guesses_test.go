@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tincan/tincan/store"
 	"github.com/tincan/tincan/store/boltstore"
 )
 
@@ -178,5 +179,22 @@ func TestGuessLimiterOff(t *testing.T) {
 	}
 	if len(g.addrs) != 0 {
 		t.Errorf("with no address limit the limiter holds %d addresses", len(g.addrs))
+	}
+}
+
+// Joins without a password are no guesses: many people joining an open
+// room from one address at the same moment all get in.
+func TestJoinsWithoutPasswordAreNoGuesses(t *testing.T) {
+	a := newTestAPI(t, Config{PasswordGuesses: 1, RoomPasswordGuesses: 1}, boltstore.Options{Options: store.Options{Capacity: 12}})
+	var wg sync.WaitGroup
+	statuses := make([]int, 12)
+	for i := range statuses {
+		wg.Go(func() { statuses[i] = a.do("POST", "/rooms/open/join", "", "").status })
+	}
+	wg.Wait()
+	for i, st := range statuses {
+		if st != http.StatusCreated {
+			t.Fatalf("join %d of 12 at once from one address: %d; want 201 (a join without a password is no guess)", i, st)
+		}
 	}
 }

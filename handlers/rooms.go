@@ -24,8 +24,8 @@ type joinAnswer struct {
 // handleJoin admits a member to the room, or resumes the member whose token
 // the request carries: 201 for a new member, 200 for a resume. A resume
 // counts against the member's rate limit, a new join against its
-// address's. A join that is not a resume is a guess at the room's
-// password, refused with 429 too_many_guesses (before the store compares
+// address's. A join with a password that is not a resume is a guess at
+// the room's password, refused with 429 too_many_guesses (before the store compares
 // any password) once its address or the room has used up its failed
 // guesses. The body is parseJoinBody's: a member other than "password" is
 // refused, named.
@@ -61,7 +61,7 @@ func (s *Server) handleJoin() http.Handler {
 			fail(w, errorf(503, "shutting_down", "server is shutting down"))
 			return
 		}
-		guessed, ok := s.admitGuess(w, r, resume, room)
+		guessed, ok := s.admitGuess(w, r, resume, room, password)
 		if !ok {
 			return
 		}
