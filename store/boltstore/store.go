@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tincan/tincan/store"
 )
@@ -116,7 +117,7 @@ func Open(path string, opts Options) (*Store, error) {
 		NoFreelistSync: true,
 		MmapFlags:      mmapFlags, // a cold start reads the file at once, not a fault per page
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: another process holds this file (is another tincan running on it?): %w", path, err)
 	}
 	if err != nil {

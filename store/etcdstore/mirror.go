@@ -434,16 +434,6 @@ func (mr *mirror) lookup(hash [32]byte) (store.Member, bool) {
 	return m, ok
 }
 
-// isMember reports whether m is a member, and its join revision.
-func (mr *mirror) isMember(m store.Member) (joined int64, ok bool) {
-	mr.mu.RLock()
-	defer mr.mu.RUnlock()
-	if mm := mr.member(m.Room, m.ID); mm != nil {
-		return mm.joined, true
-	}
-	return 0, false
-}
-
 // read returns up to limit entries for m after its cursor, max(after,
 // acknowledged, unsaved), made after oldest (unix nanoseconds). ok is
 // false when m is not a member.
