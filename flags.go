@@ -68,6 +68,10 @@ type config struct {
 	turnUserAllocations      int
 	turnMaxLifetime          time.Duration
 	iceServers               stringList
+
+	version bool              // -version: print it and exit
+	twins   map[string]string // every flag's environment twin (TINCAN_CLIENT_TIMEOUT) -> its name
+	fromEnv map[string]bool   // the flags that their twin set
 }
 
 // parseFlags reads the flags; a flag not given on the command line takes its
@@ -127,23 +131,33 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.turnMaxAllocations, "turn-max-allocations", 10000, "TURN allocations in total; 0 = unlimited")
 	fs.IntVar(&c.turnUserAllocations, "turn-user-allocations", 64, "TURN allocations per user; 0 = unlimited")
 	fs.DurationVar(&c.turnMaxLifetime, "turn-max-lifetime", 12*time.Hour, "longest TURN allocation lifetime")
+	fs.BoolVar(&c.version, "version", false, "print the version and VCS revision, then exit (also: tincan version); it has no environment twin")
 	fs.Var(&c.iceServers, "ice-server", "extra ICE server URL to hand out (repeatable), e.g. turn:turn.example.com:3478")
 
 	if err := fs.Parse(args[1:]); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q (flags only; or: tincan bench -h)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q (flags only; or: tincan bench -h, tincan version)", fs.Arg(0))
+	}
+	if c.version {
+		return c, nil // nothing else matters
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var errs []error
+	c.twins, c.fromEnv = map[string]string{}, map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return // TINCAN_VERSION=… must not turn a server into a version print
+		}
 		env := "TINCAN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		c.twins[env] = f.Name
 		v := getenv(env)
 		if given[f.Name] || v == "" {
 			return
 		}
+		c.fromEnv[f.Name] = true
 		values := []string{v}
 		if _, repeatable := f.Value.(interface{ repeatable() }); repeatable {
 			values = strings.Split(v, ",")

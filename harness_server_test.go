@@ -122,7 +122,11 @@ func (s *testServer) start(t testing.TB) {
 	out := &lineWriter{lines: make(chan string, 16)}
 	done := make(chan error, 1)
 	getenv := func(name string) string { return s.env[name] }
-	go func() { done <- run(ctx, s.argv, getenv, out, s.log) }()
+	var environ []string // where run looks for TINCAN_* variables that are no flag's twin
+	for name, value := range s.env {
+		environ = append(environ, name+"="+value)
+	}
+	go func() { done <- run(ctx, s.argv, getenv, out, s.log, environ...) }()
 	var url string
 	select {
 	case line := <-out.lines:

@@ -35,18 +35,26 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr, os.Environ()...); err != nil {
 		fmt.Fprintf(os.Stderr, "tincan: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 // run is the whole program: it serves until ctx ends, then shuts down
-// gracefully. It prints "tincan listening on URL" on stdout once the HTTP
-// listener is up.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// gracefully and logs "stopped". It prints "tincan listening on URL" on
+// stdout once the HTTP listener is up, then "open URL in a browser".
+// getenv reads the flags' environment twins; environ, the environment in
+// os.Environ's form, is only looked through for TINCAN_* variables that
+// are no flag's twin, to warn of them.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, environ ...string) (err error) {
 	if len(args) > 1 && args[1] == "bench" {
 		return runBench(ctx, args[2:], stdout, stderr)
+	}
+	build := readBuildInfo()
+	if len(args) > 1 && args[1] == "version" {
+		printVersion(stdout, build)
+		return nil
 	}
 	cfg, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -55,11 +63,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if cfg.version {
+		printVersion(stdout, build)
+		return nil
+	}
 	level := slog.LevelInfo
 	if cfg.debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("starting", "version", build.version, "revision", build.revision)
+	warnUnknownEnv(log, environ, cfg.twins)
+	serving := false
+	defer func() { // after everything else has stopped
+		switch {
+		case serving && err != nil:
+			log.Error("stopped", "err", err)
+		case serving:
+			log.Info("stopped")
+		}
+	}()
 
 	recent := cfg.deliveryCache << 20
 	if recent == 0 {
@@ -67,6 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg, build)
 
 	st, err := openStore(ctx, cfg, recent, reg, log)
 	if err != nil {
@@ -148,11 +172,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "tincan listening on %s://%s\n", scheme, ln.Addr())
+	browserURL := openURL(cfg, ln.Addr())
+	fmt.Fprintf(stdout, "open %s in a browser\n", browserURL)
 	if len(cfg.etcdEndpoints) > 0 {
-		log.Info("serving", "addr", ln.Addr().String(), "etcd", cfg.etcd, "etcd_prefix", cfg.etcdPrefix, "tls", cfg.tlsCert != "")
+		log.Info("serving", "addr", ln.Addr().String(), "url", browserURL, "etcd", cfg.etcd, "etcd_prefix", cfg.etcdPrefix, "tls", cfg.tlsCert != "")
 	} else {
-		log.Info("serving", "addr", ln.Addr().String(), "db", cfg.db, "tls", cfg.tlsCert != "")
+		log.Info("serving", "addr", ln.Addr().String(), "url", browserURL, "db", cfg.db, "tls", cfg.tlsCert != "")
 	}
+	serving = true
 
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := make(chan error, 1)
@@ -243,8 +270,10 @@ func startTURN(ctx context.Context, cfg config, st store.Store, reg prometheus.R
 		// Printable, so that it can be given to coturn as static-auth-secret.
 		secret = []byte(hex.EncodeToString(random))
 	}
+	log.Info("turn secret", "from", turnSecretSource(cfg))
 	creds := turn.Credentials{Secret: secret, TTL: cfg.turnTTL, Extra: cfg.iceServers}
 	if !cfg.turn {
+		warnExternalTURN(log, cfg)
 		return creds, func() {}, nil
 	}
 	srv, err := turn.Start(ctx, turn.Config{
@@ -267,6 +296,7 @@ func startTURN(ctx context.Context, cfg config, st store.Store, reg prometheus.R
 	}
 	creds.URLs = srv.URLs()
 	log.Info("turn serving", "addr", cfg.turnAddr, "urls", creds.URLs)
+	warnLoopbackTURN(log, cfg, creds.URLs)
 	return creds, func() { srv.Close() }, nil
 }
 
