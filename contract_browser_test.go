@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -730,7 +731,7 @@ func TestBrowserTincanJS(t *testing.T) {
 	want := []string{
 		"sse_ready", "fallback_buffered", "fallback_errors", "sse_recovers", "sse_acks", "poll_gateway_timeout",
 		"resume_sse_gap", "resume_reload", "dedupe_sse", "dedupe_poll",
-		"idempotent_retry", "room_full", "password", "send_order", "leave",
+		"idempotent_retry", "room_full", "password", "send_order", "batch_order", "batch_retry", "batch_fallback", "leave",
 	}
 	if strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("scenarios %v, want %v", names, want)
@@ -866,6 +867,8 @@ func isPoll(r *http.Request) bool {
 //	/dup/         sends every message twice, and the previous poll answer's last one again
 //	/lost-post/   commits a message POST upstream but answers the first try of each
 //	              Idempotency-Key with 502, as if the answer were lost
+//	/slow-batch/  holds each batch POST (a JSON array) for 300 ms before passing it on
+//	/no-batch/    answers a batch POST 400 bad_json, as a server from before batches did
 func newHarness(backend string) http.Handler {
 	direct := streamingProxy(backend)
 	mux := http.NewServeMux()
@@ -900,8 +903,42 @@ func newHarness(backend string) http.Handler {
 	mux.Handle("/dup/", http.StripPrefix("/dup", &dupProxy{backend: backend, direct: direct, last: map[string]json.RawMessage{}}))
 	lost := &lostPostProxy{backend: backend, direct: direct, seen: map[string]bool{}}
 	mux.Handle("/lost-post/", http.StripPrefix("/lost-post", lost))
+	mux.Handle("/slow-batch/", http.StripPrefix("/slow-batch", onBatchPost(direct, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(300 * time.Millisecond):
+			direct.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		}
+	})))
+	mux.Handle("/no-batch/", http.StripPrefix("/no-batch", onBatchPost(direct, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"type":"about:blank","title":"Bad Request","status":400,"code":"bad_json","detail":"body must be a JSON object"}`)
+	})))
 	mux.Handle("/", direct)
 	return mux
+}
+
+// onBatchPost hands message POSTs whose body is a JSON array to batch, and
+// every other request to next.
+func onBatchPost(next http.Handler, batch http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/messages") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "400 reading the body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '[' {
+			batch(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // dupProxy repeats messages, so that the client must drop duplicate ids.

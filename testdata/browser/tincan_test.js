@@ -323,6 +323,82 @@ export const scenarios = {
     return `offer, 10 candidates, answer, 5 candidates: in that order of runs, ids ${ids.join(',')}`;
   },
 
+  // Candidates sent together go out as one batch POST. The message after
+  // the batch waits for it, even when the batch is slow to be answered (the
+  // proxy holds each batch 300 ms), and the candidates after that message wait
+  // for it in turn.
+  async batch_order() {
+    const room = newRoom();
+    const recv = await J(room);
+    const c = collect(recv);
+    const snd = await J(room, { base: '/slow-batch' });
+    const sends = [snd.send({ type: 'note', text: 'offer' })];
+    for (const cand of range('c', 20)) sends.push(snd.send({ type: 'candidate', candidate: cand }));
+    sends.push(snd.send({ type: 'note', text: 'answer' }));
+    for (const cand of range('d', 5)) sends.push(snd.send({ type: 'candidate', candidate: cand }));
+    const ids = await Promise.all(sends);
+    await until(() => c.got.length >= 27, 5000, '27 messages');
+    await sleep(300);
+    const got = c.got.map((m) => m.type === 'note' ? m.text : m.candidate);
+    const want = ['offer', ...range('c', 20), 'answer', ...range('d', 5)];
+    check(JSON.stringify(got) === JSON.stringify(want), `arrived as ${JSON.stringify(got)}`);
+    check(JSON.stringify(c.got.map((m) => m.id)) === JSON.stringify(ids), `delivered ids ${c.got.map((m) => m.id)}, send answered ${ids}`);
+    check(snd.stats.batches === 2, `${snd.stats.batches} batch POSTs, want 2 (20 candidates, then 5)`);
+    return `offer, a batch of 20 candidates, answer, a batch of 5: delivered in that order, ids ${ids.join(',')}`;
+  },
+
+  // A batch whose answer is lost is retried with the same Idempotency-Key:
+  // each candidate is stored and delivered once, with the id its send got.
+  async batch_retry() {
+    const room = newRoom();
+    const recv = await J(room);
+    const c = collect(recv);
+    const snd = await J(room, { base: '/lost-post' });
+    const sends = [];
+    for (const cand of range('r', 8)) sends.push(snd.send({ type: 'candidate', candidate: cand }));
+    const ids = await Promise.all(sends);
+    await until(() => c.got.length >= 8, 5000, '8 candidates');
+    await sleep(700);
+    const got = c.got.map((m) => m.candidate);
+    check(JSON.stringify(got) === JSON.stringify(range('r', 8)), `delivered ${JSON.stringify(got)}`);
+    check(JSON.stringify(c.got.map((m) => m.id)) === JSON.stringify(ids), `delivered ids ${c.got.map((m) => m.id)}, send answered ${ids}`);
+    check(snd.stats.batches === 1 && snd.stats.postRetries >= 1, `batches ${snd.stats.batches}, postRetries ${snd.stats.postRetries}`);
+    return `one batch, ${snd.stats.postRetries} retry, each candidate delivered once`;
+  },
+
+  // A server from before batches answers a batch 400: the candidates of that
+  // batch go again one per POST, and so does every candidate after it.
+  async batch_fallback() {
+    const room = newRoom();
+    const recv = await J(room);
+    const c = collect(recv);
+    const posted = []; // what each message POST carried: 'batch' or a message type
+    const fetchAndLog = (url, init) => {
+      if (init && init.method === 'POST' && String(url).endsWith('/messages')) {
+        const body = JSON.parse(init.body);
+        posted.push(Array.isArray(body) ? 'batch' : body.type);
+      }
+      return fetch(url, init);
+    };
+    const snd = await J(room, { base: '/no-batch', fetch: fetchAndLog });
+    const first = [];
+    for (const cand of range('f', 6)) first.push(snd.send({ type: 'candidate', candidate: cand }));
+    const ids = await Promise.all(first);
+    check(snd.stats.batchFallback && /400/.test(snd.stats.batchFallback), `batchFallback ${snd.stats.batchFallback}`);
+    const later = [snd.send({ type: 'note', text: 'between' })];
+    for (const cand of range('g', 6)) later.push(snd.send({ type: 'candidate', candidate: cand }));
+    ids.push(...await Promise.all(later));
+    await until(() => c.got.length >= 13, 5000, '13 messages');
+    await sleep(300);
+    const cands = c.got.filter((m) => m.type === 'candidate').map((m) => m.candidate).sort();
+    check(cands.length === 12 && new Set(cands).size === 12, `candidates delivered: ${cands}`);
+    check(c.got.map((m) => m.id).sort((a, b) => a - b).join() === ids.slice().sort((a, b) => a - b).join(), `delivered ids ${c.got.map((m) => m.id)}, send answered ${ids}`);
+    const batches = posted.filter((p) => p === 'batch').length;
+    check(batches === 1, `${batches} batch POSTs (${posted}), want only the first`);
+    check(posted.length === 14, `${posted.length} message POSTs, want 14: the refused batch, then one per message`);
+    return `the batch answered 400; then ${posted.length - 1} POSTs of one message each (${snd.stats.batchFallback})`;
+  },
+
   async leave() {
     const room = newRoom();
     const store = new MemoryStorage();
