@@ -95,6 +95,11 @@ func TestAnswersHaveNoNull(t *testing.T) {
 				t.Fatalf("post: %v %d %s", err, posted.Status, posted.Body)
 			}
 			check("a post", posted.Body)
+			batch, err := b.tryPost(t.Context(), `[{"type":"chat","text":"one"},{"type":"chat","text":"two"}]`)
+			if err != nil || batch.Status != 201 {
+				t.Fatalf("batch post: %v %d %s", err, batch.Status, batch.Body)
+			}
+			check("a batch post", batch.Body, "ids")
 
 			s := a.events(t, "&since="+strconv.FormatUint(p.Next, 10))
 			ready := s.next(t)
