@@ -20,7 +20,10 @@ run_one() { # binary workload args...
   shift 2
   local db
   db=$(mktemp -d)/b.db
-  "$bin" -turn=false -rate-limit 0 -max-streams-per-ip 0 -max-room-messages 0 \
+  # Binaries from before the per-member limits do not know their flag.
+  local member=()
+  if "$bin" -h 2>&1 | grep -q -- -member-rate-limit; then member=(-member-rate-limit 0); fi
+  "$bin" -turn=false -rate-limit 0 "${member[@]}" -max-streams-per-ip 0 -max-room-messages 0 \
     -addr 127.0.0.1:$port -db "$db" >/dev/null 2>&1 &
   local pid=$!
   until curl -sf -o /dev/null $url/healthz; do sleep 0.05; done

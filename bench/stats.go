@@ -265,7 +265,7 @@ func (r *Result) Text() string {
 		limited = limited || strings.Contains(k, "rate_limited")
 	}
 	if limited {
-		b.WriteString("  (the server rate-limits the bench's address: start it with -rate-limit 0 -max-streams-per-ip 0)\n")
+		b.WriteString("  (the server rate-limits the bench: start it with -rate-limit 0 -member-rate-limit 0 -max-streams-per-ip 0)\n")
 	}
 	if r.BenchCPUCores > 0 {
 		fmt.Fprintf(&b, "bench cpu    %.2f cores (this load generator)\n", r.BenchCPUCores)
