@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sdpSize, "sdp-size", 4096, "bytes of the offer and answer SDP (calls)")
 	fs.IntVar(&c.candidates, "candidates", 20, "ICE candidates each way (calls)")
 	fs.BoolVar(&c.batch, "batch", true, "calls: each side posts its candidates in one batch POST (a JSON array), as tincan.js posts a burst; false: one POST per candidate, -candidate-window at a time")
-	fs.IntVar(&c.candidateWindow, "candidate-window", 4, "candidates in flight at once per side (calls): tincan.js sends a run of candidates at once, a browser has about 6 connections per host; 1 = one at a time")
+	fs.IntVar(&c.candidateWindow, "candidate-window", 4, "with -batch=false: candidates in flight at once per side (calls), as a browser has about 6 connections per host; 1 = one at a time")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "a message not received within this long is lost; also each request's timeout")
 	fs.DurationVar(&c.pollWait, "poll-wait", 25*time.Second, "long-poll wait")
 	fs.IntVar(&c.conc, "conc", 32, "concurrent joins and stream opens while setting up (idle, fill, pingpong)")
