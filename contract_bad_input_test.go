@@ -102,8 +102,8 @@ func badRequests() []badRequest {
 		// Bodies that are neither one JSON object nor an array of 1 to 64.
 		post("empty body", "", 400, "bad_json"),
 		post("not JSON", "hello", 400, "bad_json"),
-		post("empty batch", "[]", 400, "bad_request"),
-		post("batch of non-objects", "[1,2]", 400, "bad_json"),
+		post("empty batch", "[]", 400, "bad_message"),
+		post("batch of non-objects", "[1,2]", 400, "bad_message"),
 		post("null", "null", 400, "bad_json"),
 		post("truncated", `{"type":"x"`, 400, "bad_json"),
 		post("garbage after", `{"type":"x"}garbage`, 400, "bad_json"),

@@ -85,10 +85,13 @@ func TestBatchPost(t *testing.T) {
 		}
 	})
 
-	phase(t, "a retry of the batch gets its ids and stores nothing", func(t *testing.T) {
+	phase(t, "a retry of the batch gets its ids and stores nothing, whatever it carries", func(t *testing.T) {
 		again := a.postBatch(t, "["+strings.Join(elements, ",")+"]", "Idempotency-Key", "burst-1")
 		if !slices.Equal(again, ids) {
 			t.Fatalf("retry answered %v, want %v", again, ids)
+		}
+		if other := a.postBatch(t, "["+strings.Join(append(elements, `{"type":"more"}`), ",")+"]", "Idempotency-Key", "burst-1"); !slices.Equal(other, ids) {
+			t.Fatalf("a retry with another body answered %v, want %v", other, ids)
 		}
 		if f, ok := bStream.nextWithin(300 * time.Millisecond); ok {
 			t.Fatalf("the retry delivered %+v", f)
@@ -98,19 +101,26 @@ func TestBatchPost(t *testing.T) {
 	phase(t, "a bad element refuses the whole batch, naming its index; nothing is stored", func(t *testing.T) {
 		for _, tc := range []struct {
 			body, code, detail string
-			status             int
+			status, index      int // index -1: none
 		}{
-			{`[{"type":"x"},{"type":"offer","sdp":"no"},{"type":"y"}]`, "bad_message", "message 1", 400},
-			{`[{"type":"x"},{"type":"x","to":"nobody"}]`, "unknown_peer", "message 1", 404},
-			{`[]`, "bad_request", "at least one", 400},
-			{"[" + strings.Repeat(`{"type":"x"},`, 64) + `{"type":"x"}]`, "bad_request", "at most 64", 400},
-			{`[{"type":"x"},1]`, "bad_json", "", 400},
+			{`[{"type":"x"},{"type":"offer","sdp":"no"},{"type":"y"}]`, "bad_message", "message 1", 400, 1},
+			{`[{"type":"x"},{"type":"x","to":"nobody"}]`, "unknown_peer", "message 1", 404, 1},
+			{`[{"type":"x"},1]`, "bad_message", "message 1", 400, 1},
+			{`[]`, "bad_message", "at least one", 400, -1},
+			{"[" + strings.Repeat(`{"type":"x"},`, 64) + `{"type":"x"}]`, "bad_message", "at most 64", 400, -1},
 		} {
 			ans := a.ep.do(t, "POST", "/rooms/batch/messages", tc.body, a.auth()...)
-			var p struct{ Code, Detail string }
+			var p struct {
+				Code, Detail string
+				Index        *int
+			}
 			json.Unmarshal(ans.Body, &p)
-			if ans.Status != tc.status || p.Code != tc.code || !strings.Contains(p.Detail, tc.detail) {
-				t.Errorf("post %.60s: %d %s; want %d %s naming %q", tc.body, ans.Status, ans.Body, tc.status, tc.code, tc.detail)
+			index := -1
+			if p.Index != nil {
+				index = *p.Index
+			}
+			if ans.Status != tc.status || p.Code != tc.code || !strings.Contains(p.Detail, tc.detail) || index != tc.index {
+				t.Errorf("post %.60s: %d %s; want %d %s naming %q, index %d", tc.body, ans.Status, ans.Body, tc.status, tc.code, tc.detail, tc.index)
 			}
 		}
 		if p := b.poll(t, single[2], "0"); len(p.Messages) != 0 {

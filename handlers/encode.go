@@ -17,6 +17,7 @@ type problem struct {
 	Status int    `json:"status"`
 	Code   string `json:"code"`
 	Detail string `json:"detail,omitempty"`
+	Index  *int   `json:"index,omitempty"` // a batch post's refused element, from 0
 }
 
 // apiError is a refusal on its way to the client.
@@ -26,6 +27,7 @@ type apiError struct {
 	detail     string
 	cause      error         // what the log says instead of detail; nil: detail says it
 	retryAfter time.Duration // the answer's Retry-After, in whole seconds rounded up; 0: none of its own
+	index      *int          // the refused element of a batch post; nil: none
 }
 
 func (e *apiError) Error() string { return e.detail }
@@ -53,7 +55,7 @@ var statusOf = map[string]int{
 	"not_member":        http.StatusForbidden,
 	"bad_password":      http.StatusForbidden,
 	"password_required": http.StatusForbidden,
-	"bad_request":       http.StatusBadRequest,
+	"bad_message":       http.StatusBadRequest,
 	"room_full":         http.StatusConflict,
 	"unknown_peer":      http.StatusNotFound,
 	"too_many_messages": http.StatusTooManyRequests,
@@ -111,7 +113,7 @@ func fail(w http.ResponseWriter, err error) {
 	var se *store.Error
 	switch {
 	case errors.As(err, &ae):
-		p.Status, p.Code, p.Detail = ae.status, ae.code, ae.detail
+		p.Status, p.Code, p.Detail, p.Index = ae.status, ae.code, ae.detail, ae.index
 		if ae.cause != nil {
 			cause = ae.cause
 		}
@@ -119,7 +121,7 @@ func fail(w http.ResponseWriter, err error) {
 			w.Header().Set("Retry-After", retryAfterSeconds(ae.retryAfter))
 		}
 	case errors.As(err, &se) && statusOf[se.Code] != 0:
-		p.Status, p.Code, p.Detail = statusOf[se.Code], se.Code, se.Msg
+		p.Status, p.Code, p.Detail, p.Index = statusOf[se.Code], se.Code, se.Msg, se.Index
 	default:
 		p.Detail = "internal error"
 	}

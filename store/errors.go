@@ -6,8 +6,9 @@ import "fmt"
 // rule, and nothing was written. Code is a stable machine-readable word (the
 // API's problem codes reuse it); the message says what happened.
 type Error struct {
-	Code string
-	Msg  string
+	Code  string
+	Msg   string
+	Index *int // for a refusal of one message of a post: its place, from 0
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -28,7 +29,7 @@ var (
 	ErrUnknownPeer      = &Error{Code: "unknown_peer", Msg: "no such peer in this room"}
 	ErrTooManyMessages  = &Error{Code: "too_many_messages", Msg: "room holds too many messages"}
 	ErrTooManyRooms     = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
-	ErrBadPost          = &Error{Code: "bad_request", Msg: "a post carries 1 to 64 messages"}
+	ErrBadPost          = &Error{Code: "bad_message", Msg: "a post carries 1 to 64 messages"}
 	ErrClosed           = &Error{Code: "shutting_down", Msg: "store is closed"}
 	// ErrUnavailable: the engine cannot reach a quorum of its storage now.
 	// Unlike the refusals above it does not say that nothing was written:
@@ -36,6 +37,13 @@ var (
 	// Idempotency-Key.
 	ErrUnavailable = &Error{Code: "unavailable", Msg: "storage is unavailable"}
 )
+
+// RefuseMessage is a refusal of base's kind about message index of a post.
+func RefuseMessage(base *Error, index int, format string, args ...any) *Error {
+	e := Refusef(base, format, args...)
+	e.Index = &index
+	return e
+}
 
 // Refusef is a refusal of base's kind with its own message.
 func Refusef(base *Error, format string, args ...any) *Error {

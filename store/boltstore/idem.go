@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"encoding/binary"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,30 +22,37 @@ import (
 // pruned early (a retry may come after the recipients acknowledged), and
 // go with their room.
 
-// idemKeys maps room -> client id \x00 key -> message id.
+// idemKeys maps room -> client id \x00 key -> the post it keyed.
 type idemKeys struct {
 	mu    sync.Mutex
-	rooms map[string]map[string]uint64
+	rooms map[string]map[string]keyedPost
 }
 
-func newIdemKeys() *idemKeys { return &idemKeys{rooms: map[string]map[string]uint64{}} }
+// keyedPost is what an idempotency key answers: the post's first id and
+// the number of its messages, whose ids follow the first.
+type keyedPost struct {
+	first uint64
+	n     int
+}
 
-func (k *idemKeys) get(room, key string) (uint64, bool) {
+func newIdemKeys() *idemKeys { return &idemKeys{rooms: map[string]map[string]keyedPost{}} }
+
+func (k *idemKeys) get(room, key string) (keyedPost, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	id, ok := k.rooms[room][key]
-	return id, ok
+	p, ok := k.rooms[room][key]
+	return p, ok
 }
 
-func (k *idemKeys) set(room, key string, id uint64) {
+func (k *idemKeys) set(room, key string, p keyedPost) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	keys := k.rooms[room]
 	if keys == nil {
-		keys = map[string]uint64{}
+		keys = map[string]keyedPost{}
 		k.rooms[room] = keys
 	}
-	keys[key] = id
+	keys[key] = p
 }
 
 func (k *idemKeys) forget(room, key string) {
@@ -61,8 +69,8 @@ func (k *idemKeys) ids(room string) []uint64 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ids := make([]uint64, 0, len(k.rooms[room]))
-	for _, id := range k.rooms[room] {
-		ids = append(ids, id)
+	for _, p := range k.rooms[room] {
+		ids = append(ids, p.first)
 	}
 	return ids
 }
@@ -73,33 +81,49 @@ func (k *idemKeys) dropRoom(room string) {
 	delete(k.rooms, room)
 }
 
-// idemEntry splits a stored value.
-func idemEntry(v []byte) (created time.Time, room, key string, ok bool) {
+// idemEntry splits a stored value: unix nanos, then room \x00 client id
+// \x00 key, and for a post of several messages \x00 their number in
+// decimal (keys hold no NUL byte: Append refuses them).
+func idemEntry(v []byte) (created time.Time, room, key string, n int, ok bool) {
 	if len(v) < 8 {
-		return time.Time{}, "", "", false
+		return time.Time{}, "", "", 0, false
 	}
-	room, key, ok = strings.Cut(string(v[8:]), "\x00")
-	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), room, key, ok
+	room, rest, ok := strings.Cut(string(v[8:]), "\x00")
+	client, rest, ok2 := strings.Cut(rest, "\x00")
+	key, count, several := strings.Cut(rest, "\x00")
+	n = 1
+	if several {
+		var err error
+		if n, err = strconv.Atoi(count); err != nil || n < 1 {
+			return time.Time{}, "", "", 0, false
+		}
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), room, client + "\x00" + key, n, ok && ok2
 }
 
 // idemInTx finds a key as the transaction being built sees it.
-func (s *Store) idemInTx(room, key string) (uint64, bool) {
-	if id, ok := s.staged.idem[room+"\x00"+key]; ok {
-		return id, true
+func (s *Store) idemInTx(room, key string) (keyedPost, bool) {
+	if p, ok := s.staged.idem[room+"\x00"+key]; ok {
+		return p, true
 	}
 	return s.idem.get(room, key)
 }
 
-func (s *Store) putIdem(tx *bolt.Tx, room, key string, id uint64) error {
+// putIdem stores key (client id \x00 idempotency key) for the post of n
+// messages from id on.
+func (s *Store) putIdem(tx *bolt.Tx, room, key string, p keyedPost) error {
 	v := binary.BigEndian.AppendUint64(nil, uint64(s.opts.Now().UnixNano()))
 	v = append(append(append(v, room...), 0), key...)
+	if p.n > 1 {
+		v = strconv.AppendInt(append(v, 0), int64(p.n), 10)
+	}
 	b := tx.Bucket(bucketIdem)
 	b.FillPercent = 1 // keys only ever grow
-	if err := b.Put(u64(id), v); err != nil {
+	if err := b.Put(u64(p.first), v); err != nil {
 		return err
 	}
-	s.staged.idem[room+"\x00"+key] = id
-	s.afterCommit(func() { s.idem.set(room, key, id) })
+	s.staged.idem[room+"\x00"+key] = p
+	s.afterCommit(func() { s.idem.set(room, key, p) })
 	return nil
 }
 
@@ -108,9 +132,9 @@ func (s *Store) putIdem(tx *bolt.Tx, room, key string, id uint64) error {
 // is being deleted.
 func (s *Store) roomKeysInTx(room string) []uint64 {
 	ids := s.idem.ids(room)
-	for full, id := range s.staged.idem {
+	for full, p := range s.staged.idem {
 		if strings.HasPrefix(full, room+"\x00") {
-			ids = append(ids, id)
+			ids = append(ids, p.first)
 			delete(s.staged.idem, full)
 		}
 	}
@@ -125,7 +149,7 @@ func (s *Store) pruneIdempotencyKeys(tx *bolt.Tx) error {
 	type roomKey struct{ room, key string }
 	var gone []roomKey
 	for k, v := c.First(); k != nil; k, v = c.First() {
-		created, room, key, ok := idemEntry(v)
+		created, room, key, _, ok := idemEntry(v)
 		if ok && !s.expired(created) {
 			break
 		}
@@ -149,7 +173,7 @@ func (s *Store) pruneIdempotencyKeys(tx *bolt.Tx) error {
 // staleIdempotencyKeys reports whether the oldest key has expired.
 func (s *Store) staleIdempotencyKeys(tx *bolt.Tx) bool {
 	_, v := tx.Bucket(bucketIdem).Cursor().First()
-	created, _, _, ok := idemEntry(v)
+	created, _, _, _, ok := idemEntry(v)
 	return ok && s.expired(created)
 }
 

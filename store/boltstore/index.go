@@ -166,13 +166,13 @@ func (x *index) roomNames() []string {
 // yet committed: writes later in the same group commit must see it.
 type staged struct {
 	ids  map[string][]uint64
-	held map[string]bool   // rooms given a message kept for the next joiner
-	idem map[string]uint64 // idempotency key -> id
+	held map[string]bool      // rooms given a message kept for the next joiner
+	idem map[string]keyedPost // idempotency key -> its post
 }
 
 func (st *staged) reset() {
 	if st.ids == nil {
-		st.ids, st.held, st.idem = map[string][]uint64{}, map[string]bool{}, map[string]uint64{}
+		st.ids, st.held, st.idem = map[string][]uint64{}, map[string]bool{}, map[string]keyedPost{}
 	}
 	clear(st.ids)
 	clear(st.held)

@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,11 +13,14 @@ import (
 
 // Append implements store.Store. The messages are on disk when it
 // returns. A post's messages get consecutive ids (nothing else takes an id
-// in the middle of a write), so a repeat answers the first id and those
-// after it.
+// in the middle of a write), so its idempotency key keeps its first id and
+// their number.
 func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error) {
 	if len(p.Messages) == 0 || len(p.Messages) > store.MaxPost {
 		return store.Appended{}, store.Refusef(store.ErrBadPost, "a post carries 1 to %d messages, not %d", store.MaxPost, len(p.Messages))
+	}
+	if strings.IndexByte(p.IdempotencyKey, 0) >= 0 {
+		return store.Appended{}, store.Refusef(store.ErrBadPost, "an idempotency key holds no NUL byte")
 	}
 	var out store.Appended
 	err := s.update(ctx, func(tx *bolt.Tx) error {
@@ -32,8 +36,9 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		var idemKey string
 		if p.IdempotencyKey != "" {
 			idemKey = p.From.ID + "\x00" + p.IdempotencyKey
-			if first, ok := s.idemInTx(room, idemKey); ok {
-				out = store.Appended{ID: first, IDs: consecutive(first, len(p.Messages)), Repeat: true}
+			if known, ok := s.idemInTx(room, idemKey); ok {
+				// The first post's ids, whatever this one carries.
+				out = store.Appended{ID: known.first, IDs: consecutive(known.first, known.n), Repeat: true}
 				return nil
 			}
 		}
@@ -48,7 +53,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 				continue
 			}
 			if _, ok := readMember(rb, d.To); !ok || d.To == p.From.ID {
-				return store.Refusef(store.ErrUnknownPeer, "message %d: no peer %q in room %q", i, d.To, room)
+				return store.RefuseMessage(store.ErrUnknownPeer, i, "message %d: no peer %q in room %q", i, d.To, room)
 			}
 			to[i] = []string{d.To}
 		}
@@ -78,7 +83,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		out.ID = out.IDs[0]
 		out.Recipients = union(to)
 		if idemKey != "" {
-			return s.putIdem(tx, room, idemKey, out.ID)
+			return s.putIdem(tx, room, idemKey, keyedPost{first: out.ID, n: len(out.IDs)})
 		}
 		return nil
 	})

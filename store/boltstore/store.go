@@ -376,10 +376,10 @@ func (s *Store) loadIndex() error {
 				return nil
 			}
 			id := binary.BigEndian.Uint64(k)
-			if _, room, key, ok := idemEntry(v); !ok || orphaned(firsts, room, id) {
+			if _, room, key, n, ok := idemEntry(v); !ok || orphaned(firsts, room, id) {
 				s.orphans.add(nil, []uint64{id})
 			} else {
-				s.idem.set(room, key, id)
+				s.idem.set(room, key, keyedPost{first: id, n: n})
 			}
 			return nil
 		})

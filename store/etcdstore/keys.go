@@ -251,19 +251,27 @@ func postTail(from string, fields []byte) []byte {
 }
 func eventTail(fields []byte) []byte { return append(fields, '}') }
 
-// idemValue is an idempotency key's record: when it was made and the index
-// of its message in the transaction; the message's revision is the key's
-// own mod revision (both are written by one transaction).
-func idemValue(created int64, index int) string {
+// idemValue is an idempotency key's record: when it was made, the index
+// of its post's first message in the transaction, and, for a post of
+// several, their number; the messages' revision is the key's own mod
+// revision (both are written by one transaction).
+func idemValue(created int64, index, n int) string {
 	b := binary.BigEndian.AppendUint64(nil, uint64(created))
-	return string(append(b, byte(index)))
+	b = append(b, byte(index))
+	if n > 1 {
+		b = append(b, byte(n))
+	}
+	return string(b)
 }
 
-func decodeIdem(v []byte) (created int64, index int, ok bool) {
-	if len(v) != 9 {
-		return 0, 0, false
+func decodeIdem(v []byte) (created int64, index, n int, ok bool) {
+	switch len(v) {
+	case 9:
+		return int64(binary.BigEndian.Uint64(v)), int(v[8]), 1, true
+	case 10:
+		return int64(binary.BigEndian.Uint64(v)), int(v[8]), int(v[9]), v[9] > 0
 	}
-	return int64(binary.BigEndian.Uint64(v)), int(v[8]), true
+	return 0, 0, 0, false
 }
 
 func parseHash(s string) ([32]byte, bool) {

@@ -56,14 +56,14 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		if p.IdempotencyKey != "" {
 			if rec, ok := s.mirror.idemKey(room, from, p.IdempotencyKey); ok {
 				if !s.expired(rec.created) {
-					return repeated(rec.id, len(p.Messages)), nil
+					return repeated(rec.id, rec.n), nil // whatever this post carries
 				}
 				seen = rec
 			}
 		}
 		to, unknown := s.recipients(v, from, p.Messages)
 		if unknown >= 0 {
-			r := store.Refusef(store.ErrUnknownPeer, "message %d: no peer %q in room %q", unknown, p.Messages[unknown].To, room)
+			r := store.RefuseMessage(store.ErrUnknownPeer, unknown, "message %d: no peer %q in room %q", unknown, p.Messages[unknown].To, room)
 			if err := refuse(r); err != nil {
 				return store.Appended{}, err
 			}
@@ -88,7 +88,7 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		idemKey := s.keys.idem(room, from, p.IdempotencyKey)
 		if p.IdempotencyKey != "" {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(idemKey), "=", seen.modRev))
-			ops = append(ops, clientv3.OpPut(idemKey, idemValue(s.opts.Now().UnixNano(), 0)))
+			ops = append(ops, clientv3.OpPut(idemKey, idemValue(s.opts.Now().UnixNano(), 0, len(p.Messages))))
 			orElse = append(orElse, clientv3.OpGet(idemKey))
 		}
 		start := time.Now()
@@ -114,8 +114,8 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		if p.IdempotencyKey != "" {
 			// Made meanwhile, on this instance or another: a repeat.
 			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision != seen.modRev {
-				if created, index, ok := decodeIdem(kvs[0].Value); ok && !s.expired(created) {
-					return repeated(entryID(kvs[0].ModRevision, index), len(p.Messages)), nil
+				if created, index, n, ok := decodeIdem(kvs[0].Value); ok && !s.expired(created) {
+					return repeated(entryID(kvs[0].ModRevision, index), n), nil
 				}
 			}
 		}

@@ -87,7 +87,8 @@ type entry struct {
 
 type idemRecord struct {
 	key     string // etcd key
-	id      uint64
+	id      uint64 // the post's first
+	n       int    // messages of the post
 	created int64
 	modRev  int64
 }
@@ -284,9 +285,9 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 			owe(wake{room: p.room, upto: e.id, ids: e.to})
 		}
 	case kindIdem:
-		if created, index, ok := decodeIdem(kv.Value); ok {
+		if created, index, n, ok := decodeIdem(kv.Value); ok {
 			mr.room(p.room, true).idem[p.id+"/"+p.rest] = idemRecord{
-				key: string(kv.Key), id: entryID(kv.ModRevision, index), created: created, modRev: kv.ModRevision,
+				key: string(kv.Key), id: entryID(kv.ModRevision, index), n: n, created: created, modRev: kv.ModRevision,
 			}
 		}
 	case kindToken:

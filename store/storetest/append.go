@@ -330,5 +330,16 @@ func testAppendBatchIdempotent(t testing.TB, open Opener) {
 	if !again.Repeat || !slices.Equal(again.IDs, first.IDs) || again.ID != first.ID {
 		t.Fatalf("the retry of a batch: %+v; want Repeat with ids %v", again, first.IDs)
 	}
+	// A retry answers the first post's ids whatever it carries: more
+	// messages, or one; after a restart too.
+	e.restart()
+	for _, other := range []store.Post{
+		batch(a.Member, "burst", draft("", `"type":"x"`), draft("", `"type":"y"`), draft("", `"type":"z"`)),
+		batch(a.Member, "burst", draft("", `"type":"x"`)),
+	} {
+		if r := e.send(other); !r.Repeat || !slices.Equal(r.IDs, first.IDs) {
+			t.Fatalf("a retry of key burst with %d messages: %+v; want Repeat with ids %v", len(other.Messages), r, first.IDs)
+		}
+	}
 	wantIDs(t, e.read(b.Member, 0), first.IDs, "b's messages after a retried batch")
 }

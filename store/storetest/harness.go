@@ -115,7 +115,7 @@ func (e *engine) send(p store.Post) store.Appended {
 	if err != nil {
 		e.t.Fatalf("append %s from %s: %v", describe(p), p.From.ID, err)
 	}
-	if a.ID == 0 || len(a.IDs) != len(p.Messages) || a.IDs[0] != a.ID {
+	if a.ID == 0 || len(a.IDs) == 0 || !a.Repeat && len(a.IDs) != len(p.Messages) || a.IDs[0] != a.ID {
 		e.t.Fatalf("append %s from %s: id %d, ids %v", describe(p), p.From.ID, a.ID, a.IDs)
 	}
 	for i := 1; i < len(a.IDs); i++ {
