@@ -153,7 +153,7 @@ func TestStalledBodies(t *testing.T) {
 		t.Fatalf("the normal client took %v, past the body deadline of %v: it was not served while the stalled ones were held", servedIn, bodyTimeout)
 	}
 
-	// Each stalled request is answered 408 body_timeout at its deadline,
+	// Each stalled request is answered 408 request_timeout at its deadline,
 	// not before, and its connection closed.
 	var wg sync.WaitGroup
 	problems := make(chan string, stalled)
@@ -166,7 +166,7 @@ func TestStalledBodies(t *testing.T) {
 			switch {
 			case err != nil:
 				problems <- fmt.Sprintf("#%d (%s): %v", i, s.kind, err)
-			case resp.StatusCode != 408 || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || p.Code != "body_timeout":
+			case resp.StatusCode != 408 || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || p.Code != "request_timeout":
 				problems <- fmt.Sprintf("#%d (%s): %d %s %s", i, s.kind, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 			case after < bodyTimeout:
 				problems <- fmt.Sprintf("#%d (%s): answered after %v, before the deadline of %v", i, s.kind, after, bodyTimeout)

@@ -13,7 +13,7 @@ import (
 // it: a read deadline on its connection, so that a client that stalls or
 // trickles its body cannot hold a connection and a goroutine for as long
 // as it likes. Every read of the body is bounded by it: the handler's own
-// (readBody answers 408 body_timeout when it passes and closes the
+// (readBody answers 408 request_timeout when it passes and closes the
 // connection) and the one net/http makes after a handler that answered
 // without reading, to find the next request. A request without a body (the
 // event streams and long-polls) gets no deadline and may wait as long as

@@ -211,7 +211,7 @@ func valueEnd(b []byte, i int) int {
 }
 
 // readBody reads at most limit bytes of the request body. Refusals: 413
-// too_large past limit; 408 body_timeout when the body did not arrive
+// too_large past limit; 408 request_timeout when the body did not arrive
 // within the body deadline (limitBodyTime), and then the answer closes the
 // connection, whose next bytes would be the rest of the body.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -222,7 +222,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 	if err != nil && bodyTimedOut(err) {
 		w.Header().Set("Connection", "close")
-		return nil, errorf(408, "body_timeout", "the request body did not arrive in time")
+		return nil, errorf(408, "request_timeout", "the request body did not arrive in time")
 	}
 	if err != nil {
 		return nil, errorf(400, "bad_request", "reading body: %v", err)
