@@ -29,7 +29,7 @@ func TestPostValidation(t *testing.T) {
 			code       string
 		}{
 			{"not json", "hello", nil, 400, "bad_json"},
-			{"array", "[1]", nil, 400, "bad_json"},
+			{"batch of a non-object", "[1]", nil, 400, "bad_message"},
 			{"trailing data", `{"type":"x"} {}`, nil, 400, "bad_json"},
 			{"duplicate member", `{"type":"x","type":"y"}`, nil, 400, "bad_json"},
 			{"invalid utf8", "{\"type\":\"x\",\"a\":\"\xff\"}", nil, 400, "bad_json"},
