@@ -38,7 +38,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 			idemKey = p.From.ID + "\x00" + p.IdempotencyKey
 			if known, ok := s.idemInTx(room, idemKey); ok {
 				// The first post's ids, whatever this one carries.
-				out = store.Appended{ID: known.first, IDs: consecutive(known.first, known.n), Repeat: true}
+				out = store.Repeated(known.first, known.n)
 				return nil
 			}
 		}
@@ -81,7 +81,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 			out.IDs[i] = id
 		}
 		out.ID = out.IDs[0]
-		out.Recipients = union(to)
+		out.Recipients = store.Union(to)
 		if idemKey != "" {
 			return s.putIdem(tx, room, idemKey, keyedPost{first: out.ID, n: len(out.IDs)})
 		}
@@ -91,33 +91,6 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		return store.Appended{}, fmt.Errorf("append to %s: %w", p.From.Room, err)
 	}
 	return out, nil
-}
-
-// consecutive is the n ids from first on.
-func consecutive(first uint64, n int) []uint64 {
-	ids := make([]uint64, n)
-	for i := range ids {
-		ids[i] = first + uint64(i)
-	}
-	return ids
-}
-
-// union lists the members of lists, each once, in the order first seen.
-func union(lists [][]string) []string {
-	if len(lists) == 1 {
-		return lists[0]
-	}
-	var out []string
-	seen := map[string]bool{}
-	for _, l := range lists {
-		for _, m := range l {
-			if !seen[m] {
-				seen[m] = true
-				out = append(out, m)
-			}
-		}
-	}
-	return out
 }
 
 // emit stores a server event (fields without braces and id) for recipients.

@@ -56,7 +56,7 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		if p.IdempotencyKey != "" {
 			if rec, ok := s.mirror.idemKey(room, from, p.IdempotencyKey); ok {
 				if !s.expired(rec.created) {
-					return repeated(rec.id, rec.n), nil // whatever this post carries
+					return store.Repeated(rec.id, rec.n), nil // whatever this post carries
 				}
 				seen = rec
 			}
@@ -104,7 +104,7 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		}
 		s.settle(ctx, resp.Header.Revision, start)
 		if resp.Succeeded {
-			out := store.Appended{IDs: make([]uint64, len(p.Messages)), Recipients: union(to)}
+			out := store.Appended{IDs: make([]uint64, len(p.Messages)), Recipients: store.Union(to)}
 			for i := range out.IDs {
 				out.IDs[i] = entryID(resp.Header.Revision, i)
 			}
@@ -115,7 +115,7 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 			// Made meanwhile, on this instance or another: a repeat.
 			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision != seen.modRev {
 				if created, index, n, ok := decodeIdem(kvs[0].Value); ok && !s.expired(created) {
-					return repeated(entryID(kvs[0].ModRevision, index), n), nil
+					return store.Repeated(entryID(kvs[0].ModRevision, index), n), nil
 				}
 			}
 		}
@@ -140,35 +140,6 @@ func (s *Store) recipients(v roomView, from string, msgs []store.Draft) (to [][]
 		to[i] = []string{d.To}
 	}
 	return to, -1
-}
-
-// repeated is the answer to a repeated idempotency key: the post's ids,
-// from its first on (a post's messages share a revision, their ids follow
-// each other).
-func repeated(first uint64, n int) store.Appended {
-	ids := make([]uint64, n)
-	for i := range ids {
-		ids[i] = first + uint64(i)
-	}
-	return store.Appended{ID: first, IDs: ids, Repeat: true}
-}
-
-// union lists the members of lists, each once, in the order first seen.
-func union(lists [][]string) []string {
-	if len(lists) == 1 {
-		return lists[0]
-	}
-	var out []string
-	seen := map[string]bool{}
-	for _, l := range lists {
-		for _, m := range l {
-			if !seen[m] {
-				seen[m] = true
-				out = append(out, m)
-			}
-		}
-	}
-	return out
 }
 
 // retained is the number of room's entries someone will still receive,
