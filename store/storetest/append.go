@@ -343,3 +343,16 @@ func testAppendBatchIdempotent(t testing.TB, open Opener) {
 	}
 	wantIDs(t, e.read(b.Member, 0), first.IDs, "b's messages after a retried batch")
 }
+
+// A batch posted with nobody else in the room is kept for the next joiner,
+// every message of it, as if posted alone.
+func testAppendBatchKeptForNextJoiner(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{})
+	a := e.join("r")
+	got := e.send(batch(a.Member, "", draft("", `"type":"offer","sdp":"v=0"`), draft("", `"type":"candidate","candidate":"1"`)))
+	if len(got.Recipients) != 0 {
+		t.Fatalf("a batch in an empty room went to %v", got.Recipients)
+	}
+	b := e.join("r")
+	wantIDs(t, e.read(b.Member, 0), got.IDs, "the joiner's kept batch")
+}

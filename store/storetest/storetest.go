@@ -96,6 +96,7 @@ var groups = []group{
 		{"Batch", testAppendBatch},
 		{"BatchAllOrNothing", testAppendBatchAllOrNothing},
 		{"BatchIdempotent", testAppendBatchIdempotent},
+		{"BatchKeptForNextJoiner", testAppendBatchKeptForNextJoiner},
 	}},
 	{"Read", []test{
 		{"AfterAndLimit", testReadAfterAndLimit},
