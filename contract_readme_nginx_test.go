@@ -50,26 +50,7 @@ func TestReadmeNginxBlock(t *testing.T) {
 		port := freeLoopbackPort(t)
 		server := strings.ReplaceAll(block, upstream, "http://"+srv.addr())
 		server = strings.Replace(server, "server {", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;", port), 1)
-		conf := fmt.Sprintf(`daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events { worker_connections 256; }
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-%[2]s
-}
-`, dir, server)
-		path := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		path := writeNginxConf(t, dir, server)
 		p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, bin, "-p", dir, "-c", path)
 		proxy = newEndpoint(fmt.Sprintf("http://127.0.0.1:%d", port), nil)
 		err := p.waitReady(proxy.healthz)
@@ -78,7 +59,7 @@ http {
 		}
 		p.stop()
 		if attempt == 3 || !strings.Contains(p.output(), "Address already in use") {
-			t.Fatalf("nginx with the README's block did not come up: %v\n%s\n%s", err, conf, p.output())
+			t.Fatalf("nginx with the README's block did not come up: %v\n%s\n%s", err, server, p.output())
 		}
 	}
 
@@ -98,4 +79,32 @@ http {
 			t.Fatalf("alice's stream through nginx brought %v, want a %s", m, want)
 		}
 	}
+}
+
+// writeNginxConf writes into dir an nginx.conf that runs the server block
+// (a README block, with its listen line) in the foreground, one worker,
+// every file it writes under dir; it returns the file's path.
+func writeNginxConf(t testing.TB, dir, server string) string {
+	t.Helper()
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 256; }
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+%[2]s
+}
+`, dir, server)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -576,26 +576,7 @@ func TestReadmeClusterNginxBlock(t *testing.T) {
 	dir := t.TempDir()
 	port := freeLoopbackPort(t)
 	conf = strings.Replace(conf, "server {", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;", port), 1)
-	conf = fmt.Sprintf(`daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events { worker_connections 256; }
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-%[2]s
-}
-`, dir, conf)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeNginxConf(t, dir, conf)
 	p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, nginx, "-p", dir, "-c", path)
 	proxy := newEndpoint(fmt.Sprintf("http://127.0.0.1:%d", port), hc)
 	if err := p.waitReady(proxy.healthz); err != nil {
