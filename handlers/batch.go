@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"encoding/json"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -41,7 +42,7 @@ func parseBatch(body []byte) (msgs []message, batch bool, err error) {
 		}
 		if err != nil {
 			if e, ok := err.(*apiError); ok {
-				e.detail = "message " + itoa(index) + ": " + e.detail
+				e.detail = "message " + strconv.Itoa(index) + ": " + e.detail
 				e.index = &index
 			}
 			return nil, true, err
@@ -55,9 +56,4 @@ func parseBatch(body []byte) (msgs []message, batch bool, err error) {
 		return nil, true, errorf(400, "bad_message", "a batch holds at least one message")
 	}
 	return msgs, true, nil
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
