@@ -31,6 +31,9 @@ var (
 	ErrTooManyRooms     = &Error{Code: "too_many_rooms", Msg: "the server holds too many rooms"}
 	ErrBadPost          = &Error{Code: "bad_message", Msg: "a post carries 1 to 64 messages"}
 	ErrClosed           = &Error{Code: "shutting_down", Msg: "store is closed"}
+	ErrNotFound         = &Error{Code: "not_found", Msg: "no such room or member"}
+	ErrKicked           = &Error{Code: "kicked", Msg: "the member was removed by the application"}
+	ErrRoomClosed       = &Error{Code: "room_closed", Msg: "the room was closed by the application"}
 	// ErrUnavailable: the engine cannot reach a quorum of its storage now.
 	// Unlike the refusals above it does not say that nothing was written:
 	// a write may have happened, so a client retries with the same

@@ -29,6 +29,13 @@ type JoinRequest struct {
 	Room     string
 	Password string
 	Token    string
+	// Profile is what the application's join token said of the joiner
+	// (its Identity is the token's subject). A join whose Identity is that
+	// of a member of Room resumes that member: same id and place, a fresh
+	// token; the old token stops working and its readers are notified as
+	// for a removal. Such a resume needs no password and is never
+	// refused for a full room. Metadata, if any, is valid JSON.
+	Profile Profile
 }
 
 // Joined is the outcome of a join.
@@ -37,6 +44,8 @@ type Joined struct {
 	Token   string   // the secret; only here, never stored
 	Resumed bool     // the request's token named an existing member: same id, same place
 	Peers   []string // the other members, in join order
+	// Profiles are the other members' profiles, in the order of Peers.
+	Profiles []Profile
 }
 
 // Post is one or more messages from a member, stored together: all of
@@ -94,6 +103,7 @@ type Reason string
 const (
 	ReasonLeft    Reason = "left"    // it said so
 	ReasonTimeout Reason = "timeout" // it was silent for longer than the client timeout
+	ReasonKicked  Reason = "kicked"  // the application removed it (Kick)
 )
 
 // Store is tincan's signaling state. Implementations are safe for concurrent
@@ -110,11 +120,17 @@ const (
 // reused, not even after a room is deleted and made again. Ids need not be
 // consecutive.
 type Store interface {
+	// Apps: identities, the webhook outbox, the admin operations (apps.go).
+	Apps
+
 	// Join admits a new member to req.Room, creating the room, or resumes
 	// the member whose token req.Token is. A new member gets a fresh id and
 	// token; a resumed one keeps its id and its place in join order. The
-	// other members get a peer-joined event ("resumed":true for a resume),
-	// and messages kept for the next joiner become the new member's.
+	// other members get a peer-joined event ("resumed":true for a resume;
+	// PeerJoinedFields), and messages kept for the next joiner become the
+	// new member's. With Options.Webhooks a new member's join writes a
+	// member.joined event (after room.created for a new room) to the
+	// outbox in the same commit; a resume writes none.
 	// A resume needs no password. Refusals: ErrRoomFull (Capacity members
 	// already), ErrPasswordRequired (the room has a password and
 	// req.Password is empty), ErrBadPassword (the room has a password and
@@ -126,6 +142,9 @@ type Store interface {
 	// given reason; it deletes the room with all its messages when m was
 	// the last member, and reports that. Leaving twice is not an error.
 	// m's live readers are notified (a Read then answers ErrUnauthorized).
+	// With Options.Webhooks it writes member.left (and room.closed, reason
+	// "empty", when the room goes) in the same commit; so does a removal
+	// for silence (reason timeout).
 	Leave(ctx context.Context, m Member, reason Reason) (roomDeleted bool, err error)
 
 	// Authenticate finds the member a token belongs to.
@@ -142,6 +161,8 @@ type Store interface {
 	// is not another member; the message names its place in the post),
 	// ErrTooManyMessages (the post would take the room past its limit),
 	// ErrBadPost (no messages, or more than MaxPost).
+	// A post from ServerID needs no membership, only the room
+	// (ErrNotFound); its entries have "from":"server".
 	Append(ctx context.Context, p Post) (Appended, error)
 
 	// Read returns up to q.Limit entries addressed to m with an id greater
@@ -155,7 +176,8 @@ type Store interface {
 	Read(ctx context.Context, m Member, q ReadRequest) (msgs []Message, cursor uint64, err error)
 
 	// Subscribe calls f after every change that concerns m: a new entry
-	// for m, with its id as upto, or m's removal (upto 0). When f is called
+	// for m, with its id as upto, or m's removal or a change of its token
+	// (upto 0: a reader checks that its token still authenticates). When f is called
 	// the change is visible to Read, so a reader that subscribes before it
 	// reads misses nothing. f must not block: it is called on the engine's
 	// delivery path. cancel ends the subscription; f is not called after
@@ -207,6 +229,7 @@ type Options struct {
 	MaxRooms        int           // rooms in total; 0 = unlimited
 	ClientTimeout   time.Duration // silence after which a member is removed (default 60s)
 	PruneEvery      time.Duration // how often the engine prunes (default 30s)
+	Webhooks        bool          // write webhook events to the outbox (apps.go)
 	Now             func() time.Time
 }
 
