@@ -69,6 +69,21 @@ type config struct {
 	turnMaxLifetime          time.Duration
 	iceServers               stringList
 
+	auth          string     // -auth: open or jwt
+	jwtSecrets    stringList // HS256/384/512 secrets; any verifies
+	jwtPublicKeys stringList // PEM files
+	jwtJWKSURL    string
+	jwtAudience   string
+	jwtIssuer     string
+
+	webhookURL        string
+	webhookSecrets    stringList
+	webhookTimeout    time.Duration
+	webhookMaxAge     time.Duration
+	webhookMaxBackoff time.Duration
+
+	adminKey string
+
 	version bool              // -version: print it and exit
 	twins   map[string]string // every flag's environment twin (TINCAN_CLIENT_TIMEOUT) -> its name
 	fromEnv map[string]bool   // the flags that their twin set
@@ -131,6 +146,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.turnMaxAllocations, "turn-max-allocations", 10000, "TURN allocations in total; 0 = unlimited")
 	fs.IntVar(&c.turnUserAllocations, "turn-user-allocations", 64, "TURN allocations per user; 0 = unlimited")
 	fs.DurationVar(&c.turnMaxLifetime, "turn-max-lifetime", 12*time.Hour, "longest TURN allocation lifetime")
+	fs.StringVar(&c.auth, "auth", "open", "who may join a room: open (anyone who knows its name) or jwt (who brings the application's join token; see -jwt-*)")
+	fs.Var(&c.jwtSecrets, "jwt-secret", "with -auth jwt: HMAC secret that join tokens are signed with (HS256/384/512); repeatable or comma-separated: any of them verifies, for rotation")
+	fs.Var(&c.jwtPublicKeys, "jwt-public-key", "with -auth jwt: PEM file of a public key that verifies join tokens (RSA: RS*/PS*, ECDSA: ES*, Ed25519: EdDSA); repeatable")
+	fs.StringVar(&c.jwtJWKSURL, "jwt-jwks-url", "", "with -auth jwt: URL of a JWKS with the keys that verify join tokens (chosen by kid; refreshed)")
+	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "with -auth jwt: the aud a join token must name; unset = not checked")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "with -auth jwt: the iss a join token must have; unset = not checked")
+	fs.StringVar(&c.webhookURL, "webhook-url", "", "URL that room and member events are POSTed to (Standard Webhooks); unset = no webhooks")
+	fs.Var(&c.webhookSecrets, "webhook-secret", "with -webhook-url: whsec_<base64> secret that signs webhooks; repeatable or comma-separated: each signs, for rotation")
+	fs.DurationVar(&c.webhookTimeout, "webhook-timeout", 5*time.Second, "longest a webhook delivery may take")
+	fs.DurationVar(&c.webhookMaxAge, "webhook-max-age", 24*time.Hour, "how long an undelivered webhook event is retried before it is dropped")
+	fs.DurationVar(&c.webhookMaxBackoff, "webhook-max-backoff", 10*time.Second, "longest wait between retries of a webhook event")
+	fs.StringVar(&c.adminKey, "admin-key", "", "bearer key of the admin API under /admin/v1/; unset = no admin API (404)")
 	fs.BoolVar(&c.version, "version", false, "print the version and VCS revision, then exit (also: tincan version); it has no environment twin")
 	fs.Var(&c.iceServers, "ice-server", "extra ICE server URL to hand out (repeatable), e.g. turn:turn.example.com:3478")
 
@@ -180,6 +207,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if err := c.parseEtcd(); err != nil {
 		return c, err
 	}
+	if err := c.checkApps(); err != nil {
+		return c, err
+	}
 	lo, hi, _ := strings.Cut(c.turnRelayPorts, "-")
 	portMin, err1 := strconv.ParseUint(lo, 10, 16)
 	portMax, err2 := strconv.ParseUint(hi, 10, 16)
@@ -194,7 +224,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	for name, d := range map[string]time.Duration{"client-timeout": c.clientTimeout, "message-ttl": c.messageTTL,
 		"heartbeat": c.heartbeat, "stall-timeout": c.stallTimeout, "turn-ttl": c.turnTTL, "body-timeout": c.bodyTimeout,
-		"password-guess-window": c.passwordGuessWindow} {
+		"password-guess-window": c.passwordGuessWindow, "webhook-timeout": c.webhookTimeout, "webhook-max-age": c.webhookMaxAge,
+		"webhook-max-backoff": c.webhookMaxBackoff} {
 		if d <= 0 {
 			return c, fmt.Errorf("-%s must be positive", name)
 		}

@@ -81,6 +81,13 @@ func (s *Server) authenticate(r *http.Request, allowQuery bool) (store.Member, e
 		}
 		return store.Member{}, errorf(401, "unauthorized", "unknown or expired token (join the room again for a new one); %s", tokenHint(r, allowQuery))
 	}
+	if errors.Is(err, store.ErrKicked) || errors.Is(err, store.ErrRoomClosed) {
+		// 401 with the store's code: the application removed the member.
+		if err := s.limitAddress(r); err != nil {
+			return store.Member{}, err
+		}
+		return store.Member{}, err
+	}
 	if err != nil {
 		return store.Member{}, err
 	}

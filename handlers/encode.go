@@ -52,6 +52,9 @@ func (e *apiError) retryIn(wait time.Duration) *apiError {
 // statusOf maps the store's refusal codes to HTTP statuses.
 var statusOf = map[string]int{
 	"unauthorized":      http.StatusUnauthorized,
+	"kicked":            http.StatusUnauthorized,
+	"room_closed":       http.StatusUnauthorized,
+	"not_found":         http.StatusNotFound,
 	"not_member":        http.StatusForbidden,
 	"bad_password":      http.StatusForbidden,
 	"password_required": http.StatusForbidden,

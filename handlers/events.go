@@ -66,6 +66,7 @@ func (s *Server) handleEvents() http.Handler {
 			return
 		}
 		st := s.newEventStream(m, cursor)
+		st.token = bearer(r, true)
 		// Undone last: once the gauge has dropped, the stream is gone and
 		// its place under the address's cap is free.
 		s.metrics.streams.Inc()
@@ -93,7 +94,11 @@ type eventStream struct {
 	s        *Server
 	id       string // its r3labs stream
 	m        store.Member
+	token    string   // the token the stream was opened with
 	cleanups []func() // run by close, last first
+	// recheck: the store said m was removed or got a new token; the next
+	// delivery checks that st.token still authenticates m.
+	recheck atomic.Bool
 
 	// Set by open.
 	ctx        context.Context
@@ -164,7 +169,12 @@ func (st *eventStream) open(parent context.Context, conn net.Conn, w http.Respon
 	// Kicks come from the store's notifications and from here; close ends
 	// the notifications first, so that no delivery starts after the wait.
 	st.onClose(st.deliveries.Wait)
-	st.onClose(s.store.Subscribe(st.m, func(uint64) { st.kick() }))
+	st.onClose(s.store.Subscribe(st.m, func(upto uint64) {
+		if upto == 0 {
+			st.recheck.Store(true)
+		}
+		st.kick()
+	}))
 	st.kick() // the ready frame and the backlog
 }
 
@@ -229,9 +239,16 @@ func (st *eventStream) deliver() bool {
 		}
 	}
 	for {
+		if st.recheck.Swap(false) {
+			if err := s.stillMember(st.ctx, st.m, st.token); err != nil {
+				st.farewell(err)
+				return false
+			}
+		}
 		// The first read acknowledges the cursor the client resumed from.
 		msgs, start, err := s.store.Read(st.ctx, st.m, store.ReadRequest{After: st.last, Limit: readBatch, Acknowledge: first})
 		if err != nil {
+			st.farewell(err)
 			// ErrUnauthorized: the member left or was removed; a cancelled
 			// context: the stream is ending anyway.
 			if !errors.Is(err, store.ErrUnauthorized) && st.ctx.Err() == nil {
@@ -257,6 +274,14 @@ func (st *eventStream) deliver() bool {
 		if len(msgs) < readBatch { // else: more backlog, read on at once
 			return true
 		}
+	}
+}
+
+// farewell sends the last frame of a member the application removed
+// (kicked, or its room closed: farewellOf); other ends get none.
+func (st *eventStream) farewell(err error) {
+	if data := farewellOf(err, st.m.Room); data != nil {
+		st.publish(&sse.Event{Data: data})
 	}
 }
 

@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tincan/tincan/store"
@@ -18,49 +19,55 @@ func (s *Server) handlePost() http.Handler {
 			fail(w, err)
 			return
 		}
-		key := r.Header.Get("Idempotency-Key")
-		if len(key) > 64 {
-			fail(w, errorf(400, "bad_request", "Idempotency-Key is longer than 64 characters"))
-			return
-		}
-		body, err := readBody(w, r, s.cfg.MaxBody)
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		msgs, batch, err := parseBatch(body)
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		p := store.Post{From: m, IdempotencyKey: key, Messages: make([]store.Draft, len(msgs))}
-		for i, msg := range msgs {
-			p.Messages[i] = store.Draft{To: msg.to, Fields: msg.fields}
-		}
-		start := time.Now()
-		a, err := s.store.Append(r.Context(), p)
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
-		if !a.Repeat {
-			s.metrics.stored.Add(float64(len(a.IDs)))
-		}
-		if !batch {
-			writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
-			return
-		}
-		// A batch: {"ids":[…]}, in the order posted.
-		b := []byte(`{"ids":[`)
-		for i, id := range a.IDs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendUint(b, id, 10)
-		}
-		writeJSON(w, http.StatusCreated, "application/json", append(b, "]}"...))
+		s.post(w, r, m)
 	})
+}
+
+// post stores the message or batch of r's body from m (a member, or
+// store.ServerID for the admin API) and answers its id or ids.
+func (s *Server) post(w http.ResponseWriter, r *http.Request, m store.Member) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 64 {
+		fail(w, errorf(400, "bad_request", "Idempotency-Key is longer than 64 characters"))
+		return
+	}
+	body, err := readBody(w, r, s.cfg.MaxBody)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	msgs, batch, err := parseBatch(body)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	p := store.Post{From: m, IdempotencyKey: key, Messages: make([]store.Draft, len(msgs))}
+	for i, msg := range msgs {
+		p.Messages[i] = store.Draft{To: msg.to, Fields: msg.fields}
+	}
+	start := time.Now()
+	a, err := s.store.Append(r.Context(), p)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.metrics.appendSeconds.Observe(time.Since(start).Seconds())
+	if !a.Repeat {
+		s.metrics.stored.Add(float64(len(a.IDs)))
+	}
+	if !batch {
+		writeJSON(w, http.StatusCreated, "application/json", append(strconv.AppendUint([]byte(`{"id":`), a.ID, 10), '}'))
+		return
+	}
+	// A batch: {"ids":[…]}, in the order posted.
+	b := []byte(`{"ids":[`)
+	for i, id := range a.IDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, id, 10)
+	}
+	writeJSON(w, http.StatusCreated, "application/json", append(b, "]}"...))
 }
 
 // handlePoll is the long-poll: it answers at once when there is something
@@ -97,7 +104,11 @@ func (s *Server) handlePoll() http.Handler {
 		// Subscribed before the first read: a message committed after the
 		// read is announced on woken.
 		woken := make(chan struct{}, 1)
-		defer s.store.Subscribe(m, func(uint64) {
+		var recheck atomic.Bool // m was removed or got a new token
+		defer s.store.Subscribe(m, func(upto uint64) {
+			if upto == 0 {
+				recheck.Store(true)
+			}
 			select {
 			case woken <- struct{}{}:
 			default: // a wake-up is pending already
@@ -105,7 +116,19 @@ func (s *Server) handlePoll() http.Handler {
 		})()
 		for first := true; ; first = false {
 			// The first read acknowledges the cursor the client sent.
-			msgs, _, err := s.store.Read(r.Context(), m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
+			if recheck.Swap(false) {
+				err = s.stillMember(r.Context(), m, bearer(r, true))
+			}
+			var msgs []store.Message
+			if err == nil {
+				msgs, _, err = s.store.Read(r.Context(), m, store.ReadRequest{After: since, Limit: readBatch, Acknowledge: first})
+			}
+			if data := farewellOf(err, m.Room); data != nil {
+				// The application removed the member while it waited:
+				// the answer is the last message it gets.
+				writePollAnswer(w, []store.Message{{Data: data}}, since, s.cfg.StallTimeout)
+				return
+			}
 			if err != nil {
 				// ErrUnauthorized: the member left or was removed while
 				// waiting, a 401 as for a poll made after that. Anything

@@ -19,6 +19,9 @@ type metrics struct {
 	appendSeconds  prometheus.Histogram
 	guessesFailed  prometheus.Counter
 	guessesRefused prometheus.Counter
+
+	joinTokensRefused prometheus.Counter // bad_jwt
+	adminKeysRefused  prometheus.Counter // a wrong admin key
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -54,6 +57,12 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	}, []string{"outcome"})
 	m.guessesFailed = guesses.WithLabelValues("failed")
 	m.guessesRefused = guesses.WithLabelValues("refused")
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tincan_auth_refused_total", Help: "Join tokens refused (join_token: bad_jwt) and wrong admin keys (admin_key).",
+	}, []string{"credential"})
+	m.joinTokensRefused = refused.WithLabelValues("join_token")
+	m.adminKeysRefused = refused.WithLabelValues("admin_key")
+	reg.MustRegister(refused)
 	// The store registers its own: commits, pruning, members, its size.
 	reg.MustRegister(m.requests, m.streams, m.pollsWaiting, m.stored, delivered, m.evicted, m.appendSeconds, guesses)
 	return m

@@ -22,6 +22,8 @@ func (s *Server) routes() http.Handler {
 	r.Handler("GET", "/rooms/:room/events", s.handleEvents())
 	r.Handler("GET", "/ice-servers", s.handleICEServers())
 
+	s.adminRoutes(r)
+
 	r.Handler("GET", "/healthz", s.handleHealthz())
 	r.Handler("HEAD", "/healthz", s.handleHealthz())
 	r.Handler("GET", "/metrics", answerWithin(answerTimeout, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))

@@ -51,10 +51,17 @@ type Config struct {
 	// ICEServers returns the contract's "ice_servers" for a client, with
 	// fresh TURN credentials (turn.Credentials.ICEServers); nil: none.
 	ICEServers func(clientID string) []turn.ICEServer
-	Static     fs.FS // the web page: index.html, room.html and the files under /static/
-	Logger     *slog.Logger
-	Registry   *prometheus.Registry
-	Now        func() time.Time
+	// JoinTokens verifies the application's join tokens: with it (-auth
+	// jwt) a new member needs one. nil: anyone may join (-auth open).
+	JoinTokens JoinTokens
+	// AdminKey enables the admin API under /admin/v1/ for callers that
+	// send it as a bearer token; "": the admin API is not served (404).
+	// Wrong keys count as failed guesses of PasswordGuesses per address.
+	AdminKey string
+	Static   fs.FS // the web page: index.html, room.html and the files under /static/
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Now      func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -92,6 +99,7 @@ type Server struct {
 	addresses *limiter // per client IP
 	members   *limiter // per member
 	guesses   *guessLimiter
+	adminKeys *guessLimiter // wrong admin keys, per address
 	events    *sse.Server
 	handler   http.Handler
 
@@ -113,6 +121,7 @@ func New(cfg Config, st store.Store) *Server {
 		addresses: newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP),
 		members:   newLimiter(cfg.MemberRateLimit, cfg.MemberRateBurst, cfg.MaxOpenPerMember),
 		guesses:   newGuessLimiter(cfg.PasswordGuesses, cfg.RoomPasswordGuesses, cfg.PasswordGuessWindow),
+		adminKeys: newGuessLimiter(cfg.PasswordGuesses, 0, cfg.PasswordGuessWindow),
 	}
 	s.metrics = newMetrics(cfg.Registry)
 	s.events = newEventServer(&s.subs)
@@ -142,6 +151,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.addresses.sweep(now.Add(-time.Minute))
 			s.members.sweep(now.Add(-time.Minute))
 			s.guesses.sweep(now)
+			s.adminKeys.sweep(now)
 		}
 	}
 }
