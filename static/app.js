@@ -17,6 +17,9 @@ const transport = ['sse', 'poll'].includes(params.get('transport')) ? params.get
 const mediaMode = params.get('media'); // "none": chat only; "audio": no camera
 const mySid = randomId(); // this page instance; a reload gets a new one
 const appKey = `tincan-app:${room}`;
+// The application's join token, from the URL fragment (/r/room#token=…):
+// a fragment is never sent to a server, so the token lands in no log.
+const joinToken = new URLSearchParams(location.hash.slice(1)).get('token');
 
 const peers = new Map(); // client id → peer state
 const staleSids = new Set(); // `${peer}/${sid}`: page instances of peers that were replaced
@@ -372,6 +375,11 @@ function onReachable(reachable, why) {
 }
 
 function onClose(ev) {
+  if (!ended && (ev.reason === 'kicked' || ev.reason === 'room-closed')) {
+    // The application removed us or closed the room: no rejoining on our own.
+    removedByApp(ev.reason);
+    return;
+  }
   if (ended || (ev.reason !== 'unauthorized' && ev.reason !== 'forbidden')) return;
   // The server removed us (e.g. the laptop slept past the client timeout): join again.
   for (const id of [...peers.keys()]) dropPeer(id);
@@ -450,7 +458,7 @@ async function start(password) {
     let c;
     try {
       c = await join(room, {
-        transport, password: password ?? storedPassword(), onMessage, onPresence, onTransport, onReachable, onClose,
+        transport, password: password ?? storedPassword(), token: joinToken, onMessage, onPresence, onTransport, onReachable, onClose,
       });
     } catch (err) {
       joinFailed(err, password);
@@ -496,6 +504,22 @@ function joinFailed(err, password) {
   if (err.status === 0 || err.status >= 500 || err.status === 429) {
     retryTimer = setTimeout(() => start(password), 5000);
   }
+}
+
+// removedByApp ends the call after the application kicked this member or
+// closed the room: dataset.state is `ended`, the ended view says why.
+function removedByApp(reason) {
+  ended = true;
+  clearTimeout(retryTimer);
+  for (const id of [...peers.keys()]) dropPeer(id);
+  stopMedia();
+  client = null;
+  try { sessionStorage.removeItem(appKey); } catch { /* ignore */ }
+  html.dataset.state = 'ended';
+  html.dataset.ended = reason;
+  $('status').textContent = LABELS.ended;
+  $('ended-title').textContent = reason === 'kicked' ? 'You were removed from the call' : 'The call was closed';
+  showView('ended-view');
 }
 
 async function hangUp() {

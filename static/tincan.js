@@ -78,6 +78,17 @@ async function problemOf(res) {
   }
 }
 
+// endReason is why the client ends on a 401 or 403: "kicked" or
+// "room-closed" when the application removed the member, else
+// "unauthorized" or "forbidden".
+async function endReason(res) {
+  if (res.status === 403) return 'forbidden';
+  const p = await problemOf(res);
+  if (p && p.code === 'kicked') return 'kicked';
+  if (p && p.code === 'room_closed') return 'room-closed';
+  return 'unauthorized';
+}
+
 function defaultStorage() {
   try { return globalThis.sessionStorage || null; } catch { return null; }
 }
@@ -89,6 +100,9 @@ function defaultStorage() {
  * @param {object} [opts]
  * @param {string} [opts.base='']           URL prefix of the server ("" = this origin)
  * @param {string} [opts.password]          room password
+ * @param {string} [opts.token]             the application's join token (a JWT), for a server started with
+ *                                          -auth jwt: the join sends it as Authorization: Bearer; the same
+ *                                          person joining again (same `sub`) resumes its seat
  * @param {'auto'|'sse'|'poll'} [opts.transport='auto']
  * @param {number} [opts.readyTimeout=5000] ms to wait for the SSE `ready` frame
  * @param {number} [opts.sseRetry=60000]    after falling back to long-poll, ms before the event stream is tried again (doubling up to 16×)
@@ -142,6 +156,7 @@ export class Client {
     this.pollWait = opts.pollWait ?? 25;
     this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, batches: 0, batchFallback: null, acks: 0, acked: 0, fallback: null };
     this._password = opts.password;
+    this._jwt = opts.token ? String(opts.token) : null;
     this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
     this._readyTimeout = opts.readyTimeout ?? 5000;
     this._sseRetryAfter = this._sseRetryBase = opts.sseRetry ?? 60000;
@@ -221,7 +236,9 @@ export class Client {
     const body = this._password != null && this._password !== '' ? { password: String(this._password) } : {};
     for (let attempt = 0; ; attempt++) {
       const headers = { 'Content-Type': 'application/json' };
-      if (saved && saved.token) headers.Authorization = `Bearer ${saved.token}`;
+      // A join token takes precedence: its `sub` resumes the same seat anyway.
+      if (this._jwt) headers.Authorization = `Bearer ${this._jwt}`;
+      else if (saved && saved.token) headers.Authorization = `Bearer ${saved.token}`;
       let res;
       try {
         res = await this._fetch(this._url(`/rooms/${this.room}/join`), {
@@ -238,6 +255,11 @@ export class Client {
         this.token = a.token;
         this.initiator = !!a.initiator;
         this.peers = Array.isArray(a.peers) ? a.peers.slice() : [];
+        /** the other members with what the application's join tokens say of them: {client_id, identity, name, metadata} */
+        this.members = Array.isArray(a.members) ? a.members.slice() : [];
+        /** this member's identity and name from its join token, if any */
+        this.identity = a.identity || null;
+        this.name = a.name || null;
         this.capacity = a.capacity || 0;
         this.iceServers = a.ice_servers || [];
         this._eventsPath = a.events || `/rooms/${this.room}/events`;
@@ -536,7 +558,7 @@ export class Client {
       if (unreachable(status)) this._reach(false, unreachableWhy(status));
       else this._reach(true);
       if (res && (res.status === 401 || res.status === 403)) {
-        this._end(res.status === 401 ? 'unauthorized' : 'forbidden');
+        this._end(await endReason(res));
         return;
       }
       const delay = res && (res.status === 429 || res.status === 503) ? retryAfter(res, backoff(attempt)) : backoff(attempt);
@@ -548,6 +570,11 @@ export class Client {
   // ---- delivery ----
 
   _deliver(msg) {
+    if (msg && (msg.type === 'kicked' || msg.type === 'room-closed') && msg.id === undefined && msg.from === undefined) {
+      // The application removed this member, or closed the room: the last frame.
+      this._end(msg.type);
+      return;
+    }
     if (!msg || typeof msg !== 'object' || !Number.isFinite(msg.id)) return;
     if (msg.id <= this.cursor) { this.stats.duplicates++; return; }
     this.cursor = msg.id;
