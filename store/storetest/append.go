@@ -356,3 +356,33 @@ func testAppendBatchKeptForNextJoiner(t testing.TB, open Opener) {
 	b := e.join("r")
 	wantIDs(t, e.read(b.Member, 0), got.IDs, "the joiner's kept batch")
 }
+
+// A post from store.ServerID needs no membership, only the room: to
+// everyone or to one member, its entries read "from":"server". A room that
+// does not exist is ErrNotFound; a To that is no member, ErrUnknownPeer.
+func testAppendFromServer(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{Capacity: 3})
+	a, b := e.join("r"), e.join("r")
+	e.ackAll(a.Member)
+	server := store.Member{Room: "r", ID: store.ServerID}
+	all := e.send(store.Post{From: server, Messages: []store.Draft{{Fields: []byte(`"type":"notice","text":"hi"`)}}})
+	if all.Repeat || !sameSet(all.Recipients, []string{a.ID, b.ID}) {
+		t.Fatalf("a post from the server to everyone: %+v, want recipients %s and %s", all, a.ID, b.ID)
+	}
+	one := e.send(store.Post{From: server, Messages: []store.Draft{{To: b.ID, Fields: []byte(`"type":"notice","text":"b only"`)}}})
+	if !sameSet(one.Recipients, []string{b.ID}) {
+		t.Fatalf("a post from the server to b: %+v, want recipient %s", one, b.ID)
+	}
+	forA := e.read(a.Member, 0)
+	wantIDs(t, forA, []uint64{all.ID}, "a, after the server's posts")
+	wantMessage(t, forA[0], store.ServerID, `"type":"notice","text":"hi"`)
+	forB := e.read(b.Member, 0)
+	wantIDs(t, forB, []uint64{all.ID, one.ID}, "b, after the server's posts")
+	wantMessage(t, forB[1], store.ServerID, `"type":"notice","text":"b only"`)
+
+	e.refuseSend(store.Post{From: store.Member{Room: "nowhere", ID: store.ServerID}, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}, store.ErrNotFound)
+	e.refuseSend(store.Post{From: server, Messages: []store.Draft{{To: "ghost", Fields: []byte(`"type":"x"`)}}}, store.ErrUnknownPeer)
+	if next := e.post(a.Member, `"type":"after"`); next <= one.ID {
+		t.Fatalf("a member's post after the server's has id %d, not above %d", next, one.ID)
+	}
+}

@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -294,4 +296,119 @@ func testJoinTooManyRooms(t testing.TB, open Opener) {
 	e.leave(made[1].Member, store.ReasonLeft)
 	e.join("one-more")
 	e.refuseJoin(store.JoinRequest{Room: "two-more"}, store.ErrTooManyRooms)
+}
+
+// A joiner's profile reaches the others: in their peer-joined entry (the
+// fields exactly as store.PeerJoinedFields makes them) and in Profiles of
+// later joiners, in the order of Peers. A resume's entry carries the
+// member's profile too; a member without one has the empty profile.
+func testJoinProfile(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{Capacity: 3})
+	pa := store.Profile{Identity: "alice", Name: `Alice "A" Ünal`, Metadata: json.RawMessage(`{"team":"blue","n":[1,2]}`)}
+	pc := store.Profile{Identity: "carol"}
+	a := e.joinWith(store.JoinRequest{Room: "r", Profile: pa})
+	if len(a.Peers) != 0 || len(a.Profiles) != 0 {
+		t.Fatalf("the first member: %+v, want no peers and no profiles", a)
+	}
+	b := e.join("r")
+	if !slices.Equal(b.Peers, []string{a.ID}) || len(b.Profiles) != 1 || !sameProfile(b.Profiles[0], pa) {
+		t.Fatalf("b joins: peers %v, profiles %+v; want [%s] with %+v", b.Peers, b.Profiles, a.ID, pa)
+	}
+	c := e.joinWith(store.JoinRequest{Room: "r", Profile: pc})
+	if !slices.Equal(c.Peers, []string{a.ID, b.ID}) || len(c.Profiles) != 2 || !sameProfile(c.Profiles[0], pa) || !sameProfile(c.Profiles[1], store.Profile{}) {
+		t.Fatalf("c joins: peers %v, profiles %+v; want [%s %s] with %+v and the empty profile", c.Peers, c.Profiles, a.ID, b.ID, pa)
+	}
+	msgs := e.read(a.Member, 0)
+	if len(msgs) != 2 {
+		t.Fatalf("a reads %v, want the peer-joined entries of b and c", ids(msgs))
+	}
+	wantFields(t, msgs[0], store.PeerJoinedFields(b.ID, store.Profile{}, false))
+	wantFields(t, msgs[1], store.PeerJoinedFields(c.ID, pc, false))
+	forB := e.read(b.Member, 0)
+	wantIDs(t, forB, []uint64{msgs[1].ID}, "b, after c joined")
+
+	// a resumes with its token, and says nothing of itself: its entry
+	// carries the profile it joined with.
+	e.ackAll(b.Member)
+	ra := e.joinWith(store.JoinRequest{Room: "r", Token: a.Token})
+	if !ra.Resumed || !slices.Equal(ra.Peers, []string{b.ID, c.ID}) || len(ra.Profiles) != 2 || !sameProfile(ra.Profiles[1], pc) {
+		t.Fatalf("a resumes: %+v, want peers [%s %s] with profiles [{} %+v]", ra, b.ID, c.ID, pc)
+	}
+	msgs = e.read(b.Member, 0)
+	if len(msgs) != 1 {
+		t.Fatalf("b reads %v after a resumed, want one peer-joined entry", ids(msgs))
+	}
+	wantFields(t, msgs[0], store.PeerJoinedFields(a.ID, pa, true))
+}
+
+// A join whose identity is that of a member of the room resumes that
+// member: same id and place, a fresh token (the old one stops working and
+// the member's readers are told, upto 0), no password needed and never
+// refused for a full room. Members without an identity never resume each
+// other; the identity of a member of another room makes a new member.
+func testJoinResumeByIdentity(t testing.TB, open Opener) {
+	e := start(t, open, store.Options{})
+	pa := store.Profile{Identity: "alice", Name: "Alice"}
+	a := e.joinWith(store.JoinRequest{Room: "r", Password: "pw", Profile: pa})
+	b := e.joinWith(store.JoinRequest{Room: "r", Password: "pw"})
+	m := e.post(b.Member, `"type":"hello"`)
+	e.ackAll(b.Member)
+	in := e.subscribe(a.Member)
+
+	ra := e.joinWith(store.JoinRequest{Room: "r", Profile: pa}) // full, and no password
+	if !ra.Resumed || ra.Member != a.Member || ra.Token == "" || ra.Token == a.Token {
+		t.Fatalf("alice joins again: %+v, want member %+v resumed with a fresh token", ra, a.Member)
+	}
+	if !slices.Equal(ra.Peers, []string{b.ID}) || len(ra.Profiles) != 1 || !sameProfile(ra.Profiles[0], store.Profile{}) {
+		t.Fatalf("alice resumes: peers %v, profiles %+v; want [%s] with the empty profile", ra.Peers, ra.Profiles, b.ID)
+	}
+	in.waitFor(t, "of the change of a's token (upto 0) to a's subscriber", func(upto uint64) bool { return upto == 0 })
+	if got, err := e.s.Authenticate(t.Context(), a.Token); !errors.Is(err, store.ErrUnauthorized) {
+		t.Fatalf("a's old token after a resume by identity: %+v, %v; want ErrUnauthorized", got, err)
+	}
+	if got, err := e.s.Authenticate(t.Context(), ra.Token); err != nil || got != a.Member {
+		t.Fatalf("a's new token: %+v, %v; want %+v", got, err, a.Member)
+	}
+	wantIDs(t, e.read(a.Member, 0), []uint64{m}, "a after its resume: the same member, its entries kept")
+	msgs := e.read(b.Member, 0)
+	if len(msgs) != 1 {
+		t.Fatalf("b reads %v after alice resumed, want one peer-joined entry", ids(msgs))
+	}
+	if en := wantEvent(t, msgs[0], "peer-joined", a.ID); !en.Resumed {
+		t.Fatalf("b reads %s: want \"resumed\":true", msgs[0].Data)
+	}
+	if n := e.occupants("r"); n != 2 {
+		t.Fatalf("%d occupants after a resume by identity, want 2", n)
+	}
+	e.refuseJoin(store.JoinRequest{Room: "r", Password: "pw", Profile: store.Profile{Identity: "bob"}}, store.ErrRoomFull)
+
+	// The identity in another room: a new member there.
+	x := e.joinWith(store.JoinRequest{Room: "other", Profile: pa})
+	if x.Resumed || x.Room != "other" || x.ID == "" {
+		t.Fatalf("alice joins another room: %+v, want a new member", x)
+	}
+	if got, err := e.s.Authenticate(t.Context(), ra.Token); err != nil || got != a.Member {
+		t.Fatalf("alice joining another room disturbed her in r: %+v, %v", got, err)
+	}
+	// No identity: never a resume.
+	f := start(t, open, store.Options{Capacity: 3})
+	p, q := f.join("s"), f.join("s")
+	if p.ID == q.ID || q.Resumed {
+		t.Fatalf("two joins without an identity: %+v and %+v, want two members", p, q)
+	}
+}
+
+// sameProfile compares profiles, metadata by its bytes (nil and empty alike).
+func sameProfile(a, b store.Profile) bool {
+	return a.Identity == b.Identity && a.Name == b.Name && bytes.Equal(a.Metadata, b.Metadata)
+}
+
+// wantFields checks that msg is exactly {"id":<its id>,<fields>}.
+func wantFields(t testing.TB, msg store.Message, fields []byte) {
+	t.Helper()
+	parse(t, msg)
+	want := fmt.Sprintf(`{"id":%d,%s}`, msg.ID, fields)
+	if string(msg.Data) != want {
+		t.Fatalf("entry %d reads\n\t%s\nwant\n\t%s", msg.ID, msg.Data, want)
+	}
 }

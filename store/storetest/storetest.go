@@ -39,7 +39,7 @@ type Opener func(opts store.Options) (store.Store, error)
 
 // Run runs the suite as subtests of t, one group per part of the contract
 // (Join, Leave, Append, Read, Prune, IDs, Subscribe, Presence, Restart,
-// Lifecycle), each test independent of the others. The tests of a group
+// Lifecycle, Apps), each test independent of the others. The tests of a group
 // run in parallel with each other; Run returns when all have finished.
 //
 // newEngine is called once by every test, from that test's goroutine, and
@@ -80,6 +80,8 @@ var groups = []group{
 		{"PasswordRace", testJoinPasswordRace},
 		{"Resume", testJoinResume},
 		{"TooManyRooms", testJoinTooManyRooms},
+		{"Profile", testJoinProfile},
+		{"ResumeByIdentity", testJoinResumeByIdentity},
 	}},
 	{"Leave", []test{
 		{"PeerLeft", testLeavePeerLeft},
@@ -97,6 +99,7 @@ var groups = []group{
 		{"BatchAllOrNothing", testAppendBatchAllOrNothing},
 		{"BatchIdempotent", testAppendBatchIdempotent},
 		{"BatchKeptForNextJoiner", testAppendBatchKeptForNextJoiner},
+		{"FromServer", testAppendFromServer},
 	}},
 	{"Read", []test{
 		{"AfterAndLimit", testReadAfterAndLimit},
@@ -132,5 +135,20 @@ var groups = []group{
 		{"Secret", testSecret},
 		{"Ping", testPing},
 		{"CallsAfterClose", testCallsAfterClose},
+	}},
+	{"Apps", []test{
+		{"OutboxOffWithoutWebhooks", testAppsOutboxOff},
+		{"OutboxJoinAndLeave", testAppsOutboxJoinAndLeave},
+		{"OutboxTimeout", testAppsOutboxTimeout},
+		{"OutboxKickAndClose", testAppsOutboxKickAndClose},
+		{"OutboxNoEventForRefusal", testAppsOutboxNoEventForRefusal},
+		{"OutboxRestartAndDelivered", testAppsOutboxRestartAndDelivered},
+		{"OutboxChanged", testAppsOutboxChanged},
+		{"ClaimOutbox", testAppsClaimOutbox},
+		{"Rooms", testAppsRooms},
+		{"Room", testAppsRoom},
+		{"NotFound", testAppsNotFound},
+		{"Kick", testAppsKick},
+		{"CloseRoom", testAppsCloseRoom},
 	}},
 }
