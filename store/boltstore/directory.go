@@ -51,6 +51,14 @@ func (d *directory) remove(tokenHash [32]byte, m store.Member) {
 	delete(d.members, m)
 }
 
+// retoken gives m the token hash new in place of old.
+func (d *directory) retoken(old, new [32]byte, m store.Member) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.tokens, old)
+	d.tokens[new] = m
+}
+
 func (d *directory) lookup(tokenHash [32]byte) (store.Member, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()

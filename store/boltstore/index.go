@@ -19,6 +19,10 @@ type index struct {
 	mu    sync.RWMutex
 	rooms map[string]*roomIndex
 	cache deliveryCache
+	// newest is, per room, the time of its newest message (unix nanos),
+	// for its last activity (Rooms): pruning does not lower it, deleting
+	// the room drops it. Rebuilt at Open from the messages still there.
+	newest map[string]int64
 }
 
 type roomIndex struct {
@@ -27,7 +31,7 @@ type roomIndex struct {
 }
 
 func newIndex(cacheBytes int) *index {
-	return &index{rooms: map[string]*roomIndex{}, cache: newDeliveryCache(cacheBytes)}
+	return &index{rooms: map[string]*roomIndex{}, cache: newDeliveryCache(cacheBytes), newest: map[string]int64{}}
 }
 
 // readRecent calls visit with the room's messages after cursor, oldest
@@ -91,8 +95,16 @@ func (x *index) counts(room string) (messages int, held bool) {
 
 // add lists a committed message; rec, when not nil, is its encoded record.
 func (x *index) add(room string, id uint64, pending bool, rec []byte) {
+	x.addAt(room, id, pending, rec, 0)
+}
+
+// addAt is add for a message created at (unix nanos).
+func (x *index) addAt(room string, id uint64, pending bool, rec []byte, at int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if at > x.newest[room] {
+		x.newest[room] = at
+	}
 	if rec != nil {
 		x.cache.put(id, rec)
 	}
@@ -141,9 +153,17 @@ func (x *index) claimed(room string, recs map[uint64][]byte) {
 	}
 }
 
+// active is the time of the room's newest message (unix nanos; 0: none).
+func (x *index) active(room string) int64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.newest[room]
+}
+
 func (x *index) drop(room string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	delete(x.newest, room)
 	if r := x.rooms[room]; r != nil {
 		for _, id := range r.ids {
 			x.cache.forget(id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,7 +32,31 @@ func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
 func (s *Store) Touch(m store.Member) { s.presence.Touch(m) }
 
 // Hold implements store.Store.
-func (s *Store) Hold(m store.Member) (release func()) { return s.presence.Hold(m) }
+// The store counts the holds too, for Room's Listening.
+func (s *Store) Hold(m store.Member) (release func()) {
+	s.listenMu.Lock()
+	s.listening[m]++
+	s.listenMu.Unlock()
+	held := s.presence.Hold(m)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.listenMu.Lock()
+			if s.listening[m]--; s.listening[m] <= 0 {
+				delete(s.listening, m)
+			}
+			s.listenMu.Unlock()
+			held()
+		})
+	}
+}
+
+// isListening reports whether m holds now.
+func (s *Store) isListening(m store.Member) bool {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	return s.listening[m] > 0
+}
 
 // startPresence gives every member on disk the whole client timeout.
 func (s *Store) startPresence() error {
@@ -51,6 +76,7 @@ func (s *Store) reapLoop() {
 		select {
 		case <-t.C:
 			s.removeSilent()
+			s.tombs.sweep(time.Now())
 		case <-s.closing:
 			return
 		}

@@ -75,6 +75,15 @@ type Store struct {
 	staged staged
 	hooks  []func()
 	wakes  []wake
+	// outboxAdded: the transaction being built wrote webhook events.
+	outboxAdded bool
+	watchers    outboxWatchers
+
+	// Members removed by Kick or CloseRoom, for their refusals (apps.go),
+	// and the members listening now, for Room.
+	tombs     tombstones
+	listenMu  sync.Mutex
+	listening map[store.Member]int
 
 	notifier store.Notifier
 	presence *store.Presence
@@ -124,7 +133,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRooms, bucketMsgs, bucketIdem} {
+		for _, name := range [][]byte{bucketMeta, bucketRooms, bucketMsgs, bucketIdem, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -140,16 +149,18 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
 	s := &Store{
-		db:       db,
-		opts:     opts,
-		ops:      make(chan *op, opts.MaxBatch),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		dir:      newDirectory(),
-		unsaved:  map[store.Member]uint64{},
-		idem:     newIdemKeys(),
-		index:    newIndex(opts.RecentBytes),
-		presence: store.NewPresence(opts.Now),
+		db:        db,
+		opts:      opts,
+		ops:       make(chan *op, opts.MaxBatch),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		dir:       newDirectory(),
+		unsaved:   map[store.Member]uint64{},
+		idem:      newIdemKeys(),
+		index:     newIndex(opts.RecentBytes),
+		presence:  store.NewPresence(opts.Now),
+		tombs:     newTombstones(),
+		listening: map[store.Member]int{},
 	}
 	if err := s.loadIndex(); err != nil {
 		db.Close()
@@ -280,6 +291,7 @@ func (s *Store) commit(batch []*op) {
 	s.staged.reset()
 	s.hooks = s.hooks[:0]
 	s.wakes = s.wakes[:0]
+	s.outboxAdded = false
 	errs := make([]error, len(batch))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, o := range batch {
@@ -306,6 +318,9 @@ func (s *Store) commit(batch []*op) {
 		// woken reader see the change.
 		for _, w := range s.wakes {
 			s.notifier.Notify(w.room, w.upto, w.ids...)
+		}
+		if s.outboxAdded {
+			s.watchers.notify()
 		}
 	}
 	d := time.Since(start)
@@ -364,7 +379,7 @@ func (s *Store) loadIndex() error {
 			if orphaned(firsts, room, id) {
 				s.orphans.add([]uint64{id}, nil)
 			} else {
-				s.index.add(room, id, r.pending, nil)
+				s.index.addAt(room, id, r.pending, nil, r.created)
 			}
 			return nil
 		})
