@@ -15,16 +15,22 @@
 //
 // # The file
 //
-//	meta                     sequence for message ids; room count; secrets
-//	rooms/<room>             "info" -> roomInfo (JSON: password hash, join counter, first id)
-//	rooms/<room>/members     client id -> memberRecord (48 bytes, rooms.go)
+//	meta                     sequence for message ids and event seqs; room count; secrets
+//	rooms/<room>             "info" -> roomInfo (JSON: password hash, join counter, first id,
+//	                         created, newest join or leave)
+//	rooms/<room>/members     client id -> memberRecord (rooms.go: token hash, join place,
+//	                         acknowledged id, joined, profile; 48 bytes in older files)
 //	msgs                     big-endian id -> message record (record.go)
 //	idem                     big-endian message id -> unix nanos, room \x00 client id \x00 key (idem.go)
+//	outbox                   big-endian seq -> webhook event (outbox.go), with Options.Webhooks
 //
 // Messages of every room share one bucket keyed by a global sequence, so a
 // group commit appends to the same few pages however many rooms it touches,
 // and an id is never reused, not even by a room deleted and made again.
 // Idempotency keys are stored under their message's id for the same reason.
+// Webhook events take their seq from the same sequence, and are written in
+// the transaction of the change they report (a join, a leave, a removal
+// for silence, Kick, CloseRoom): one commit has both or neither.
 //
 // # What is kept in memory
 //
@@ -47,16 +53,28 @@
 //   - directory (directory.go): token hash -> member, and member -> highest
 //     acknowledged id. Mirrors the members buckets, plus acknowledgements
 //     not yet written (unsaved, messages.go), which reach the disk within
-//     Options.AckFlush. Authenticate and Read answer from it.
+//     Options.AckFlush. Authenticate and Read answer from it. A resume by
+//     identity finds its member in the transaction instead (findIdentity,
+//     rooms.go), so that it sees a member who joined earlier in the same
+//     group commit; it then changes the member's token hash here.
 //   - idempotency keys (idem.go): room -> client id and key -> message id.
 //     Mirrors idem.
+//   - newest message per room (index.go, index.newest): its time, for a
+//     room's last activity (Rooms, Room), so that a post need not write
+//     the room's info. Rebuilt at Open from the messages still in msgs.
 //   - orphans (orphans.go): ids of messages and keys of deleted rooms still
 //     in the file, deleted by a sweep every Options.OrphanSweep. Rebuilt at
 //     Open from records whose room is gone or older than the room's First.
 //
-// Two more are not mirrors of the file but the engine's live state, lost on
-// a restart by design: presence (store.Presence: who is listening, for the
-// timeout; every member starts afresh at Open) and the subscriptions of
-// live readers (store.Notifier), notified by the commit loop after the
-// mirrors show a commit.
+// The outbox has no mirror: its deliverer reads it a page at a time.
+//
+// The rest is not a mirror of the file but the engine's live state, lost
+// on a restart by design: presence (store.Presence: who is listening, for
+// the timeout; every member starts afresh at Open), the count of holds per
+// member (Room's Listening), the subscriptions of live readers
+// (store.Notifier) and of the outbox's deliverer (OutboxChanged), notified
+// by the commit loop after the mirrors show a commit, and the tombstones
+// of members removed by Kick or CloseRoom (apps.go: token hash and member
+// -> ErrKicked or ErrRoomClosed, kept twice the client timeout; the
+// promise lets a restart forget them).
 package boltstore

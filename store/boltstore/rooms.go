@@ -136,6 +136,16 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 	if s.closed() {
 		return store.Joined{}, store.ErrClosed
 	}
+	if len(req.Profile.Metadata) > 0 {
+		// Compact, so that the entries and the event bodies that carry it
+		// hold no line break; not JSON, it would break them (the handlers
+		// check it first: this is the store's own guard).
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, req.Profile.Metadata); err != nil {
+			return store.Joined{}, store.Refusef(store.ErrBadPost, "the profile's metadata is not JSON: %v", err)
+		}
+		req.Profile.Metadata = buf.Bytes()
+	}
 	// Password hashing is slow on purpose: do it outside the commit loop,
 	// then make sure in the transaction that the room is still as we saw it.
 	for attempt := 0; ; attempt++ {
