@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/tincan/tincan/store"
 )
 
 // The key layout under the prefix P (Options.Prefix). Room names and
@@ -15,19 +18,25 @@ import (
 // base64url), so the parts split unambiguously.
 //
 //	P room/<room>/info                room record (JSON roomInfo); rewritten by every join and leave
-//	P room/<room>/member/<id>         member record: token hash, claim window (memberValue)
+//	P room/<room>/member/<id>         member record: token hash, claim window, join time, profile (memberValue)
 //	P room/<room>/ack/<id>            highest id the member acknowledged, 20 decimal digits
 //	P room/<room>/live/<id>           presence: attached to the member's lease ("shared": a restart's lease)
 //	P room/<room>/msg/<name>          an entry: message or server event (msgValue); id from its revision
-//	P room/<room>/idem/<id>/<key>     an idempotency key of member <id>: its message's time and index
-//	P token/<hex sha256 of token>     "<room>/<id>": finds the member a token belongs to
+//	P room/<room>/idem/<id>/<key>     an idempotency key of member <id> (or "server"): its message's time and index
+//	P room/<room>/listen/<id>/<inst>  instance <inst> saw member <id> listening within the client timeout;
+//	                                  on that instance's lease (admin's Listening)
+//	P token/<hex sha256 of token>     "<room>/<id>": finds the member a token belongs to; or, after Kick
+//	                                  or CloseRoom, a tombstone (tombValue) on a lease of the client timeout
+//	P outbox/<room>/<name>            a webhook event not yet delivered (outboxValue); seq from its revision
+//	P outbox-claim                    the instance that delivers the outbox, on that instance's claim lease
 //	P slot/<n>                        "<room>": one of MaxRooms places, held by a room (only with MaxRooms)
 //	P instance/<random id>            one running instance, attached to its own short lease
 //	P secret/<name>                   a secret's bytes
 //	P ping                            written by Ping
 //
 // Everything of a room is under one prefix, so that the last member's
-// leave deletes it all with one range delete.
+// leave deletes it all with one range delete. The outbox is not: a room's
+// events outlive it until they are delivered.
 type layout struct{ prefix string }
 
 func (l layout) room(room string) string          { return l.prefix + "room/" + room + "/" }
@@ -39,10 +48,16 @@ func (l layout) msg(room, name string) string     { return l.room(room) + "msg/"
 func (l layout) idems(room, id string) string     { return l.room(room) + "idem/" + id + "/" }
 func (l layout) idem(room, id, key string) string { return l.idems(room, id) + key }
 func (l layout) token(hash [32]byte) string       { return l.prefix + "token/" + hex.EncodeToString(hash[:]) }
-func (l layout) slot(n int) string                { return l.prefix + "slot/" + strconv.Itoa(n) }
-func (l layout) instance(id string) string        { return l.prefix + "instance/" + id }
-func (l layout) secret(name string) string        { return l.prefix + "secret/" + name }
-func (l layout) ping() string                     { return l.prefix + "ping" }
+func (l layout) listens(room, id string) string   { return l.room(room) + "listen/" + id + "/" }
+func (l layout) listen(room, id, inst string) string {
+	return l.listens(room, id) + inst
+}
+func (l layout) outbox(room, name string) string { return l.prefix + "outbox/" + room + "/" + name }
+func (l layout) claim() string                   { return l.prefix + "outbox-claim" }
+func (l layout) slot(n int) string               { return l.prefix + "slot/" + strconv.Itoa(n) }
+func (l layout) instance(id string) string       { return l.prefix + "instance/" + id }
+func (l layout) secret(name string) string       { return l.prefix + "secret/" + name }
+func (l layout) ping() string                    { return l.prefix + "ping" }
 
 // kind is what a key under the prefix holds.
 type kind int
@@ -58,6 +73,8 @@ const (
 	kindToken
 	kindSlot
 	kindInstance
+	kindListen
+	kindOutbox
 )
 
 // parsed is a key taken apart: room and id where the kind has them; rest is
@@ -82,6 +99,9 @@ func (l layout) parse(key []byte) parsed {
 		return parsed{kind: kindSlot, rest: k}
 	case "instance":
 		return parsed{kind: kindInstance, rest: k}
+	case "outbox":
+		room, name, _ := strings.Cut(k, "/")
+		return parsed{kind: kindOutbox, room: room, rest: name}
 	case "room":
 	default:
 		return parsed{}
@@ -102,6 +122,9 @@ func (l layout) parse(key []byte) parsed {
 	case "idem":
 		id, key, _ := strings.Cut(k, "/")
 		return parsed{kind: kindIdem, room: room, id: id, rest: key}
+	case "listen":
+		id, inst, _ := strings.Cut(k, "/")
+		return parsed{kind: kindListen, room: room, id: id, rest: inst}
 	}
 	return parsed{}
 }
@@ -130,6 +153,10 @@ type roomInfo struct {
 	// own revision; a leave writes the number it read).
 	LastJoin int64 `json:"lj,omitempty"`
 	Slot     *int  `json:"slot,omitempty"` // the room's place among MaxRooms, if it holds one
+	// Created is when the room was made, Active its latest join or
+	// leave (unix nanoseconds, Options.Now; 0 in records from before).
+	Created int64 `json:"ct,omitempty"`
+	Active  int64 `json:"la,omitempty"`
 }
 
 func encodeInfo(info roomInfo) string {
@@ -144,24 +171,61 @@ func decodeInfo(v []byte) (roomInfo, error) {
 }
 
 // memberValue is a member's record: the sha256 of its token (never the
-// token), and the revision after which the messages kept for the next
-// joiner are its own (up to its own join). 40 bytes.
+// token), the revision after which the messages kept for the next joiner
+// are its own (up to its own join), when it joined first and its profile.
+//
+//	token      32 bytes
+//	claimFrom   8 bytes, big-endian
+//	joined      8 bytes, unix nanoseconds, big-endian
+//	profile     JSON {"i":identity,"n":name,"m":metadata}, empty members left out
+//
+// Records of 40 bytes (from before profiles) have neither time nor profile.
 type memberValue struct {
 	token     [32]byte
 	claimFrom int64
+	joined    int64
+	profile   store.Profile
+}
+
+type profileJSON struct {
+	Identity string          `json:"i,omitempty"`
+	Name     string          `json:"n,omitempty"`
+	Metadata json.RawMessage `json:"m,omitempty"`
 }
 
 func (m memberValue) encode() string {
-	b := append(m.token[:], make([]byte, 8)...)
-	binary.BigEndian.PutUint64(b[32:], uint64(m.claimFrom))
+	b := make([]byte, 0, 64)
+	b = append(b, m.token[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.claimFrom))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.joined))
+	p := m.profile
+	if p.Identity != "" || p.Name != "" || len(p.Metadata) > 0 {
+		j, err := json.Marshal(profileJSON{p.Identity, p.Name, p.Metadata})
+		if err != nil { // only metadata that is not JSON, which Join refuses
+			panic("etcdstore: member profile: " + err.Error())
+		}
+		b = append(b, j...)
+	}
 	return string(b)
 }
 
 func decodeMember(v []byte) (memberValue, bool) {
-	if len(v) != 40 {
+	if len(v) != 40 && len(v) < 48 {
 		return memberValue{}, false
 	}
-	return memberValue{token: [32]byte(v[:32]), claimFrom: int64(binary.BigEndian.Uint64(v[32:]))}, true
+	m := memberValue{token: [32]byte(v[:32]), claimFrom: int64(binary.BigEndian.Uint64(v[32:]))}
+	if len(v) == 40 {
+		return m, true
+	}
+	m.joined = int64(binary.BigEndian.Uint64(v[40:]))
+	if rest := v[48:]; len(rest) > 0 {
+		var p profileJSON
+		if json.Unmarshal(rest, &p) != nil {
+			return memberValue{}, false
+		}
+		m.profile = store.Profile{Identity: p.Identity, Name: p.Name, Metadata: p.Metadata}
+	}
+	return m, true
 }
 
 // ackValue is an acknowledged id in fixed width, so that etcd's byte-wise
@@ -284,6 +348,68 @@ func parseHash(s string) ([32]byte, bool) {
 
 // tokenValue is a token key's value: the member the token belongs to.
 func tokenValue(room, id string) string { return room + "/" + id }
+
+// tombValue is a token key's value once its member was removed by the
+// application: a 0 byte, 'k' (Kick) or 'c' (CloseRoom), then the member.
+// Room names hold no 0 byte, so no token value starts with one.
+func tombValue(kicked bool, room, id string) string {
+	if kicked {
+		return "\x00k" + tokenValue(room, id)
+	}
+	return "\x00c" + tokenValue(room, id)
+}
+
+// decodeTomb reads a tombstone: ok is false for a live token's value.
+func decodeTomb(v []byte) (m store.Member, kicked, ok bool) {
+	if len(v) < 2 || v[0] != 0 || (v[1] != 'k' && v[1] != 'c') {
+		return store.Member{}, false, false
+	}
+	room, id, ok := splitMember(v[2:])
+	return store.Member{Room: room, ID: id}, v[1] == 'k', ok
+}
+
+// outboxValue is an undelivered webhook event as stored: what EncodeEvent
+// needs but its seq, which comes from the key's create revision and the
+// event's index in its transaction (entryID), so that the body is made
+// the same way on every instance and every delivery.
+type outboxValue struct {
+	Index     int             `json:"x"`
+	Type      string          `json:"t"`
+	Time      int64           `json:"at"` // unix nanoseconds
+	ClientID  string          `json:"c,omitempty"`
+	Identity  string          `json:"i,omitempty"`
+	Name      string          `json:"n,omitempty"`
+	Metadata  json.RawMessage `json:"m,omitempty"`
+	Reason    string          `json:"r,omitempty"`
+	Occupants int             `json:"o"`
+}
+
+func (o outboxValue) encode() string {
+	b, err := json.Marshal(o)
+	if err != nil {
+		panic("etcdstore: outbox event: " + err.Error())
+	}
+	return string(b)
+}
+
+// event is the stored event as the outbox hands it out, created at rev.
+func (o outboxValue) event(room string, rev int64) store.Event {
+	seq := entryID(rev, o.Index)
+	at := time.Unix(0, o.Time)
+	return store.Event{Seq: seq, Room: room, Type: o.Type, Time: at, Body: store.EncodeEvent(store.EventData{
+		Type: o.Type, Time: at, Room: room, ClientID: o.ClientID,
+		Profile: store.Profile{Identity: o.Identity, Name: o.Name, Metadata: o.Metadata},
+		Reason:  o.Reason, Occupants: o.Occupants, Seq: seq,
+	})}
+}
+
+func decodeOutbox(v []byte) (outboxValue, bool) {
+	var o outboxValue
+	if json.Unmarshal(v, &o) != nil || o.Type == "" || o.Index < 0 || o.Index >= idsPerRevision {
+		return outboxValue{}, false
+	}
+	return o, true
+}
 
 func splitMember(v []byte) (room, id string, ok bool) { return strings.Cut(string(v), "/") }
 

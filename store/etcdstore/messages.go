@@ -44,9 +44,16 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 		synced = true
 		return s.catchUp(ctx)
 	}
+	server := from == store.ServerID // the application's post: the room is enough
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(room)
-		if _, ok := v.find(from); !ok {
+		if server && !v.exists {
+			if err := refuse(store.Refusef(store.ErrNotFound, "no room %q", room)); err != nil {
+				return store.Appended{}, err
+			}
+			continue
+		}
+		if _, ok := v.find(from); !ok && !server {
 			if err := refuse(store.ErrUnauthorized); err != nil {
 				return store.Appended{}, err
 			}
@@ -183,6 +190,9 @@ func (s *Store) Read(ctx context.Context, m store.Member, q store.ReadRequest) (
 			return nil, 0, s.failure(ctx, "read", err)
 		}
 		if msgs, cursor, acked, ok = s.mirror.read(m, q.After, s.acks.get(m), oldest, q.Limit); !ok {
+			if kicked, ok := s.mirror.tombOf(m); ok {
+				return nil, 0, tombRefusal(kicked)
+			}
 			return nil, 0, store.ErrUnauthorized
 		}
 	}

@@ -30,6 +30,22 @@ type mirror struct {
 	tokens    map[[32]byte]store.Member
 	slots     map[int]string // MaxRooms place -> room
 	instances map[string]bool
+	// Tombstones: the token hashes and the members that Kick or CloseRoom
+	// removed, while their token keys last (a lease of the client timeout).
+	tombHashes map[[32]byte]tomb
+	tombs      map[store.Member]bool  // kicked (true) or closed with the room (false)
+	outbox     map[string]outboxEntry // etcd key -> undelivered event
+	outboxSeq  map[uint64]string      // seq -> etcd key
+}
+
+type tomb struct {
+	m      store.Member
+	kicked bool
+}
+
+type outboxEntry struct {
+	key   string
+	event store.Event
 }
 
 type room struct {
@@ -39,6 +55,9 @@ type room struct {
 	entries []*entry          // ascending id
 	byKey   map[string]*entry // etcd key -> entry
 	idem    map[string]idemRecord
+	// lastEntry is the newest entry's time this mirror saw (unix nanos):
+	// the room's last activity with info.Active; kept when entries go.
+	lastEntry int64
 }
 
 // lastJoin is the revision of the room's latest join.
@@ -57,6 +76,8 @@ type member struct {
 	live   bool  // its live key exists
 	lease  int64 // the live key's lease
 	shared bool  // that lease is a restart's, shared by many members
+	// listening: the instances with a listen key for the member.
+	listening map[string]bool
 }
 
 // owns reports whether the member is the one an entry kept for the next
@@ -101,6 +122,11 @@ func newMirror(keys layout) *mirror {
 		tokens:    map[[32]byte]store.Member{},
 		slots:     map[int]string{},
 		instances: map[string]bool{},
+
+		tombHashes: map[[32]byte]tomb{},
+		tombs:      map[store.Member]bool{},
+		outbox:     map[string]outboxEntry{},
+		outboxSeq:  map[uint64]string{},
 	}
 }
 
@@ -182,6 +208,10 @@ func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) []wake {
 	mr.tokens = map[[32]byte]store.Member{}
 	mr.slots = map[int]string{}
 	mr.instances = map[string]bool{}
+	mr.tombHashes = map[[32]byte]tomb{}
+	mr.tombs = map[store.Member]bool{}
+	mr.outbox = map[string]outboxEntry{}
+	mr.outboxSeq = map[uint64]string{}
 	for _, kv := range kvs {
 		mr.put(kv, nil)
 	}
@@ -194,22 +224,24 @@ func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) []wake {
 }
 
 // apply applies one watch response's events (whole transactions, in
-// revision order). It returns the wakes owed and the members whose live
-// key went (their lease lapsed).
-func (mr *mirror) apply(events []*clientv3.Event) (wakes []wake, lapsed []store.Member) {
+// revision order). It returns the wakes owed, the members whose live
+// key went (their lease lapsed) and whether events came to the outbox.
+func (mr *mirror) apply(events []*clientv3.Event) (wakes []wake, lapsed []store.Member, outboxed bool) {
 	mr.mu.Lock()
 	defer mr.mu.Unlock()
 	var rev int64
 	for _, ev := range events {
 		rev = max(rev, ev.Kv.ModRevision)
 		if ev.Type == clientv3.EventTypePut {
-			mr.put(ev.Kv, &wakes)
+			if mr.put(ev.Kv, &wakes) == kindOutbox {
+				outboxed = true
+			}
 		} else {
 			mr.remove(ev.Kv, &wakes, &lapsed)
 		}
 	}
 	mr.advance(rev)
-	return wakes, lapsed
+	return wakes, lapsed, outboxed
 }
 
 func (mr *mirror) room(name string, create bool) *room {
@@ -221,10 +253,11 @@ func (mr *mirror) room(name string, create bool) *room {
 	return r
 }
 
-// put applies a new or changed key. Values that do not decode are left
-// out: they were not written by this engine.
-func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
+// put applies a new or changed key and returns its kind. Values that do
+// not decode are left out: they were not written by this engine.
+func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) kind {
 	p := mr.keys.parse(kv.Key)
+
 	owe := func(w wake) {
 		if wakes != nil {
 			*wakes = append(*wakes, w)
@@ -239,9 +272,19 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 	case kindMember:
 		v, ok := decodeMember(kv.Value)
 		if !ok {
-			return
+			return p.kind
 		}
 		r := mr.room(p.room, true)
+		if old := r.members[p.id]; old != nil && old.joined == kv.CreateRevision {
+			// Rewritten: a resume by identity (a new token, perhaps a new
+			// profile). Its readers check their token again.
+			changed := old.value.token != v.token
+			old.value = v
+			if changed {
+				owe(wake{room: p.room, ids: []string{p.id}})
+			}
+			return p.kind
+		}
 		m := &member{id: p.id, joined: kv.CreateRevision, value: v}
 		r.members[p.id] = m
 		// What was kept for the next joiner is its own now.
@@ -265,13 +308,14 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 	case kindMsg:
 		v, err := decodeMsg(kv.Value)
 		if err != nil {
-			return
+			return p.kind
 		}
 		r := mr.room(p.room, true)
 		key := string(kv.Key)
 		if _, ok := r.byKey[key]; ok {
-			return // entries are never rewritten
+			return p.kind // entries are never rewritten
 		}
+		r.lastEntry = max(r.lastEntry, v.created)
 		e := &entry{id: entryID(kv.CreateRevision, v.index), key: key, created: v.created, kept: v.kept, to: v.recipients}
 		e.data = deliver(e.id, v.tail)
 		r.byKey[key] = e
@@ -292,9 +336,27 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 		}
 	case kindToken:
 		if hash, ok := parseHash(p.rest); ok {
-			if room, id, ok := splitMember(kv.Value); ok {
+			if m, kicked, ok := decodeTomb(kv.Value); ok {
+				delete(mr.tokens, hash)
+				mr.tombHashes[hash] = tomb{m, kicked}
+				mr.tombs[m] = kicked
+			} else if room, id, ok := splitMember(kv.Value); ok {
 				mr.tokens[hash] = store.Member{Room: room, ID: id}
 			}
+		}
+	case kindListen:
+		if m := mr.member(p.room, p.id); m != nil {
+			if m.listening == nil {
+				m.listening = map[string]bool{}
+			}
+			m.listening[p.rest] = true
+		}
+	case kindOutbox:
+		if o, ok := decodeOutbox(kv.Value); ok {
+			key := string(kv.Key)
+			e := o.event(p.room, kv.CreateRevision)
+			mr.outbox[key] = outboxEntry{key: key, event: e}
+			mr.outboxSeq[e.Seq] = key
 		}
 	case kindSlot:
 		if n, ok := parseSlot(p.rest); ok {
@@ -303,6 +365,7 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) {
 	case kindInstance:
 		mr.instances[p.rest] = true
 	}
+	return p.kind
 }
 
 func (mr *mirror) remove(kv *mvccpb.KeyValue, wakes *[]wake, lapsed *[]store.Member) {
@@ -340,6 +403,20 @@ func (mr *mirror) remove(kv *mvccpb.KeyValue, wakes *[]wake, lapsed *[]store.Mem
 	case kindToken:
 		if hash, ok := parseHash(p.rest); ok {
 			delete(mr.tokens, hash)
+			if t, ok := mr.tombHashes[hash]; ok {
+				delete(mr.tombHashes, hash)
+				delete(mr.tombs, t.m)
+			}
+		}
+	case kindListen:
+		if m := mr.member(p.room, p.id); m != nil {
+			delete(m.listening, p.rest)
+		}
+	case kindOutbox:
+		key := string(kv.Key)
+		if e, ok := mr.outbox[key]; ok {
+			delete(mr.outbox, key)
+			delete(mr.outboxSeq, e.event.Seq)
 		}
 	case kindSlot:
 		if n, ok := parseSlot(p.rest); ok {
@@ -375,6 +452,29 @@ type memberView struct {
 	lease  int64
 	live   bool
 	shared bool
+	value  memberValue // the whole record: claim window, join time, profile
+}
+
+// byIdentity finds the member whose profile has identity (not "").
+func (v roomView) byIdentity(identity string) (memberView, bool) {
+	for _, m := range v.members {
+		if identity != "" && m.value.profile.Identity == identity {
+			return m, true
+		}
+	}
+	return memberView{}, false
+}
+
+// profiles lists the profiles of the members but id, in join order (the
+// order of others).
+func (v roomView) profiles(id string) []store.Profile {
+	out := make([]store.Profile, 0, len(v.members))
+	for _, m := range v.members {
+		if m.id != id {
+			out = append(out, m.value.profile)
+		}
+	}
+	return out
 }
 
 func (v roomView) find(id string) (memberView, bool) {
@@ -407,7 +507,7 @@ func (mr *mirror) view(name string) roomView {
 	}
 	v.exists, v.infoRev, v.info, v.lastJoin = true, r.infoRev, r.info, r.lastJoin()
 	for _, m := range r.members {
-		v.members = append(v.members, memberView{id: m.id, joined: m.joined, token: m.value.token, lease: m.lease, live: m.live, shared: m.shared})
+		v.members = append(v.members, memberView{id: m.id, joined: m.joined, token: m.value.token, lease: m.lease, live: m.live, shared: m.shared, value: m.value})
 	}
 	slices.SortFunc(v.members, func(a, b memberView) int { return cmp.Compare(a.joined, b.joined) })
 	return v

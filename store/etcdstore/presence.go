@@ -67,6 +67,9 @@ type liveness struct {
 	open    int       // holds not yet released
 	seen    time.Time // last Touch or release
 	renewed time.Time // last renewal sent
+	// listened: last time it was held here (a Hold, its release, or a
+	// tick of the listen keys while held); zero if never.
+	listened time.Time
 }
 
 func newPresence(s *Store) *presence {
@@ -112,6 +115,7 @@ func (p *presence) Hold(m store.Member) (release func()) {
 	defer p.mu.Unlock()
 	l := p.get(m)
 	l.open++
+	l.listened = time.Now()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -120,6 +124,7 @@ func (p *presence) Hold(m store.Member) (release func()) {
 			if p.local[m] == l { // a member that left while listening is not brought back
 				l.open--
 				l.seen = time.Now()
+				l.listened = l.seen
 			}
 		})
 	}
@@ -268,7 +273,8 @@ func (p *presence) start(ctx context.Context) error {
 			return err
 		}
 	}
-	p.s.wg.Add(4)
+	p.s.wg.Add(5)
+	go p.listenLoop()
 	go p.renewLoop()
 	go p.reapLoop()
 	go p.revokeLoop()
@@ -585,7 +591,7 @@ func (p *presence) reap() {
 			defer func() { <-slots }()
 			ctx, cancel := p.s.opContext(p.s.ctx)
 			defer cancel()
-			_, removed, err := p.s.leave(ctx, m.Member, store.ReasonTimeout, true)
+			_, removed, err := p.s.leave(ctx, m.Member, removal{reason: store.ReasonTimeout, silent: true})
 			switch {
 			case err != nil:
 				if failed.CompareAndSwap(false, true) && p.s.ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {

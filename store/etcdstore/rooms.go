@@ -1,10 +1,12 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
@@ -31,6 +33,14 @@ func (s *Store) Join(ctx context.Context, req store.JoinRequest) (store.Joined, 
 	}
 	if strings.Contains(req.Room, "/") {
 		return store.Joined{}, fmt.Errorf("join: room name %q: the etcd engine's keys do not allow a '/'", req.Room)
+	}
+	if len(req.Profile.Metadata) > 0 {
+		// Compact, so that entries and event bodies hold no line break.
+		var b bytes.Buffer
+		if err := json.Compact(&b, req.Profile.Metadata); err != nil {
+			return store.Joined{}, store.Refusef(store.ErrBadPost, "profile metadata is not JSON: %v", err)
+		}
+		req.Profile.Metadata = b.Bytes()
 	}
 	j := &joining{s: s, req: req, deadline: time.Now().Add(s.opts.RequestTimeout)}
 	defer j.release()
@@ -93,6 +103,22 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 				}
 				continue
 			}
+		}
+
+		// Resume by identity: the application's token names a member of
+		// this room. No catch-up is needed to find one that joined a
+		// moment ago elsewhere: admit compares the room record, which
+		// that join rewrote.
+		if mv, ok := v.byIdentity(req.Profile.Identity); ok {
+			out, done, err := j.resumeIdentity(ctx, v, mv)
+			if done || err != nil {
+				if err != nil && j.again(ctx, attempt, true, err) {
+					continue
+				}
+				return out, err
+			}
+			synced = true
+			continue
 		}
 
 		refusal, slot, err := j.check(v)
@@ -184,7 +210,7 @@ func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.
 	peers := v.others(mv.id)
 	var ops []clientv3.Op
 	if len(peers) > 0 {
-		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q,"resumed":true`, mv.id)
+		event := store.PeerJoinedFields(mv.id, mv.value.profile, true)
 		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
 	}
 	start := time.Now()
@@ -199,7 +225,57 @@ func (j *joining) resume(ctx context.Context, v roomView, mv memberView) (store.
 	}
 	m := store.Member{Room: room, ID: mv.id}
 	s.presence.Touch(m)
-	return store.Joined{Member: m, Token: j.req.Token, Resumed: true, Peers: peers}, true, nil
+	return store.Joined{Member: m, Token: j.req.Token, Resumed: true, Peers: peers, Profiles: v.profiles(mv.id)}, true, nil
+}
+
+// resumeIdentity resumes member mv, whose identity the join's profile
+// has: a fresh token in place of its old one (whose key goes, so that it
+// authenticates nowhere; its readers are told by the watch), the profile
+// the join brought, and a peer-joined entry with "resumed":true for the
+// others. The room record is rewritten (its latest join kept), so that
+// racing resumes of one member and joins are ordered by its comparison.
+// done is false when the room changed since v.
+func (j *joining) resumeIdentity(ctx context.Context, v roomView, mv memberView) (store.Joined, bool, error) {
+	ctx, cancel := j.etcd(ctx)
+	defer cancel()
+	s, room := j.s, j.req.Room
+	if j.token == "" {
+		j.token = newSecret(24)
+	}
+	tokenHash := sha256.Sum256([]byte(j.token))
+	info := v.info
+	info.LastJoin = v.lastJoin
+	info.Active = s.opts.Now().UnixNano()
+	value := mv.value
+	value.token, value.profile = tokenHash, j.req.Profile
+	ops := []clientv3.Op{
+		clientv3.OpPut(s.keys.info(room), encodeInfo(info)),
+		clientv3.OpPut(s.keys.member(room, mv.id), value.encode()),
+		clientv3.OpDelete(s.keys.token(mv.token)),
+		clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, mv.id)),
+	}
+	peers := v.others(mv.id)
+	if len(peers) > 0 {
+		event := store.PeerJoinedFields(mv.id, value.profile, true)
+		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
+	}
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev),
+		clientv3.Compare(clientv3.CreateRevision(s.keys.member(room, mv.id)), "=", mv.joined),
+	}
+	start := time.Now()
+	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	s.metrics.observe("resume", start)
+	if err != nil {
+		return store.Joined{}, false, err
+	}
+	s.settle(ctx, resp.Header.Revision, start)
+	if !resp.Succeeded {
+		return store.Joined{}, false, nil
+	}
+	m := store.Member{Room: room, ID: mv.id}
+	s.presence.Touch(m)
+	return store.Joined{Member: m, Token: j.token, Resumed: true, Peers: peers, Profiles: v.profiles(mv.id)}, true, nil
 }
 
 // admit makes a new member. done is false when the room (or the place
@@ -219,7 +295,8 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		j.lease, j.fresh = lease, fresh
 	}
 	tokenHash := sha256.Sum256([]byte(j.token))
-	info := roomInfo{Password: j.hash, Slot: nil}
+	now := s.opts.Now()
+	info := roomInfo{Password: j.hash, Slot: nil, Created: now.UnixNano()}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.keys.info(room)), "=", 0)}
 	claimFrom := int64(0)
 	if v.exists {
@@ -228,6 +305,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		claimFrom = v.lastJoin
 		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)}
 	}
+	info.Active = now.UnixNano()
 	if slot >= 0 {
 		info.Slot = &slot
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.slot(slot)), "=", 0))
@@ -235,7 +313,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 	ops := []clientv3.Op{
 		clientv3.OpPut(s.keys.info(room), encodeInfo(info)),
 		// The member record before what hangs on it (the mirror applies in order).
-		clientv3.OpPut(s.keys.member(room, j.id), memberValue{token: tokenHash, claimFrom: claimFrom}.encode()),
+		clientv3.OpPut(s.keys.member(room, j.id), memberValue{token: tokenHash, claimFrom: claimFrom, joined: now.UnixNano(), profile: j.req.Profile}.encode()),
 		clientv3.OpPut(s.keys.ack(room, j.id), ackValue(0)),
 		clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, j.id)),
 		clientv3.OpPut(s.keys.live(room, j.id), "", clientv3.WithLease(j.lease)),
@@ -245,9 +323,15 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 	}
 	peers := v.others("")
 	if len(peers) > 0 {
-		event := fmt.Appendf(nil, `"type":"peer-joined","peer":%q`, j.id)
+		event := store.PeerJoinedFields(j.id, j.req.Profile, false)
 		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
 	}
+	// The webhook events, in the same transaction (indexes after the
+	// entry's, so that seqs and ids of one transaction differ).
+	if !v.exists {
+		ops = s.eventOp(ops, 1, store.EventData{Type: store.EventRoomCreated, Time: now, Room: room, Occupants: 1})
+	}
+	ops = s.eventOp(ops, 2, store.EventData{Type: store.EventMemberJoined, Time: now, Room: room, ClientID: j.id, Profile: j.req.Profile, Occupants: len(peers) + 1})
 	start := time.Now()
 	j.sent = true
 	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
@@ -266,7 +350,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 	m := store.Member{Room: room, ID: j.id}
 	s.presence.joined(m, j.fresh)
 	j.lease = 0 // the member's now
-	return store.Joined{Member: m, Token: j.token, Peers: peers}, true, nil
+	return store.Joined{Member: m, Token: j.token, Peers: peers, Profiles: v.profiles("")}, true, nil
 }
 
 // release gives back a lease the join granted and did not use.
@@ -283,18 +367,28 @@ func (s *Store) Leave(ctx context.Context, m store.Member, reason store.Reason) 
 	}
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
-	deleted, _, err := s.leave(octx, m, reason, false)
+	deleted, _, err := s.leave(octx, m, removal{reason: reason})
 	if err != nil {
 		return false, s.failure(ctx, "leave "+m.Room, err)
 	}
 	return deleted, nil
 }
 
-// leave removes m. With silent, only if its live key is gone (its lease
-// lapsed): the removal for silence, which any instance may attempt and
-// exactly one makes. removed reports whether this call removed m.
-func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, silent bool) (roomDeleted, removed bool, err error) {
-	synced := silent // the removal for silence acts on the mirror's word
+// removal says how leave removes a member.
+type removal struct {
+	reason store.Reason
+	// silent: only if its live key is gone (its lease lapsed): the
+	// removal for silence, which any instance may attempt and exactly one
+	// makes.
+	silent bool
+	// tomb, for Kick: the member's token key becomes a tombstone on this
+	// lease, and a member that is not there is store.ErrNotFound.
+	tomb clientv3.LeaseID
+}
+
+// leave removes m. removed reports whether this call removed m.
+func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDeleted, removed bool, err error) {
+	synced := how.silent // the removal for silence acts on the mirror's word
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(m.Room)
 		mv, ok := v.find(m.ID)
@@ -305,7 +399,10 @@ func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, 
 			}
 			continue
 		}
-		if !ok || (silent && mv.live) {
+		if !ok && how.tomb != 0 {
+			return false, false, store.Refusef(store.ErrNotFound, "no member %q in room %q", m.ID, m.Room)
+		}
+		if !ok || (how.silent && mv.live) {
 			s.forget(m)
 			return false, false, nil
 		}
@@ -313,16 +410,22 @@ func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, 
 			clientv3.Compare(clientv3.ModRevision(s.keys.info(m.Room)), "=", v.infoRev),
 			clientv3.Compare(clientv3.CreateRevision(s.keys.member(m.Room, m.ID)), "=", mv.joined),
 		}
-		if silent {
+		if how.silent {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.live(m.Room, m.ID)), "=", 0))
 		}
+		// The token's key goes, or becomes the kicked member's tombstone.
+		tokenOp := clientv3.OpDelete(s.keys.token(mv.token))
+		if how.tomb != 0 {
+			tokenOp = clientv3.OpPut(s.keys.token(mv.token), tombValue(true, m.Room, m.ID), clientv3.WithLease(how.tomb))
+		}
+		now := s.opts.Now()
 		others := v.others(m.ID)
 		var ops []clientv3.Op
 		if len(others) == 0 {
 			// The last member: the room goes, with everything in it.
 			ops = []clientv3.Op{
 				clientv3.OpDelete(s.keys.room(m.Room), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.keys.token(mv.token)),
+				tokenOp,
 			}
 			if v.info.Slot != nil {
 				ops = append(ops, clientv3.OpDelete(s.keys.slot(*v.info.Slot)))
@@ -330,16 +433,23 @@ func (s *Store) leave(ctx context.Context, m store.Member, reason store.Reason, 
 		} else {
 			info := v.info
 			info.LastJoin = v.lastJoin
-			event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, reason)
+			info.Active = now.UnixNano()
+			event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, how.reason)
 			ops = []clientv3.Op{
 				clientv3.OpDelete(s.keys.member(m.Room, m.ID)),
 				clientv3.OpDelete(s.keys.ack(m.Room, m.ID)),
 				clientv3.OpDelete(s.keys.live(m.Room, m.ID)),
 				clientv3.OpDelete(s.keys.idems(m.Room, m.ID), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.keys.token(mv.token)),
+				clientv3.OpDelete(s.keys.listens(m.Room, m.ID), clientv3.WithPrefix()),
+				tokenOp,
 				clientv3.OpPut(s.keys.info(m.Room), encodeInfo(info)),
 				s.entryOp(m.Room, others, false, 0, eventTail(event)),
 			}
+		}
+		ops = s.eventOp(ops, 1, store.EventData{Type: store.EventMemberLeft, Time: now, Room: m.Room, ClientID: m.ID,
+			Profile: mv.value.profile, Reason: string(how.reason), Occupants: len(others)})
+		if len(others) == 0 {
+			ops = s.eventOp(ops, 2, store.EventData{Type: store.EventRoomClosed, Time: now, Room: m.Room, Reason: "empty"})
 		}
 		start := time.Now()
 		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
@@ -389,6 +499,9 @@ func (s *Store) Authenticate(ctx context.Context, token string) (store.Member, e
 	}
 	if m, ok := s.mirror.lookup(hash); ok {
 		return m, nil
+	}
+	if kicked, ok := s.mirror.tombOfToken(hash); ok {
+		return store.Member{}, tombRefusal(kicked)
 	}
 	return store.Member{}, store.ErrUnauthorized
 }

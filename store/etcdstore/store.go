@@ -171,6 +171,9 @@ type Store struct {
 	presence *presence
 	metrics  *metrics
 	pruned   atomic.Uint64 // entries deleted by this instance's pruning
+
+	outboxWatchers outboxWatchers // OutboxChanged's subscribers
+	claims         claims         // the outbox claims held here (apps.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -277,6 +280,7 @@ func (s *Store) Close() error {
 		defer cancel()
 		err = s.flushAcks(ctx)
 		s.closed.Store(true)
+		s.releaseClaims()    // another instance delivers the outbox at once
 		s.presence.stop(ctx) // this instance no longer counts as running
 		s.cancel()
 		s.wg.Wait()

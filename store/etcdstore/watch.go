@@ -87,8 +87,11 @@ func (s *Store) follow() (reload bool, err error) {
 
 // applyEvents applies events to the mirror, then notifies.
 func (s *Store) applyEvents(events []*clientv3.Event) {
-	wakes, lapsed := s.mirror.apply(events)
+	wakes, lapsed, outboxed := s.mirror.apply(events)
 	s.notify(wakes)
+	if outboxed {
+		s.outboxChanged()
+	}
 	if len(lapsed) > 0 {
 		s.presence.kickReaper()
 	}
@@ -112,6 +115,7 @@ func (s *Store) reload(ctx context.Context) error {
 		return err
 	}
 	s.notify(s.mirror.load(kvs, rev))
+	s.outboxChanged() // nobody knows what came meanwhile
 	s.markFresh(start)
 	s.presence.kickReaper()
 	return nil
