@@ -125,6 +125,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MemberRateBurst:  cfg.memberRateBurst,
 		MaxOpenPerMember: cfg.maxOpenPerMember,
 
+		AdminKey:   cfg.adminKey,
+		JoinTokens: joinTokens,
+
 		PasswordGuesses:     cfg.passwordGuesses,
 		RoomPasswordGuesses: cfg.roomPasswordGuesses,
 		PasswordGuessWindow: cfg.passwordGuessWindow,
@@ -226,6 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func openStore(ctx context.Context, cfg config, recent int, reg prometheus.Registerer, log *slog.Logger) (store.Store, error) {
 	rules := store.Options{
 		Capacity:        cfg.capacity,
+		Webhooks:        cfg.webhookURL != "",
 		MessageTTL:      cfg.messageTTL,
 		MaxRoomMessages: cfg.maxRoomMessages,
 		MaxRooms:        cfg.maxRooms,
