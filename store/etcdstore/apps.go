@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -496,10 +495,10 @@ func (s *Store) Kick(ctx context.Context, m store.Member) error {
 	return nil
 }
 
-// maxCloseMembers is the most members CloseRoom removes in its one
-// transaction: one operation each (the tombstone) and three more, under
-// etcd's default limit of 128 operations per transaction.
-const maxCloseMembers = 120
+// tombsPerTxn is how many tombstones CloseRoom puts in one nested
+// transaction of its transaction: etcd limits the operations of each
+// level (--max-txn-ops, 128 by default), not their sum.
+const tombsPerTxn = 100
 
 // CloseRoom implements store.Store: one transaction deletes the room's
 // keys (members, entries, acknowledgements, idempotency keys), turns each
@@ -538,9 +537,6 @@ func (s *Store) closeRoom(ctx context.Context, name string) error {
 			}
 			continue
 		}
-		if len(v.members) > maxCloseMembers {
-			return fmt.Errorf("room has %d members, more than one transaction removes (%d)", len(v.members), maxCloseMembers)
-		}
 		if lease == 0 {
 			var err error
 			if lease, err = s.presence.grant(ctx); err != nil {
@@ -548,8 +544,12 @@ func (s *Store) closeRoom(ctx context.Context, name string) error {
 			}
 		}
 		ops := []clientv3.Op{clientv3.OpDelete(s.keys.room(name), clientv3.WithPrefix())}
-		for _, m := range v.members {
-			ops = append(ops, clientv3.OpPut(s.keys.token(m.token), tombValue(false, name, m.id), clientv3.WithLease(lease)))
+		for chunk := range chunks(v.members, tombsPerTxn) {
+			tombs := make([]clientv3.Op, len(chunk))
+			for i, m := range chunk {
+				tombs[i] = clientv3.OpPut(s.keys.token(m.token), tombValue(false, name, m.id), clientv3.WithLease(lease))
+			}
+			ops = append(ops, clientv3.OpTxn(nil, tombs, nil))
 		}
 		if v.info.Slot != nil {
 			ops = append(ops, clientv3.OpDelete(s.keys.slot(*v.info.Slot)))

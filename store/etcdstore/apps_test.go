@@ -293,9 +293,11 @@ func TestAppsKickAndCloseSeenElsewhere(t *testing.T) {
 	if err := b.CloseRoom(ctx0, "r"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Authenticate(ctx0, y.Token); !errors.Is(err, store.ErrRoomClosed) {
-		t.Fatalf("y's token on A after the room closed on B: %v, want ErrRoomClosed", err)
-	}
+	// Within the watch's latency, as a leave.
+	eventually(t, "y's token on A answers ErrRoomClosed after the room closed on B", func() bool {
+		_, err := a.Authenticate(ctx0, y.Token)
+		return errors.Is(err, store.ErrRoomClosed)
+	})
 	if _, _, err := a.Read(ctx0, y.Member, store.ReadRequest{Limit: 10}); !errors.Is(err, store.ErrRoomClosed) {
 		t.Fatalf("y's read on A: %v, want ErrRoomClosed", err)
 	}
@@ -402,5 +404,29 @@ func TestAppsListeningAcrossInstances(t *testing.T) {
 	})
 	if !listening(y.ID) {
 		t.Fatal("y, held all along, is not listening")
+	}
+}
+
+// CloseRoom of a room larger than one level of a transaction holds
+// (etcd's --max-txn-ops, 128 by default): one change still, every member
+// ErrRoomClosed.
+func TestAppsCloseLargeRoom(t *testing.T) {
+	t.Parallel()
+	const n = 150
+	s := openN(t, 1, store.Options{Capacity: n, ClientTimeout: time.Hour, Webhooks: true})[0]
+	members := make([]store.Joined, n)
+	for i := range members {
+		members[i] = mustJoin(t, s, "big")
+	}
+	if err := s.CloseRoom(ctx0, "big"); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range members {
+		if _, err := s.Authenticate(ctx0, j.Token); !errors.Is(err, store.ErrRoomClosed) {
+			t.Fatalf("member %s after the close: %v", j.ID, err)
+		}
+	}
+	if events := mustOutbox(t, s); events[len(events)-1].Type != store.EventRoomClosed {
+		t.Fatalf("last event %s, want room.closed", events[len(events)-1].Type)
 	}
 }

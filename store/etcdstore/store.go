@@ -72,9 +72,9 @@
 //
 // MaxRoomMessages is checked against the mirror: racing posts on several
 // instances may exceed it by the number of racers; it bounds a room's
-// retention, it is no promise. Capacity, passwords, resume, idempotency
-// keys, room deletion with the last leave and MaxRooms are exact: each is
-// decided inside a transaction.
+// retention, it is no promise. Capacity, passwords, resume (by token or
+// identity), idempotency keys, room deletion with the last leave, Kick,
+// CloseRoom and MaxRooms are exact: each is decided inside a transaction.
 //
 // Retention: pruning (every PruneEvery, on every instance; deleting what
 // another instance deleted already costs nothing) deletes acknowledged and
@@ -90,6 +90,28 @@
 // --quota-backend-bytes for the busiest two minutes (2 minutes of 10,000
 // messages a second is under 1 GiB, half the default quota), and
 // defragment in quiet hours to give the file's free pages back.
+//
+// Applications (store.Apps; apps.go has the details). Profiles are kept in
+// the member records; a join whose identity is a member's resumes it in a
+// transaction that compares the room record, like any join, so that one
+// identity is never two members of a room, and deletes the old token's
+// key, so the old token stops authenticating on every instance as a leave
+// does. With Options.Webhooks every change writes its webhook events in
+// its own transaction, under P outbox/ (seq = revision*64 + index, like
+// entry ids); every instance mirrors the outbox and its OutboxChanged
+// fires when its watch brings new events, whoever wrote them. One
+// instance delivers at a time: the holder of P outbox-claim, a key on a
+// lease of claimTTL (3 s) that it keeps alive; the others watch the key
+// and take over within about that long after the holder dies. Kick and
+// CloseRoom turn the members' token keys into tombstones on a lease of
+// the client timeout, mirrored everywhere: Authenticate and Read answer
+// store.ErrKicked or store.ErrRoomClosed on every instance while it
+// lasts. Room's Listening is the cluster's knowledge: held on some
+// instance now or within the client timeout (listen keys written once per
+// stretch of listening, on the writer's instance lease). LastActive is the
+// latest of the room record's last join or leave and the newest entry the
+// mirror has seen (an instance loaded after its entries were pruned may
+// show an earlier time).
 //
 // Every instance on one prefix must run with the same rules (Capacity,
 // MaxRooms, MessageTTL, ClientTimeout...): each enforces its own.
