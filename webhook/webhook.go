@@ -167,7 +167,11 @@ func New(cfg Config, outbox Outbox) (*Deliverer, error) {
 		return nil, fmt.Errorf("webhook: IDPrefix %q: letters, digits, '_' and '-' only", cfg.IDPrefix)
 	}
 	if d.client == nil {
-		d.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		// A transport of its own, whose idle connections Run closes.
+		d.client = &http.Client{
+			Transport:     http.DefaultTransport.(*http.Transport).Clone(),
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -195,18 +199,23 @@ func (d *Deliverer) ID(seq uint64) string {
 
 // Run claims the outbox (ClaimOutbox) and delivers it until ctx ends or
 // the claim is lost; then it claims it again. It returns nil when ctx
-// ends, after its requests have stopped, and an error only when it is
-// already running.
+// ends, after its requests have stopped; an error only when it is already
+// running or the store is closed (store.ErrClosed). Other errors of the
+// store are logged and tried again.
 func (d *Deliverer) Run(ctx context.Context) error {
 	if !d.running.CompareAndSwap(false, true) {
 		return errors.New("webhook: Run is already running")
 	}
 	defer d.running.Store(false)
+	defer d.client.CloseIdleConnections()
 	for ctx.Err() == nil {
 		lost, release, err := d.outbox.ClaimOutbox(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			if errors.Is(err, store.ErrClosed) {
+				return fmt.Errorf("webhook: claiming the outbox: %w", err)
 			}
 			d.log.Error("webhook: claiming the outbox", "err", err)
 			sleep(ctx, claimBackoff)
@@ -342,8 +351,8 @@ func (d *Deliverer) deliver(ctx context.Context) {
 					more = false
 				}
 			}
-			if s.truncated {
-				fetch = true
+			if s.truncated && s.total < fetchLimit/2 {
+				fetch = true // the rest of a long backlog
 			}
 		}
 	}
@@ -363,7 +372,7 @@ func (d *Deliverer) finish(s *sched, res result) {
 	switch {
 	case res.o == ok:
 		d.m.delivered.Inc()
-		d.m.latency.Observe(now.Sub(e.Time).Seconds())
+		d.m.latency.Observe(max(now.Sub(e.Time), 0).Seconds())
 	case res.o == gone:
 		d.drop(e, "the receiver answered 410 Gone")
 	case popped:
