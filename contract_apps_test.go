@@ -272,6 +272,9 @@ func TestAdminAPI(t *testing.T) {
 			y := srv.join(t, "speak", 201)
 			s := x.events(t, "")
 			s.ready(t)
+			if m := s.message(t); m["type"] != "peer-joined" {
+				t.Fatalf("x's first message: %v", m)
+			}
 			if a := adminDo(t, srv.endpoint, "POST", "/rooms/speak/messages", `{"type":"notice","text":"hi all"}`); a.Status != 201 {
 				t.Fatalf("server post: %d %s", a.Status, a.Body)
 			}
@@ -306,6 +309,9 @@ func TestAdminAPI(t *testing.T) {
 			xs, ys := x.events(t, ""), y.events(t, "")
 			xs.ready(t)
 			ys.ready(t)
+			if m := xs.message(t); m["type"] != "peer-joined" {
+				t.Fatalf("x's first message: %v", m)
+			}
 			if a := adminDo(t, srv.endpoint, "DELETE", "/rooms/kick/members/"+y.ClientID, ""); a.Status != 204 {
 				t.Fatalf("kick: %d %s", a.Status, a.Body)
 			}
@@ -347,6 +353,9 @@ func TestAdminAPI(t *testing.T) {
 			y := srv.join(t, "closing", 201)
 			xs := x.events(t, "")
 			xs.ready(t)
+			if m := xs.message(t); m["type"] != "peer-joined" {
+				t.Fatalf("x's first message: %v", m)
+			}
 			y.post(t, `{"type":"kept"}`)
 			if a := adminDo(t, srv.endpoint, "DELETE", "/rooms/closing", ""); a.Status != 204 {
 				t.Fatalf("close: %d %s", a.Status, a.Body)

@@ -98,6 +98,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer st.Close()
 
+	deliverer, err := newDeliverer(ctx, cfg, st, reg, log)
+	if err != nil {
+		return err
+	}
+	joinTokens, err := newJoinTokens(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
 	ice, stopTURN, err := startTURN(ctx, cfg, st, reg, log)
 	if err != nil {
 		return err
@@ -187,6 +196,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	background := make(chan error, 1)
 	go func() { background <- api.Run(bgCtx) }()
+	delivering := make(chan struct{})
+	go func() {
+		defer close(delivering)
+		if deliverer != nil {
+			if err := deliverer.Run(bgCtx); err != nil && bgCtx.Err() == nil {
+				log.Error("webhook delivery stopped", "err", err)
+			}
+		}
+	}()
 	served := make(chan error, 1)
 	go func() {
 		if cfg.tlsCert != "" {
@@ -217,6 +235,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if !backgroundDone {
 		<-background
 	}
+	<-delivering
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

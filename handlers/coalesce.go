@@ -19,6 +19,9 @@ type pendingFrames struct{ n atomic.Int64 }
 func (p *pendingFrames) queued()  { p.n.Add(1) }
 func (p *pendingFrames) dropped() { p.n.Add(-1) }
 
+// flushed reports whether every frame counted in has been flushed.
+func (p *pendingFrames) flushed() bool { return p.n.Load() <= 0 }
+
 // flushNow counts one frame out and reports whether the flush must write
 // now: no frame published after it is still on its way.
 func (p *pendingFrames) flushNow() bool {

@@ -280,8 +280,13 @@ func (st *eventStream) deliver() bool {
 // farewell sends the last frame of a member the application removed
 // (kicked, or its room closed: farewellOf); other ends get none.
 func (st *eventStream) farewell(err error) {
-	if data := farewellOf(err, st.m.Room); data != nil {
-		st.publish(&sse.Event{Data: data})
+	if data := farewellOf(err, st.m.Room); data != nil && st.publish(&sse.Event{Data: data}) {
+		// The stream ends when deliver returns: first let r3labs write
+		// the frame (it is rare; a short wait on the count is enough).
+		deadline := time.Now().Add(st.s.cfg.StallTimeout)
+		for !st.w.frames.flushed() && time.Now().Before(deadline) && st.ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 
