@@ -52,7 +52,7 @@ type receiver struct {
 	secrets []string
 	srv     *httptest.Server
 	answer  atomic.Pointer[func(r request, n int) int] // n: the request's number, from 1
-	drops   bool                                      // events may be dropped: no order check
+	drops   bool                                       // events may be dropped: no order check
 
 	mu       sync.Mutex
 	reqs     []request
