@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -486,7 +487,10 @@ func (s *Store) Kick(ctx context.Context, m store.Member) error {
 		return s.failure(ctx, "kick", err)
 	}
 	_, removed, err := s.leave(octx, m, removal{reason: store.ReasonKicked, tomb: lease})
-	if !removed {
+	var refusal *store.Error
+	if !removed && (err == nil || errors.As(err, &refusal)) {
+		// Surely unused. (After another error the kick may have been
+		// applied: the lease lapses by itself.)
 		s.presence.revoke(lease)
 	}
 	if err != nil {
@@ -528,6 +532,9 @@ func (s *Store) closeRoom(ctx context.Context, name string) error {
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(name)
 		if !v.exists {
+			if used {
+				return nil // an attempt that failed was applied after all
+			}
 			if synced {
 				return store.Refusef(store.ErrNotFound, "no room %q", name)
 			}
@@ -559,7 +566,7 @@ func (s *Store) closeRoom(ctx context.Context, name string) error {
 		resp, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.keys.info(name)), "=", v.infoRev)).Then(ops...).Commit()
 		s.metrics.observe("close", start)
 		if err != nil {
-			used = true // perhaps applied: the lease lapses by itself
+			used = used || !notApplied(err) // perhaps applied: the lease lapses by itself
 			if s.again(ctx, attempt, true, err) {
 				continue
 			}
@@ -647,9 +654,10 @@ func (p *presence) syncListening() error {
 	var rev int64
 	for chunk := range chunks(ops, 64) {
 		ctx, cancel := s.opContext(s.ctx)
+		t := time.Now()
 		resp, err := s.client.Txn(ctx).Then(chunk...).Commit()
 		cancel()
-		s.metrics.observe("listen", start)
+		s.metrics.observe("listen", t)
 		if err != nil {
 			return err
 		}

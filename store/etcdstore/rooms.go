@@ -389,6 +389,7 @@ type removal struct {
 // leave removes m. removed reports whether this call removed m.
 func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDeleted, removed bool, err error) {
 	synced := how.silent // the removal for silence acts on the mirror's word
+	maybe := false       // an attempt failed in a way that may have applied it
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(m.Room)
 		mv, ok := v.find(m.ID)
@@ -400,6 +401,9 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 			continue
 		}
 		if !ok && how.tomb != 0 {
+			if maybe {
+				return false, true, nil // gone: by this kick, as likely as not
+			}
 			return false, false, store.Refusef(store.ErrNotFound, "no member %q in room %q", m.ID, m.Room)
 		}
 		if !ok || (how.silent && mv.live) {
@@ -456,6 +460,7 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 		s.metrics.observe("leave", start)
 		if err != nil {
 			if s.again(ctx, attempt, true, err) {
+				maybe = maybe || !notApplied(err)
 				continue
 			}
 			return false, false, err
