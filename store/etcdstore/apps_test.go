@@ -430,3 +430,53 @@ func TestAppsCloseLargeRoom(t *testing.T) {
 		t.Fatalf("last event %s, want room.closed", events[len(events)-1].Type)
 	}
 }
+
+// An outbox claimer cut off from etcd (a partition: connections dropped,
+// none accepted) loses its claim: its lost channel is closed once its
+// keep-alive has gone unanswered for the claim's TTL, and an instance
+// still in touch takes the claim over when the lease lapses in etcd.
+func TestAppsClaimLostWhenCutOff(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	proxy := newCutProxy(t, cluster.endpoints[2])
+	x := openAt(t, prefix, Options{Options: hooks(), Endpoints: []string{proxy.endpoint()}})
+	y := openAt(t, prefix, Options{Options: hooks()})
+	lostX, releaseX := mustClaim(t, x, 10*time.Second)
+	defer releaseX()
+	taken := make(chan func(), 1)
+	go func() {
+		_, release, err := y.ClaimOutbox(ctx0)
+		if err != nil {
+			t.Error(err)
+			close(taken)
+			return
+		}
+		taken <- release
+	}()
+	time.Sleep(500 * time.Millisecond)
+	proxy.setCut(true)
+	cut := time.Now()
+	select {
+	case <-lostX:
+		t.Logf("x lost its claim %v after the cut", time.Since(cut).Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("x, cut off, still believes it holds the claim")
+	}
+	select {
+	case release, ok := <-taken:
+		if !ok {
+			return
+		}
+		t.Logf("y took the claim over %v after the cut", time.Since(cut).Round(time.Millisecond))
+		defer release()
+	case <-time.After(15 * time.Second):
+		t.Fatal("y did not take over the claim of x, cut off")
+	}
+	proxy.setCut(false)
+	// Back in touch, x waits: y holds the claim.
+	ctx, cancel := context.WithTimeout(ctx0, time.Second)
+	defer cancel()
+	if _, _, err := x.ClaimOutbox(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("x claims again while y holds: %v, want to wait", err)
+	}
+}
