@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tincan/tincan/handlers"
+	"github.com/tincan/tincan/jwtauth"
 	"github.com/tincan/tincan/store"
 	"github.com/tincan/tincan/webhook"
 )
@@ -89,5 +94,70 @@ func newJoinTokens(ctx context.Context, cfg config, log *slog.Logger) (handlers.
 	if cfg.auth != "jwt" {
 		return nil, nil
 	}
-	return nil, errors.New("-auth jwt: not wired yet")
+	secrets := make([][]byte, len(cfg.jwtSecrets))
+	for i, s := range cfg.jwtSecrets {
+		secrets[i] = []byte(s)
+	}
+	v, err := jwtauth.New(ctx, jwtauth.Config{
+		Secrets:        secrets,
+		PublicKeyFiles: cfg.jwtPublicKeys,
+		JWKSURL:        cfg.jwtJWKSURL,
+		Audience:       cfg.jwtAudience,
+		Issuer:         cfg.jwtIssuer,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("-auth jwt: %w", err)
+	}
+	log.Info("join tokens", "secrets", len(secrets), "public_keys", len(cfg.jwtPublicKeys), "jwks", cfg.jwtJWKSURL != "")
+	return joinTokenVerifier{v}, nil
+}
+
+// joinTokenVerifier is jwtauth's verifier as the handlers take it.
+type joinTokenVerifier struct{ v *jwtauth.Verifier }
+
+func (j joinTokenVerifier) Verify(ctx context.Context, token, room string) (store.Profile, error) {
+	c, err := j.v.Verify(ctx, token, room)
+	if err != nil {
+		var e *jwtauth.Error
+		if errors.As(err, &e) {
+			return store.Profile{}, errors.New(e.Detail)
+		}
+		return store.Profile{}, err
+	}
+	return store.Profile{Identity: c.Subject, Name: c.Name, Metadata: c.Metadata}, nil
+}
+
+// runToken is `tincan token`: it prints a join token signed with
+// TINCAN_JWT_SECRET (the first of its list), for curl and tests.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tincan token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: TINCAN_JWT_SECRET=… tincan token -room ROOM -sub SUBJECT [-ttl 1h] [-name NAME]\n\nPrints a join token (HS256 JWT) for -auth jwt on stdout.")
+		fs.PrintDefaults()
+	}
+	room := fs.String("room", "", "the room it admits to (* for any room)")
+	sub := fs.String("sub", "", "the member's identity")
+	ttl := fs.Duration("ttl", time.Hour, "how long it is valid")
+	name := fs.String("name", "", "a display name (optional)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
+	}
+	secret, _, _ := strings.Cut(getenv("TINCAN_JWT_SECRET"), ",")
+	if secret == "" {
+		return errors.New("token: set TINCAN_JWT_SECRET to the secret the server verifies with")
+	}
+	if *room == "" || *sub == "" {
+		return errors.New("token: -room and -sub are required")
+	}
+	tok, err := jwtauth.Mint([]byte(strings.TrimSpace(secret)), jwtauth.MintClaims{Subject: *sub, Room: *room, TTL: *ttl, Name: *name})
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
 }

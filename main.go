@@ -51,6 +51,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 1 && args[1] == "bench" {
 		return runBench(ctx, args[2:], stdout, stderr)
 	}
+	if len(args) > 1 && args[1] == "token" {
+		err := runToken(args[2:], getenv, stdout, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
 	build := readBuildInfo()
 	if len(args) > 1 && args[1] == "version" {
 		printVersion(stdout, build)
