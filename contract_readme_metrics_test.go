@@ -7,6 +7,8 @@ package main
 // process_ collectors are documented as groups.
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -188,8 +190,11 @@ func TestReadmeMetrics(t *testing.T) {
 			}
 		}
 	}
-	t.Run("bbolt with TURN", func(t *testing.T) {
-		srv := newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "127.0.0.1"))
+	t.Run("bbolt with TURN and webhooks", func(t *testing.T) {
+		receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+		t.Cleanup(receiver.Close)
+		srv := newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "127.0.0.1"),
+			withEnv("TINCAN_WEBHOOK_URL", receiver.URL), withEnv("TINCAN_WEBHOOK_SECRET", testWebhookSecret))
 		check(t, srv.endpoint)
 	})
 	t.Run("etcd", func(t *testing.T) {
