@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -128,6 +129,8 @@ func (j joinTokenVerifier) Verify(ctx context.Context, token, room string) (stor
 	return store.Profile{Identity: c.Subject, Name: c.Name, Metadata: c.Metadata}, nil
 }
 
+var tokenRoom = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
 // runToken is `tincan token`: it prints a join token signed with
 // TINCAN_JWT_SECRET (the first of its list), for curl and tests.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -153,6 +156,9 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	if *room == "" || *sub == "" {
 		return errors.New("token: -room and -sub are required")
+	}
+	if *room != "*" && !tokenRoom.MatchString(*room) {
+		return fmt.Errorf("token: -room %q: a room name (^[A-Za-z0-9_-]{1,64}$) or * for any room", *room)
 	}
 	tok, err := jwtauth.Mint([]byte(strings.TrimSpace(secret)), jwtauth.MintClaims{Subject: *sub, Room: *room, TTL: *ttl, Name: *name})
 	if err != nil {
