@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -120,40 +119,10 @@ func (s *Store) Delivered(ctx context.Context, events []store.Event) error {
 	return nil
 }
 
-// outboxWatchers are the functions OutboxChanged registered.
-type outboxWatchers struct {
-	mu   sync.Mutex
-	next int
-	fs   map[int]func()
-}
-
 // OutboxChanged implements store.Apps. The commit loop calls f after a
 // commit that wrote events, once the commit is on disk; f is not called
 // after cancel returns.
-func (s *Store) OutboxChanged(f func()) (cancel func()) {
-	w := &s.watchers
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fs == nil {
-		w.fs = map[int]func(){}
-	}
-	id := w.next
-	w.next++
-	w.fs[id] = f
-	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		delete(w.fs, id)
-	}
-}
-
-func (w *outboxWatchers) notify() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, f := range w.fs {
-		f()
-	}
-}
+func (s *Store) OutboxChanged(f func()) (cancel func()) { return s.watchers.Add(f) }
 
 // ClaimOutbox implements store.Apps. One node holds the claim at once;
 // it is lost (lost is closed) when the store closes.

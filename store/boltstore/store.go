@@ -77,7 +77,7 @@ type Store struct {
 	wakes  []wake
 	// outboxAdded: the transaction being built wrote webhook events.
 	outboxAdded bool
-	watchers    outboxWatchers
+	watchers    store.Watchers
 
 	// Members removed by Kick or CloseRoom, for their refusals (apps.go),
 	// and the members listening now, for Room.
@@ -320,7 +320,7 @@ func (s *Store) commit(batch []*op) {
 			s.notifier.Notify(w.room, w.upto, w.ids...)
 		}
 		if s.outboxAdded {
-			s.watchers.notify()
+			s.watchers.Notify()
 		}
 	}
 	d := time.Since(start)

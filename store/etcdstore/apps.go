@@ -163,43 +163,10 @@ func (s *Store) Delivered(ctx context.Context, events []store.Event) error {
 	return nil
 }
 
-// outboxWatchers are the OutboxChanged subscribers.
-type outboxWatchers struct {
-	mu   sync.Mutex
-	next int
-	fs   map[int]func()
-}
-
 // OutboxChanged implements store.Store: f is called after the watch
 // brought new events to the mirror (whoever wrote them), and after the
 // mirror was loaded again.
-func (s *Store) OutboxChanged(f func()) (cancel func()) {
-	w := &s.outboxWatchers
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fs == nil {
-		w.fs = map[int]func(){}
-	}
-	id := w.next
-	w.next++
-	w.fs[id] = f
-	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		delete(w.fs, id)
-	}
-}
-
-// outboxChanged calls the subscribers, with the lock held so that cancel
-// is final.
-func (s *Store) outboxChanged() {
-	w := &s.outboxWatchers
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, f := range w.fs {
-		f()
-	}
-}
+func (s *Store) OutboxChanged(f func()) (cancel func()) { return s.outboxWatchers.Add(f) }
 
 // claims are the outbox claims this instance holds, released by Close.
 type claims struct {

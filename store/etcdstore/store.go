@@ -194,7 +194,7 @@ type Store struct {
 	metrics  *metrics
 	pruned   atomic.Uint64 // entries deleted by this instance's pruning
 
-	outboxWatchers outboxWatchers // OutboxChanged's subscribers
+	outboxWatchers store.Watchers // OutboxChanged's subscribers
 	claims         claims         // the outbox claims held here (apps.go)
 }
 

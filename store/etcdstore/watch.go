@@ -90,7 +90,7 @@ func (s *Store) applyEvents(events []*clientv3.Event) {
 	wakes, lapsed, outboxed := s.mirror.apply(events)
 	s.notify(wakes)
 	if outboxed {
-		s.outboxChanged()
+		s.outboxWatchers.Notify()
 	}
 	if len(lapsed) > 0 {
 		s.presence.kickReaper()
@@ -115,7 +115,7 @@ func (s *Store) reload(ctx context.Context) error {
 		return err
 	}
 	s.notify(s.mirror.load(kvs, rev))
-	s.outboxChanged() // nobody knows what came meanwhile
+	s.outboxWatchers.Notify() // nobody knows what came meanwhile
 	s.markFresh(start)
 	s.presence.kickReaper()
 	return nil
