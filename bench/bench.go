@@ -10,6 +10,10 @@
 //	calls     call setups: join, offer, answer, candidates each way, bye, leave
 //	idle      R rooms x 2 peers holding event streams open (memory, CPU per stream)
 //	fill      R rooms x 2 peers, K messages per room left unread (for restart tests)
+//	joins     R workers join a room of their own and leave it, again and again
+//	          (-jwt hs256|es256: with join tokens minted beforehand)
+//
+// -webhook-listen adds a webhook receiver to any workload (webhooks.go).
 package bench
 
 import (
@@ -18,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime/pprof"
@@ -52,6 +57,11 @@ type config struct {
 	idem            bool
 	cpuProfile      string
 	ackEvery        time.Duration
+	jwt             string        // joins: "", hs256 or es256
+	jwtSecret       string        // -jwt hs256
+	jwtKey          string        // -jwt es256: PEM file of the P-256 private key
+	webhookListen   string        // address of the bench's webhook receiver; "" = none
+	webhookDrain    time.Duration // after the work, wait this long at most for the outbox to drain
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -62,17 +72,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(stderr, "usage: tincan bench [flags]\n\n"+
 			"Drives a running tincan over HTTP. Workloads: pingpong (R rooms x 2 peers bounce a message K times),\n"+
 			"calls (join, offer, answer, candidates, bye, leave), idle (hold R x 2 event streams open),\n"+
-			"fill (R rooms with K unread messages each, for restart tests).\n\n")
+			"fill (R rooms with K unread messages each, for restart tests), joins (R workers join and leave rooms; -jwt for join tokens).\n\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the tincan server")
-	fs.StringVar(&c.workload, "workload", "pingpong", "pingpong | calls | idle | fill")
+	fs.StringVar(&c.workload, "workload", "pingpong", "pingpong | calls | idle | fill | joins")
 	fs.StringVar(&c.transport, "transport", "sse", "receive by sse | poll")
-	fs.IntVar(&c.rooms, "rooms", 100, "rooms (pingpong, idle, fill); concurrent calls (calls)")
+	fs.IntVar(&c.rooms, "rooms", 100, "rooms (pingpong, idle, fill); concurrent calls (calls); concurrent joiners (joins)")
 	fs.IntVar(&c.k, "k", 1000, "round trips per room (pingpong); messages per room (fill)")
 	fs.DurationVar(&c.think, "think", 0, "pause between round trips of a room (pingpong)")
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "stop starting new work after this long (idle: how long to hold)")
-	fs.IntVar(&c.count, "count", 0, "stop after this many round trips (pingpong) or calls (calls) in total; 0 = no limit")
+	fs.IntVar(&c.count, "count", 0, "stop after this many round trips (pingpong), calls (calls) or joins (joins; with -jwt, 0 = 60000 tokens) in total; 0 = no limit")
 	fs.IntVar(&c.size, "size", 200, "bytes of each pingpong message body")
 	fs.IntVar(&c.sdpSize, "sdp-size", 4096, "bytes of the offer and answer SDP (calls)")
 	fs.IntVar(&c.candidates, "candidates", 20, "ICE candidates each way (calls)")
@@ -88,6 +98,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.progress, "progress", time.Second, "progress line interval on stderr; 0 = none")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	fs.DurationVar(&c.ackEvery, "ack-every", 30*time.Second, "SSE: acknowledge what arrived this often with a long-poll that does not wait, as tincan.js does; 0 = never")
+	fs.StringVar(&c.jwt, "jwt", "", "joins: join with a join token (server -auth jwt): hs256 (secret: -jwt-secret or TINCAN_JWT_SECRET) or es256 (-jwt-key); the tokens are minted before the timed part")
+	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "-jwt hs256: the server's -jwt-secret (default $TINCAN_JWT_SECRET)")
+	fs.StringVar(&c.jwtKey, "jwt-key", "", "-jwt es256: PEM file of the P-256 private key whose public key the server has (-jwt-public-key)")
+	fs.StringVar(&c.webhookListen, "webhook-listen", "", "run a webhook receiver on this address (e.g. 127.0.0.1:18090; start the server with -webhook-url http://ADDR/) answering 204, and report events/s and lag")
+	fs.DurationVar(&c.webhookDrain, "webhook-drain", 15*time.Second, "with -webhook-listen: after the work, wait at most this long for tincan_webhook_events_pending to reach 0")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -95,9 +110,28 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch c.workload {
-	case "pingpong", "calls", "idle", "fill":
+	case "pingpong", "calls", "idle", "fill", "joins":
 	default:
-		return c, fmt.Errorf("-workload %q: want pingpong, calls, idle or fill", c.workload)
+		return c, fmt.Errorf("-workload %q: want pingpong, calls, idle, fill or joins", c.workload)
+	}
+	switch c.jwt {
+	case "":
+	case "hs256":
+		if c.jwtSecret == "" {
+			c.jwtSecret = os.Getenv("TINCAN_JWT_SECRET")
+		}
+		if c.jwtSecret == "" {
+			return c, errors.New("-jwt hs256 needs -jwt-secret or TINCAN_JWT_SECRET")
+		}
+	case "es256":
+		if c.jwtKey == "" {
+			return c, errors.New("-jwt es256 needs -jwt-key (PEM private key)")
+		}
+	default:
+		return c, fmt.Errorf("-jwt %q: want hs256 or es256", c.jwt)
+	}
+	if c.jwt != "" && c.workload != "joins" {
+		return c, errors.New("-jwt is for -workload joins")
 	}
 	if c.transport != "sse" && c.transport != "poll" {
 		return c, fmt.Errorf("-transport %q: want sse or poll", c.transport)
@@ -192,6 +226,8 @@ type bench struct {
 	delivery *recorder
 	post     *recorder
 	setup    *recorder
+	join     *recorder     // joins
+	hooks0   metrics       // -webhook-listen: the scrape before the work
 	budget   atomic.Int64  // -count left; negative: no limit
 	keyN     atomic.Uint64 // Idempotency-Keys handed out
 }
@@ -218,6 +254,14 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 		conns = 2*(1+cfg.candidateWindow)*cfg.rooms + 16
 	}
 	b.cl = newClient(cfg.url, conns, b.c)
+	var hooks *hookReceiver
+	if cfg.webhookListen != "" {
+		var err error
+		if hooks, err = startHookReceiver(cfg.webhookListen); err != nil {
+			return nil, err
+		}
+		defer hooks.close()
+	}
 	b.cl.wait = cfg.pollWait
 	b.cl.ackEvery = cfg.ackEvery
 	defer b.cl.close()
@@ -238,6 +282,12 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 	case "fill":
 		res.K, res.Transport = cfg.k, "none"
 		err = b.fill(ctx, res)
+	case "joins":
+		res.Transport = "none"
+		err = b.joins(ctx, res)
+	}
+	if hooks != nil {
+		res.Webhooks = b.drainHooks(ctx, hooks, res)
 	}
 	b.finish(res)
 	return res, err
@@ -255,6 +305,18 @@ func (b *bench) finish(res *Result) {
 		}
 	}
 	res.RoundTrip, res.Delivery, res.Post, res.Setup = b.rtt.summary(), b.delivery.summary(), b.post.summary(), b.setup.summary()
+	if b.join != nil {
+		res.Join = b.join.summary()
+	}
+	if s := res.Server; s != nil && s.CPUSeconds > 0 {
+		ops := res.Calls
+		if res.Workload == "joins" {
+			ops = res.Joins
+		}
+		if ops > 0 && (res.Workload == "joins" || res.Workload == "calls") {
+			res.ServerCPUPerOpUs = math.Round(s.CPUSeconds/float64(ops)*1e7) / 10
+		}
+	}
 	res.Errors, res.ErrorKinds = c.errors.Load(), c.errorKinds()
 	res.Lost, res.Late, res.Duplicates = c.lost.Load(), c.late.Load(), c.dups.Load()
 	res.OutOfOrder, res.Unexpected, res.Reconnects = c.order.Load(), c.unexpected.Load(), c.reconnects.Load()
@@ -414,6 +476,7 @@ func benchBody(typ string, seq uint64, size int) []byte {
 // returns the scrape taken after the work (nil when /metrics failed).
 func (b *bench) measure(ctx context.Context, res *Result, extra func() string, work func()) metrics {
 	m0 := b.scrape(ctx)
+	b.hooks0 = m0
 	stopProgress := make(chan struct{})
 	pw := b.progress(stopProgress, extra)
 	start, cpu0 := time.Now(), cpuTime()

@@ -122,7 +122,13 @@ func (c *client) do(ctx context.Context, op, method, path, auth, idemKey string,
 
 // join takes a new seat in room.
 func (c *client) join(ctx context.Context, room string) (*peer, error) {
-	out, _, err := c.do(ctx, "join", "POST", "/rooms/"+room+"/join", "", "", nil, 201)
+	return c.joinAuth(ctx, room, "")
+}
+
+// joinAuth is join with an Authorization header (auth: "Bearer <JWT>" for
+// -auth jwt; "" for none).
+func (c *client) joinAuth(ctx context.Context, room, auth string) (*peer, error) {
+	out, _, err := c.do(ctx, "join", "POST", "/rooms/"+room+"/join", auth, "", nil, 201)
 	if err != nil {
 		return nil, err
 	}

@@ -97,6 +97,9 @@ func serverDelta(before, after metrics, seconds float64) *Server {
 		s.WritesPerCommit = round2(s.Writes / s.Commits)
 		s.CommitMeanMs = round2((after[mCommitSecondsSum] - before[mCommitSecondsSum]) / s.Commits * 1000)
 	}
+	if after.has(mCPU) {
+		s.CPUSeconds = after[mCPU] - before[mCPU]
+	}
 	if seconds > 0 && after.has(mCPU) {
 		s.CPUCores = round2((after[mCPU] - before[mCPU]) / seconds)
 	}

@@ -186,6 +186,13 @@ type Result struct {
 	Streams       int              `json:"streams,omitempty"`
 	BenchCPUCores float64          `json:"bench_cpu_cores"` // CPU this load generator used
 	Server        *Server          `json:"server,omitempty"`
+	// joins (joins.go) and the apps options (-jwt, -webhook-listen)
+	Auth             string         `json:"auth,omitempty"` // joins: open, hs256 or es256
+	Joins            int64          `json:"joins,omitempty"`
+	JoinsPS          float64        `json:"joins_per_s,omitempty"`
+	Join             Latency        `json:"join"`                           // joins: POST join answered 201
+	ServerCPUPerOpUs float64        `json:"server_cpu_us_per_op,omitempty"` // joins: per join (and its leave); calls: per call
+	Webhooks         *WebhookResult `json:"webhooks,omitempty"`
 }
 
 // Server is what the server's /metrics said about the run.
@@ -197,6 +204,7 @@ type Server struct {
 	DBBytesBefore    float64 `json:"db_bytes_before"`
 	DBBytesAfter     float64 `json:"db_bytes_after"` // after teardown (rooms left)
 	CPUCores         float64 `json:"cpu_cores,omitempty"`
+	CPUSeconds       float64 `json:"cpu_seconds,omitempty"` // process_cpu_seconds_total over the measured phase
 	RSSBytes         float64 `json:"rss_bytes,omitempty"`
 	RSSPerStream     float64 `json:"rss_bytes_per_stream,omitempty"`
 	HeapPerStream    float64 `json:"heap_bytes_per_stream,omitempty"`  // Go heap in use
@@ -239,6 +247,22 @@ func (r *Result) Text() string {
 	}
 	if r.Setup.N > 0 {
 		fmt.Fprintf(&b, "call setup   %s\n", r.Setup)
+	}
+	if r.Workload == "joins" {
+		fmt.Fprintf(&b, "joins        %d (auth %s), %.1f/s\n", r.Joins, r.Auth, r.JoinsPS)
+	}
+	if r.Join.N > 0 {
+		fmt.Fprintf(&b, "join (201)   %s\n", r.Join)
+	}
+	if r.ServerCPUPerOpUs > 0 {
+		op := "call"
+		if r.Workload == "joins" {
+			op = "join+leave"
+		}
+		fmt.Fprintf(&b, "server cpu   %.0f µs per %s\n", r.ServerCPUPerOpUs, op)
+	}
+	if w := r.Webhooks; w != nil {
+		b.WriteString(w.Text())
 	}
 	if r.Delivery.N > 0 {
 		fmt.Fprintf(&b, "delivery     %s\n", r.Delivery)
