@@ -11,7 +11,7 @@
 //     receiver can drop repeats. webhook-timestamp is the time of each
 //     attempt.
 //   - In order within a room: a room's next event is sent after the
-//     previous one's 2xx (or drop). Rooms are independent, up to 8 in
+//     previous one's 2xx (or drop). Rooms are independent, up to 32 in
 //     flight at once.
 //   - Failures: anything but a 2xx is retried — a refused connection, a
 //     timeout, a 5xx, 408 and 429, and also every other 4xx and 3xx
@@ -99,7 +99,7 @@ const (
 )
 
 const (
-	maxInFlight  = 8               // rooms sent to at once
+	maxInFlight  = 32              // rooms sent to at once: 8 fell behind the calls workload (BENCHMARKS.md §9.4)
 	fetchLimit   = 1000            // events read from the outbox at a time
 	pollEvery    = 2 * time.Second // the safety net under OutboxChanged
 	maxBodyRead  = 64 << 10        // of an answer, read to reuse the connection
@@ -273,12 +273,20 @@ func (d *Deliverer) deliver(ctx context.Context) {
 	defer d.m.pending.Set(0)
 
 	s := newSched(maxInFlight, d.maxBackoff)
+	rm := newRemover()
+	removed := make(chan removal, 1)
+	defer func() {
+		if rm.inFlight {
+			res := <-removed
+			rm.done(res.batch, res.err, d.now(), 0)
+		}
+		rm.flushLast(ctx, d.outbox, 2*time.Second)
+	}()
 	ticker := time.NewTicker(pollEvery)
 	defer ticker.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	fetch, fetchFailing := true, false
-	var undropped []store.Event // dropped, Delivered failed: tried again
 	for {
 		if fetch {
 			fetch = false
@@ -296,23 +304,20 @@ func (d *Deliverer) deliver(ctx context.Context) {
 					d.log.Info("webhook: reading the outbox works again")
 				}
 				fetchFailing = false
-				s.merge(evs, len(evs) >= fetchLimit)
+				s.merge(rm.filter(evs), len(evs) >= fetchLimit)
 			}
 		}
 		now := d.now()
-		if old := s.expired(now, d.maxAge); len(old) > 0 || len(undropped) > 0 {
-			for _, e := range old {
-				d.drop(e, fmt.Sprintf("older than the maximum age %v", d.maxAge))
-			}
-			undropped = append(undropped, old...)
-			if err := d.outbox.Delivered(ctx, undropped); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				d.log.Error("webhook: removing dropped events from the outbox", "err", err, "events", len(undropped))
-			} else {
-				undropped = nil
-			}
+		for _, e := range s.expired(now, d.maxAge) {
+			d.drop(e, fmt.Sprintf("older than the maximum age %v", d.maxAge))
+			rm.add(e)
+		}
+		if batch := rm.start(now); batch != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				removed <- removal{batch, d.outbox.Delivered(ctx, batch)}
+			}()
 		}
 		start, wait := s.next(now, d.maxAge)
 		for _, r := range start {
@@ -329,6 +334,11 @@ func (d *Deliverer) deliver(ctx context.Context) {
 			}()
 		}
 		d.m.pending.Set(float64(s.total))
+		if rm.failing && !rm.inFlight {
+			if w := rm.retryAt.Sub(now); w > 0 && (wait <= 0 || w < wait) {
+				wait = w
+			}
+		}
 		if wait <= 0 {
 			wait = time.Hour
 		}
@@ -341,12 +351,19 @@ func (d *Deliverer) deliver(ctx context.Context) {
 		case <-ticker.C:
 			fetch = true
 		case <-timer.C:
+		case res := <-removed:
+			if res.err != nil && ctx.Err() == nil {
+				if !rm.failing {
+					d.log.Error("webhook: removing delivered events from the outbox", "err", res.err, "events", len(res.batch))
+				}
+			}
+			rm.done(res.batch, res.err, d.now(), d.maxBackoff)
 		case res := <-results:
-			d.finish(s, res)
+			d.finish(s, rm, res)
 			for more := true; more; {
 				select {
 				case res := <-results:
-					d.finish(s, res)
+					d.finish(s, rm, res)
 				default:
 					more = false
 				}
@@ -358,8 +375,15 @@ func (d *Deliverer) deliver(ctx context.Context) {
 	}
 }
 
-// finish records an attempt's result.
-func (d *Deliverer) finish(s *sched, res result) {
+// removal is the outcome of a Delivered call of the remover's.
+type removal struct {
+	batch []store.Event
+	err   error
+}
+
+// finish records an attempt's result; a delivered (or 410) event goes to
+// rm for removal.
+func (d *Deliverer) finish(s *sched, rm *remover, res result) {
 	if res.o == aborted {
 		s.done(res.r, aborted, d.now(), 0)
 		return
@@ -369,6 +393,9 @@ func (d *Deliverer) finish(s *sched, res result) {
 	wasProbing := s.probing
 	now := d.now()
 	e, popped, recovered := s.done(r, res.o, now, res.retryAfter)
+	if popped {
+		rm.add(e)
+	}
 	switch {
 	case res.o == ok:
 		d.m.delivered.Inc()
@@ -399,8 +426,8 @@ func (d *Deliverer) drop(e store.Event, why string) {
 	d.log.Error("webhook: event dropped", "room", e.Room, "seq", e.Seq, "type", e.Type, "id", d.ID(e.Seq), "time", e.Time, "reason", why)
 }
 
-// attempt sends e once and, on a 2xx, removes it from the outbox (trying
-// again until it succeeds or ctx ends).
+// attempt sends e once. The deliverer's remover takes a delivered event
+// out of the outbox.
 func (d *Deliverer) attempt(ctx context.Context, e store.Event) result {
 	status, retryAfter, err := d.post(ctx, e)
 	if ctx.Err() != nil {
@@ -414,19 +441,6 @@ func (d *Deliverer) attempt(ctx context.Context, e store.Event) result {
 		// Dropped: removed as a delivered event is.
 	default:
 		return result{o: failed, status: status, retryAfter: retryAfter}
-	}
-	for n := 1; ; n++ {
-		err := d.outbox.Delivered(ctx, []store.Event{e})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return result{o: aborted}
-		}
-		if n == 1 {
-			d.log.Error("webhook: removing a delivered event from the outbox", "room", e.Room, "seq", e.Seq, "err", err)
-		}
-		sleep(ctx, min(backoffBase<<min(n, 10), d.maxBackoff))
 	}
 	if status == http.StatusGone {
 		return result{o: gone, status: status}
