@@ -214,6 +214,7 @@ func TestAdminAPI(t *testing.T) {
 		}
 	})
 
+	hooks := newReceiver(t)
 	engines(t, func(t *testing.T, srv *testServer) {
 		t.Run("list and inspect", func(t *testing.T) {
 			for _, r := range []string{"a-room", "b-room", "c-room"} {
@@ -329,6 +330,9 @@ func TestAdminAPI(t *testing.T) {
 			if a := adminDo(t, srv.endpoint, "DELETE", "/rooms/kick/members/"+y.ClientID, ""); a.Status != 404 || a.problem(t) != "not_found" {
 				t.Fatalf("kick again: %d %s", a.Status, a.Body)
 			}
+			hooks.await(t, "member.left of the kicked member", 0, func(ev hookEvent) bool {
+				return ev.Type == "member.left" && ev.Data.ClientID == y.ClientID && ev.Data.Reason == "kicked" && ev.Data.Occupants == 1
+			})
 
 			// A long-poll in flight gets the kick as its answer.
 			z := srv.join(t, "kick", 201)
@@ -357,6 +361,7 @@ func TestAdminAPI(t *testing.T) {
 				t.Fatalf("x's first message: %v", m)
 			}
 			y.post(t, `{"type":"kept"}`)
+			before := hooks.count()
 			if a := adminDo(t, srv.endpoint, "DELETE", "/rooms/closing", ""); a.Status != 204 {
 				t.Fatalf("close: %d %s", a.Status, a.Body)
 			}
@@ -374,6 +379,9 @@ func TestAdminAPI(t *testing.T) {
 			if n := srv.roomInfo(t, "closing").Occupants; n != 0 {
 				t.Fatalf("%d occupants after the close", n)
 			}
+			hooks.await(t, "room.closed of the closed room", before, func(ev hookEvent) bool {
+				return ev.Type == "room.closed" && ev.Data.Room == "closing" && ev.Data.Reason == "closed" && ev.Data.Occupants == 0
+			})
 			if a := adminDo(t, srv.endpoint, "DELETE", "/rooms/closing", ""); a.Status != 404 || a.problem(t) != "not_found" {
 				t.Fatalf("close again: %d %s", a.Status, a.Body)
 			}
@@ -383,7 +391,7 @@ func TestAdminAPI(t *testing.T) {
 				t.Fatalf("a new room of a closed room's name holds %+v", p)
 			}
 		})
-	}, withEnv("TINCAN_ADMIN_KEY", testAdminKey))
+	}, withEnv("TINCAN_ADMIN_KEY", testAdminKey), withEnv("TINCAN_WEBHOOK_URL", hooks.url()), withEnv("TINCAN_WEBHOOK_SECRET", testWebhookSecret))
 }
 
 // lastFrame reads the frame a member gets when the application removes it:

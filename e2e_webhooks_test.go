@@ -186,6 +186,42 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(204)
 }
 
+// count is how many events arrived so far (first arrivals).
+func (r *receiver) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// await waits until an event from the after-th on matches, failing t
+// after 30 s, or at once on a delivery that failed verification.
+func (r *receiver) await(t testing.TB, what string, after int, match func(hookEvent) bool) hookEvent {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r.mu.Lock()
+		bad := slices.Clone(r.bad)
+		var found *hookEvent
+		for i := after; i < len(r.events); i++ {
+			if match(r.events[i]) {
+				found = &r.events[i]
+				break
+			}
+		}
+		r.mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatalf("bad deliveries: %q", bad)
+		}
+		if found != nil {
+			return *found
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no webhook event: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // change is a membership change a client saw acknowledged.
 type change struct{ typ, room, client, reason string }
 
