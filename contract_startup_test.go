@@ -6,9 +6,12 @@ package main
 // and its version, printed and exported as tincan_build_info.
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/turn"
 )
 
 // logLines are the lines of a server's log at level (INFO, WARN, ERROR)
@@ -72,6 +77,26 @@ func TestStartupWarnings(t *testing.T) {
 		srv := newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "192.0.2.10"))
 		if len(logLines(srv.logs(), "WARN", "listens on loopback", "turn_addr=127.0.0.1:0", "public_ip=192.0.2.10")) != 1 {
 			t.Fatalf("no warning of the unreachable TURN server:\n%s", srv.logs())
+		}
+	})
+
+	t.Run("a TURN relay address the internet cannot reach", func(t *testing.T) {
+		const unreachable = "relay address handed to peers is"
+		for _, ip := range []string{"10.1.2.3", "192.168.1.20", "172.16.0.9", "192.0.2.10", "198.51.100.7", "203.0.113.7"} { // 2001:db8::/32: TestUnreachableRelay (a v6 relay needs a v6 listener)
+			srv := newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", ip))
+			w := logLines(srv.logs(), "WARN", unreachable, "public_ip="+ip, "-turn-public-ip")
+			if len(w) != 1 || !strings.Contains(w[0], "chosen_by=-turn-public-ip") {
+				t.Errorf("-turn-public-ip %s: %q, want one warning that says to set -turn-public-ip:\n%s", ip, w, srv.logs())
+			}
+		}
+		srv := newTestServer(t, withEnv("TINCAN_TURN_PUBLIC_IP", "10.9.8.7"), withFlags("-turn", "-turn-addr", "127.0.0.1:0"))
+		if len(logLines(srv.logs(), "WARN", unreachable, "public_ip=10.9.8.7", "chosen_by=TINCAN_TURN_PUBLIC_IP")) != 1 {
+			t.Errorf("TINCAN_TURN_PUBLIC_IP=10.9.8.7: no warning naming the variable:\n%s", srv.logs())
+		}
+		// A public address: no such warning (the one of the loopback listener stays).
+		srv = newTestServer(t, withFlags("-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "8.8.8.8"))
+		if w := logLines(srv.logs(), "WARN", unreachable); len(w) > 0 {
+			t.Errorf("-turn-public-ip 8.8.8.8: %q", w)
 		}
 	})
 
@@ -287,5 +312,41 @@ func TestNearestTwin(t *testing.T) {
 		if got := nearest(typo, twins); got != want {
 			t.Errorf("nearest(%s) = %q, want %q", typo, got, want)
 		}
+	}
+}
+
+// TestUnreachableRelay: which relay addresses warnUnreachableTURN warns
+// of, what it says chose the address, and that a loopback address is no
+// warning when the TURN server listens on loopback too (a local test).
+func TestUnreachableRelay(t *testing.T) {
+	for ip, want := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "10.0.0.1": true, "172.31.255.255": true, "192.168.0.1": true, "fd00::1": true,
+		"169.254.1.1": true, "100.64.0.1": true, "192.0.2.1": true, "198.51.100.255": true, "203.0.113.0": true,
+		"2001:db8::1": true, "2001:db8:ffff::1": true, "::ffff:10.0.0.1": true,
+		"8.8.8.8": false, "172.32.0.1": false, "192.0.3.1": false, "203.0.114.1": false, "2001:db9::1": false, "2606:4700::1111": false,
+	} {
+		if got := unreachableRelay(netip.MustParseAddr(ip)) != ""; got != want {
+			t.Errorf("%s: unreachable %v, want %v", ip, got, want)
+		}
+	}
+	warned := func(cfg config, publicIP string) string {
+		var buf bytes.Buffer
+		warnUnreachableTURN(slog.New(slog.NewTextHandler(&buf, nil)), cfg, turn.EmbeddedURLs(publicIP, 3478))
+		return buf.String()
+	}
+	if log := warned(config{turnAddr: ":3478"}, "10.0.0.5"); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "first non-loopback address") {
+		t.Errorf("the host's first address, 10.0.0.5, unset -turn-public-ip: %q", log)
+	}
+	if log := warned(config{turnAddr: ":3478", turnPublicIP: "127.0.0.1"}, "127.0.0.1"); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "loopback") {
+		t.Errorf("-turn-public-ip 127.0.0.1 on every address: %q", log)
+	}
+	if log := warned(config{turnAddr: "127.0.0.1:3478", turnPublicIP: "127.0.0.1"}, "127.0.0.1"); log != "" {
+		t.Errorf("loopback listener handing out loopback (a local test): %q", log)
+	}
+	if log := warned(config{turnAddr: ":3478", turnPublicIP: "2001:db8::7"}, "2001:db8::7"); !strings.Contains(log, "public_ip=2001:db8::7") {
+		t.Errorf("-turn-public-ip 2001:db8::7: %q", log)
+	}
+	if log := warned(config{turnAddr: ":3478", turnPublicIP: "8.8.8.8"}, "8.8.8.8"); log != "" {
+		t.Errorf("a public address: %q", log)
 	}
 }

@@ -37,6 +37,7 @@ type config struct {
 	allowOrigins    stringList
 	debug           bool
 	pprofAddr       string
+	metricsAddr     string
 	ssePadding      int
 	rateLimit       float64
 	rateBurst       int
@@ -96,6 +97,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	var c config
 	fs := flag.NewFlagSet("tincan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: tincan [flags]          serve the API, the web page and STUN/TURN
+       tincan bench [flags]    drive a running tincan (tincan bench -h)
+       tincan token [flags]    print a join token for -auth jwt (tincan token -h)
+       tincan version          print the version and VCS revision
+
+Every flag has an environment twin, TINCAN_ and its name in capitals with _ for -
+(-client-timeout 30s <-> TINCAN_CLIENT_TIMEOUT=30s); repeatable flags take a
+comma-separated list there; a flag on the command line wins. -version has none.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.db, "db", "tincan.db", "bbolt file (not used with -etcd)")
 	fs.StringVar(&c.etcd, "etcd", "", "etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379): keep the state in etcd, shared by every instance; unset = the -db file")
@@ -132,6 +147,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.bodyTimeout, "body-timeout", 15*time.Second, "longest a client may take to send a request body, after its header; then 408 and the connection is closed")
 	fs.Var(&c.allowOrigins, "allow-origin", "CORS origin allowed to call the API (repeatable; * for any)")
 	fs.BoolVar(&c.debug, "debug", false, "log every request")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics on this address only (e.g. 127.0.0.1:9090), not on the API's listener; unset = on -addr, with the API")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address for profiling (keep it on loopback); unset = off")
 
 	fs.BoolVar(&c.turn, "turn", true, "run the embedded STUN/TURN server")
@@ -165,7 +181,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q (flags only; or: tincan bench -h, tincan version)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q (flags only; or: tincan bench -h, tincan token -h, tincan version)", fs.Arg(0))
 	}
 	if c.version {
 		return c, nil // nothing else matters

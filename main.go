@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tincan/tincan/handlers"
 	"github.com/tincan/tincan/static"
@@ -137,6 +138,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:        log,
 		Registry:      reg,
 
+		MetricsElsewhere: cfg.metricsAddr != "",
+
 		MemberRateLimit:  cfg.memberRateLimit,
 		MemberRateBurst:  cfg.memberRateBurst,
 		MaxOpenPerMember: cfg.maxOpenPerMember,
@@ -176,6 +179,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		defer stopPprof()
+	}
+	if cfg.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.metricsAddr, reg, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMetrics()
 	}
 	if cfg.redirectAddr != "" {
 		stopRedirect, err := serveRedirect(cfg.redirectAddr, ln.Addr(), log)
@@ -327,6 +338,7 @@ func startTURN(ctx context.Context, cfg config, st store.Store, reg prometheus.R
 	creds.URLs = srv.URLs()
 	log.Info("turn serving", "addr", cfg.turnAddr, "urls", creds.URLs)
 	warnLoopbackTURN(log, cfg, creds.URLs)
+	warnUnreachableTURN(log, cfg, creds.URLs)
 	return creds, func() { srv.Close() }, nil
 }
 
@@ -356,6 +368,22 @@ func serveRedirect(addr string, tlsAddr net.Addr, log *slog.Logger) (stop func()
 	}
 	go srv.Serve(ln)
 	log.Info("redirecting plain HTTP", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
+
+// serveMetrics serves the Prometheus metrics of reg at /metrics on a
+// listener of its own (-metrics-addr), apart from the API; every other
+// path is 404.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving metrics", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/metrics")
 	return func() { srv.Close() }, nil
 }
 

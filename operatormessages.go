@@ -120,6 +120,76 @@ func warnLoopbackTURN(log *slog.Logger, cfg config, urls []string) {
 		"turn_addr", cfg.turnAddr, "public_ip", relay)
 }
 
+// unreachableRanges are the address ranges that peers on the internet
+// cannot reach a relay at, besides loopback and the private ranges.
+var unreachableRanges = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("192.0.2.0/24"), "a documentation range (RFC 5737)"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "a documentation range (RFC 5737)"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "a documentation range (RFC 5737)"},
+	{netip.MustParsePrefix("2001:db8::/32"), "a documentation range (RFC 3849)"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "shared address space (RFC 6598, carrier-grade NAT)"},
+}
+
+// unreachableRelay says why peers on the internet cannot reach a relay
+// at ip, or "" when they can.
+func unreachableRelay(ip netip.Addr) string {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsPrivate():
+		return "a private address"
+	case ip.IsLinkLocalUnicast():
+		return "link-local"
+	}
+	for _, r := range unreachableRanges {
+		if r.prefix.Contains(ip) {
+			return r.what
+		}
+	}
+	return ""
+}
+
+// warnUnreachableTURN warns when the relay address that the embedded TURN
+// server hands out (urls, its Server.URLs: chosen by -turn-public-ip, else
+// the host's first non-loopback address) is one that peers on the internet
+// cannot reach: loopback, private, link-local, shared (CGNAT) or a
+// documentation range. A loopback address with -turn-addr on loopback too
+// is the setup for local tests (warnLoopbackTURN advises it): no warning.
+func warnUnreachableTURN(log *slog.Logger, cfg config, urls []string) {
+	if len(urls) == 0 {
+		return
+	}
+	_, hostPort, _ := strings.Cut(urls[0], ":") // stun:IP:PORT
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return
+	}
+	why := unreachableRelay(ip)
+	if why == "" {
+		return
+	}
+	if listen, _, err := net.SplitHostPort(cfg.turnAddr); why == "loopback" && err == nil && isLoopbackHost(listen) {
+		return
+	}
+	chosen := "the host's first non-loopback address, as -turn-public-ip is unset"
+	if cfg.turnPublicIP != "" {
+		chosen = "-turn-public-ip"
+		if cfg.fromEnv["turn-public-ip"] {
+			chosen = "TINCAN_TURN_PUBLIC_IP"
+		}
+	}
+	log.Warn("the TURN relay address handed to peers is "+why+", which peers elsewhere on the internet cannot reach, so calls that need a relay fail: set -turn-public-ip (or TINCAN_TURN_PUBLIC_IP) to this host's public address (behind 1:1 NAT, the address the NAT maps to it)",
+		"public_ip", ip.String(), "chosen_by", chosen)
+}
+
 // isLoopbackHost reports whether host (a name or an address, as in a
 // listen address) is loopback.
 func isLoopbackHost(host string) bool {

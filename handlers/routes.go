@@ -26,7 +26,9 @@ func (s *Server) routes() http.Handler {
 
 	r.Handler("GET", "/healthz", s.handleHealthz())
 	r.Handler("HEAD", "/healthz", s.handleHealthz())
-	r.Handler("GET", "/metrics", answerWithin(answerTimeout, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
+	if !s.cfg.MetricsElsewhere {
+		r.Handler("GET", "/metrics", answerWithin(answerTimeout, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})))
+	}
 
 	r.Handler("GET", "/", answerWithin(answerTimeout, s.handlePage("index.html")))
 	r.Handler("GET", "/r/:room", answerWithin(answerTimeout, s.handlePage("room.html")))

@@ -61,7 +61,10 @@ type Config struct {
 	Static   fs.FS // the web page: index.html, room.html and the files under /static/
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
-	Now      func() time.Time
+	// MetricsElsewhere: Registry is served on a listener of its own
+	// (-metrics-addr), and the API answers 404 for /metrics.
+	MetricsElsewhere bool
+	Now              func() time.Time
 }
 
 func (c *Config) setDefaults() {
