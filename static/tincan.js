@@ -1,6 +1,6 @@
-// tincan.js: browser client for the tincan signaling server.
+// tincan.js: client for the tincan signaling server, in browsers and in Node.js ≥ 20.
 //
-//   import { join } from '/static/tincan.js';
+//   import { join } from '/static/tincan.js';            // or: from 'tincan-client'
 //   const client = await join('abc', { onMessage: m => …, onPresence: e => … });
 //   await client.send({ type: 'chat', text: 'hi' });       // to every other member
 //   await client.send({ type: 'offer', sdp }, peerId);      // to one member
@@ -9,12 +9,16 @@
 // Receives over Server-Sent Events and switches to long-poll by itself when the
 // stream does not work (no `ready` frame within readyTimeout of opening it: a
 // buffering proxy; or errors twice in a row), and back once a trial stream works.
+// Where there is no EventSource (Node.js) it reads the event stream with fetch.
 // Resumes after any gap from the last id it delivered, drops duplicate ids, retries
 // POSTs with an Idempotency-Key, sends ICE candidates gathered close together in one
 // POST (one per POST to a server that does not take batches), and keeps its token in
 // sessionStorage so that a reload re-joins as the same member. Tells when the server
 // stops answering (stopped, network gone) and when it answers again; an outage is
 // waited out, it does not count as a stream that fails. No dependencies, no build step.
+//
+// The one source of this file is clients/js/src/tincan.js (the npm package
+// tincan-client); static/tincan.js is a copy of it, byte for byte.
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 // The most messages one POST carries (the server's limit), and how long a
@@ -89,6 +93,112 @@ async function endReason(res) {
   return 'unauthorized';
 }
 
+// An event stream read with fetch, for where there is no EventSource
+// (Node.js): the same surface as the part of EventSource the client uses
+// (onmessage, onerror, addEventListener, close). It does not reconnect by
+// itself: like an EventSource whose onerror closes it, it reports the error
+// once and the client opens a new stream. It sends the last id it read as
+// Last-Event-ID, and that of the stream it replaces when given one.
+class FetchEventSource {
+  constructor(url, fetchFn, lastEventId) {
+    this.url = url;
+    this.onmessage = null;
+    this.onerror = null;
+    this.lastEventId = lastEventId ? String(lastEventId) : '';
+    this._listeners = new Map();
+    this._ac = new AbortController();
+    this._closed = false;
+    this._run(fetchFn);
+  }
+
+  addEventListener(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+  }
+
+  removeEventListener(type, fn) {
+    const set = this._listeners.get(type);
+    if (set) set.delete(fn);
+  }
+
+  close() {
+    this._closed = true;
+    this._ac.abort();
+  }
+
+  _fail() {
+    if (this._closed) return;
+    this._closed = true;
+    this._ac.abort();
+    if (typeof this.onerror === 'function') this.onerror({ type: 'error' });
+  }
+
+  _dispatch(type, data) {
+    if (this._closed) return;
+    const ev = { type, data, lastEventId: this.lastEventId };
+    if (type === 'message' && typeof this.onmessage === 'function') this.onmessage(ev);
+    const set = this._listeners.get(type);
+    if (set) for (const fn of [...set]) fn(ev);
+  }
+
+  async _run(fetchFn) {
+    try {
+      const headers = { Accept: 'text/event-stream' };
+      if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
+      const res = await fetchFn(this.url, { headers, cache: 'no-store', signal: this._ac.signal });
+      const type = (res.headers.get('Content-Type') || '').toLowerCase();
+      if (res.status !== 200 || !type.startsWith('text/event-stream') || !res.body) {
+        try { if (res.body && res.body.cancel) await res.body.cancel(); } catch { /* ignore */ }
+        this._fail();
+        return;
+      }
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = '';
+      let event = '';
+      let data = [];
+      let id = null;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (this._closed) { reader.cancel().catch(() => {}); return; }
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        // Lines end in CRLF, LF or CR; a CR at the very end may be half a CRLF.
+        let start = 0;
+        for (let i = 0; i < buf.length; i++) {
+          const c = buf[i];
+          if (c !== '\n' && c !== '\r') continue;
+          if (c === '\r' && i + 1 === buf.length) break;
+          const line = buf.slice(start, i);
+          if (c === '\r' && buf[i + 1] === '\n') i++;
+          start = i + 1;
+          if (line === '') {
+            // The end of a frame: its id counts even without data.
+            if (id !== null) this.lastEventId = id;
+            if (data.length) this._dispatch(event || 'message', data.join('\n'));
+            if (this._closed) return;
+            event = ''; data = []; id = null;
+            continue;
+          }
+          if (line[0] === ':') continue; // a comment
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let val = colon < 0 ? '' : line.slice(colon + 1);
+          if (val[0] === ' ') val = val.slice(1);
+          if (field === 'data') data.push(val);
+          else if (field === 'event') event = val;
+          else if (field === 'id') { if (!val.includes('\0')) id = val; }
+          // retry: this stream does not reconnect by itself; the client decides when.
+        }
+        buf = buf.slice(start);
+      }
+      this._fail(); // the server ended the stream
+    } catch {
+      this._fail();
+    }
+  }
+}
+
 function defaultStorage() {
   try { return globalThis.sessionStorage || null; } catch { return null; }
 }
@@ -117,6 +227,8 @@ function defaultStorage() {
  *                                          why: "network error", "HTTP 503", "the browser is offline") and
  *                                          when it answers again (true); client.reachable says which is true now
  * @param {function} [opts.onClose]         ({reason}) when the client stops for good
+ * @param {function} [opts.fetch=globalThis.fetch] the fetch to make every request with (also the event
+ *                                          stream's where there is no EventSource, as in Node.js)
  * @returns {Promise<Client>} rejects with TincanError (code room_full, password_required, bad_password, …)
  */
 export async function join(room, opts = {}) {
@@ -288,7 +400,7 @@ export class Client {
       globalThis.addEventListener('online', this._onOnline);
       globalThis.addEventListener('offline', this._onOffline);
     }
-    if (this._mode === 'poll' || typeof EventSource === 'undefined') this._startPoll(null);
+    if (this._mode === 'poll') this._startPoll(null);
     else this._startSSE(0);
   }
 
@@ -348,7 +460,10 @@ export class Client {
   _startSSE(failures, trial = false) {
     if (this.closed) return;
     const q = new URLSearchParams({ token: this.token, since: String(this.cursor) });
-    const es = new EventSource(`${this._url(this._eventsPath)}?${q}`);
+    const url = `${this._url(this._eventsPath)}?${q}`;
+    const es = typeof EventSource === 'undefined'
+      ? new FetchEventSource(url, this._fetch, this.cursor)
+      : new EventSource(url);
     this._es = es;
     this.stats.sseConnects++;
     let readyAt = 0;
