@@ -1,8 +1,10 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +50,9 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, m store.Member) {
 	start := time.Now()
 	a, err := s.store.Append(r.Context(), p)
 	if err != nil {
+		if !batch {
+			err = aloneRefusal(err)
+		}
 		fail(w, err)
 		return
 	}
@@ -176,4 +181,18 @@ func writePollAnswer(w http.ResponseWriter, msgs []store.Message, next uint64, s
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	writePaced(w, b, stall)
+}
+
+// aloneRefusal is a store's refusal of a post of one message, not a
+// batch: the store names the message by its index ("message 0: …", index
+// 0), which only a batch has.
+func aloneRefusal(err error) error {
+	var se *store.Error
+	if !errors.As(err, &se) || se.Index == nil {
+		return err
+	}
+	alone := *se
+	alone.Index = nil
+	alone.Msg = strings.TrimPrefix(se.Msg, "message 0: ")
+	return &alone
 }

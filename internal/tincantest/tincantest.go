@@ -95,9 +95,14 @@ var (
 )
 
 // Build builds the tincan binary (the module's main package) once per test
-// process and returns its path. It fails t if the build fails.
+// process and returns its path. It fails t if the build fails. With
+// TINCANTEST_BIN set in the environment it returns that path instead (a
+// binary built before, from another checkout).
 func Build(t TB) string {
 	t.Helper()
+	if bin := os.Getenv("TINCANTEST_BIN"); bin != "" {
+		return bin
+	}
 	buildOnce.Do(func() {
 		var out []byte
 		out, buildErr = exec.Command("go", "env", "GOMOD").Output()
