@@ -22,6 +22,9 @@ const appKey = `tincan-app:${room}`;
 const joinToken = new URLSearchParams(location.hash.slice(1)).get('token');
 
 const peers = new Map(); // client id → peer state
+// client id → display name, from the application's join tokens (the join
+// answer's members, the peer-joined events); absent: the peer is a "Guest".
+const names = new Map();
 const staleSids = new Set(); // `${peer}/${sid}`: page instances of peers that were replaced
 let polite = {}; // client id → am I polite towards it (it joined before me)
 let client = null;
@@ -39,6 +42,7 @@ const debug = {
   collisions: 0, // offers that crossed ours (glare)
   signalNotices: [], // every text the signaling notice showed, oldest first
   peers,
+  names,
   get client() { return client; },
   get localStream() { return localStream; },
   restartIce() { for (const p of peers.values()) { p.lastRestart = 0; restartIce(p); } },
@@ -55,6 +59,14 @@ const LABELS = {
   ended: 'Call ended',
   'bad-link': 'No such call',
 };
+// On a phone the status shares the header's row with the room name: short
+// words there (the stage below says what the waiting is for).
+const SHORT_LABELS = { waiting: 'Waiting', failed: 'Failed', full: 'Room full' };
+const narrow = matchMedia('(max-width: 640px)');
+
+function statusLabel(s) {
+  return (narrow.matches && SHORT_LABELS[s]) || LABELS[s] || s;
+}
 
 // The room of a path /r/{room} (under whatever prefix a proxy adds), as
 // written in the link; null when the path ends in something else (/r/,
@@ -73,7 +85,8 @@ function randomId() {
 function setState(s) {
   if (html.dataset.state === s) return;
   html.dataset.state = s;
-  $('status').textContent = LABELS[s] || s;
+  $('status').textContent = statusLabel(s);
+  $('status').title = LABELS[s] || s;
   document.title = `${LABELS[s] || s}${room ? ` · ${room}` : ''} · tincan`;
 }
 
@@ -335,13 +348,15 @@ function onPresence(ev) {
     // A resumed peer reloaded its page: its old connection is dead; it offers again.
     // A new peer joined after us: we are the impolite side; it offers.
     dropPeer(ev.peer);
+    if (typeof ev.name === 'string' && ev.name.trim()) names.set(ev.peer, ev.name.trim());
     if (!ev.resumed || !(ev.peer in polite)) polite[ev.peer] = false;
-    if (!ev.resumed) addChatEvent('Someone joined the call.');
+    if (!ev.resumed) addChatEvent(`${names.get(ev.peer) || 'Someone'} joined the call.`);
   } else if (ev.type === 'peer-left') {
     const p = peers.get(ev.peer);
-    const name = p ? p.tile.querySelector('figcaption').textContent : 'Guest';
+    const name = p ? p.tile.querySelector('figcaption').textContent : (names.get(ev.peer) || 'Guest');
     dropPeer(ev.peer);
     delete polite[ev.peer];
+    names.delete(ev.peer);
     addChatEvent(ev.reason === 'timeout' ? `${name} lost the connection and left the call.` : `${name} left the call.`);
   }
   savePolite();
@@ -350,9 +365,30 @@ function onPresence(ev) {
 
 function onTransport(name, reason) {
   html.dataset.transport = name;
-  $('transport').textContent = name === 'sse'
-    ? 'Signaling over an event stream'
-    : `Signaling over long-poll${reason ? ` (${reason})` : ''}`;
+  html.dataset.transportReason = reason || '';
+  updateFooter();
+}
+
+// The footer says in plain words how this page reaches the server (which
+// sets up the call); the technical detail is in its tooltip.
+function updateFooter() {
+  const f = $('transport');
+  // Until messages flow, the transport asked for in the link (?transport=poll).
+  const name = html.dataset.transport || (transport === 'poll' ? 'poll' : '');
+  const reason = html.dataset.transportReason;
+  const signaling = html.dataset.signaling;
+  if (signaling === 'down') {
+    f.textContent = 'Reconnecting to the server…';
+  } else if (signaling !== 'up') {
+    f.textContent = 'Connecting to the server…';
+  } else if (name === 'poll') {
+    f.textContent = reason
+      ? 'Connected to the server, by polling: this network holds back live updates, so the call may take a moment longer to set up.'
+      : 'Connected to the server, by polling.';
+  } else {
+    f.textContent = 'Connected to the server.';
+  }
+  f.title = name ? `Signaling over ${name === 'sse' ? 'Server-Sent Events' : 'long-poll'}${reason ? ` (${reason})` : ''}` : '';
 }
 
 // The server stopped answering, or answers again. Nothing else changes: the
@@ -372,6 +408,7 @@ function onReachable(reachable, why) {
   }
   n.hidden = false;
   debug.signalNotices.push(n.textContent);
+  updateFooter();
 }
 
 function onClose(ev) {
@@ -396,7 +433,7 @@ function makeTile(peer) {
   video.autoplay = true;
   video.playsInline = true;
   const cap = document.createElement('figcaption');
-  cap.textContent = peers.size > 1 ? `Guest ${peers.size}` : 'Guest';
+  cap.textContent = names.get(peer.id) || (peers.size > 1 ? `Guest ${peers.size}` : 'Guest');
   const note = document.createElement('p');
   note.className = 'novideo-note';
   note.textContent = 'No video';
@@ -420,7 +457,7 @@ function updateChat() {
   const open = [...peers.values()].some((p) => p.dc && p.dc.readyState === 'open');
   $('chat-input').disabled = !open;
   $('chat-send').disabled = !open;
-  $('chat-input').placeholder = open ? 'Message' : 'Chat (connects with the call)';
+  $('chat-input').placeholder = open ? 'Message' : 'Chat opens with the call';
 }
 
 // who: `me`, `them`, or `event` for what happened in the call.
@@ -431,6 +468,7 @@ function addChat(who, text) {
   const log = $('chat-log');
   log.append(li);
   log.scrollTop = log.scrollHeight;
+  if (who !== 'event') $('chat-empty').hidden = true;
 }
 
 function addChatEvent(text) {
@@ -471,11 +509,15 @@ async function start(password) {
     html.dataset.clientId = c.id;
     if (html.dataset.signaling === 'down') onReachable(true);
     html.dataset.signaling = 'up';
+    updateFooter();
     polite = c.resumed ? loadPolite() : {};
     if (!c.resumed) staleSids.clear(); // a new member: nothing old can reach it
     // Peers listed at a fresh join were there first: we are polite towards them.
     // At a resume, a peer we do not know joined while we were away, after us.
     for (const p of c.peers) if (!(p in polite)) polite[p] = !c.resumed;
+    for (const m of c.members || []) {
+      if (m && typeof m.name === 'string' && m.name.trim()) names.set(m.client_id, m.name.trim());
+    }
     savePolite();
     for (const p of c.peers) createPeer(p, true); // initiator: offer to who is there
     updateState();
@@ -584,6 +626,11 @@ async function copyLink(button) {
 // ---- wiring ----
 
 $('room-name').textContent = room || '';
+$('room-name').title = room || '';
+narrow.addEventListener('change', () => {
+  if (html.dataset.state) $('status').textContent = statusLabel(html.dataset.state);
+});
+updateFooter();
 $('toggle-mic').addEventListener('click', (e) => toggle('audio', e.currentTarget, 'Mute', 'Unmute'));
 $('toggle-cam').addEventListener('click', (e) => toggle('video', e.currentTarget, 'Camera off', 'Camera on'));
 $('hangup').addEventListener('click', hangUp);
