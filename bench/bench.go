@@ -18,12 +18,14 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strconv"
@@ -31,6 +33,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 type config struct {
@@ -219,7 +223,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type bench struct {
 	cfg      config
 	c        *counters
-	cl       *client
+	hc       *http.Client   // the tuned transport: the client's and /metrics'
+	cl       *client.Client // the public API
 	stderr   io.Writer
 	runID    string
 	rtt      *recorder
@@ -253,21 +258,20 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 	if cfg.workload == "calls" { // a stream and -candidate-window posts per peer
 		conns = 2*(1+cfg.candidateWindow)*cfg.rooms + 16
 	}
-	b.cl = newClient(cfg.url, conns, b.c)
+	b.hc = newHTTPClient(conns)
+	defer b.hc.CloseIdleConnections()
+	var err error
+	if b.cl, err = newClient(cfg.url, b.hc); err != nil {
+		return nil, fmt.Errorf("-url: %w", err)
+	}
 	var hooks *hookReceiver
 	if cfg.webhookListen != "" {
-		var err error
 		if hooks, err = startHookReceiver(cfg.webhookListen); err != nil {
 			return nil, err
 		}
 		defer hooks.close()
 	}
-	b.cl.wait = cfg.pollWait
-	b.cl.ackEvery = cfg.ackEvery
-	defer b.cl.close()
-
 	res := &Result{Workload: cfg.workload, Transport: cfg.transport, Rooms: cfg.rooms}
-	var err error
 	switch cfg.workload {
 	case "pingpong":
 		res.K, res.Size = cfg.k, cfg.size
@@ -356,12 +360,12 @@ func (b *bench) opCtx(ctx context.Context) (context.Context, context.CancelFunc)
 // send posts a registered bench message to every other member, recording
 // how long the commit took. A failed post is counted as an error and struck
 // off the ledger.
-func (b *bench) send(ctx context.Context, p *peer, l *ledger, body func(seq uint64) []byte) bool {
+func (b *bench) send(ctx context.Context, p *client.Member, l *ledger, body func(seq uint64) []byte) bool {
 	return b.sendTo(ctx, p, "", l, body)
 }
 
 // sendTo is send to one member (to: its client id).
-func (b *bench) sendTo(ctx context.Context, p *peer, to string, l *ledger, body func(seq uint64) []byte) bool {
+func (b *bench) sendTo(ctx context.Context, p *client.Member, to string, l *ledger, body func(seq uint64) []byte) bool {
 	start := time.Now()
 	seq := l.send(start)
 	data := body(seq)
@@ -373,7 +377,7 @@ func (b *bench) sendTo(ctx context.Context, p *peer, to string, l *ledger, body 
 		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
 	}
 	octx, cancel := b.opCtx(ctx)
-	_, err := b.cl.post(octx, p, data, key)
+	_, err := p.Send(octx, json.RawMessage(data), &client.SendOptions{IdempotencyKey: key})
 	cancel()
 	if err != nil {
 		l.cancel(seq)
@@ -390,29 +394,24 @@ func (b *bench) sendTo(ctx context.Context, p *peer, to string, l *ledger, body 
 // sendBatchTo posts n messages to peer to in one batch POST (a JSON
 // array), the i-th made by body(seq, i); it reports whether the batch
 // was stored.
-func (b *bench) sendBatchTo(ctx context.Context, p *peer, to string, l *ledger, n int, body func(seq uint64, i int) []byte) bool {
+func (b *bench) sendBatchTo(ctx context.Context, p *client.Member, to string, l *ledger, n int, body func(seq uint64, i int) []byte) bool {
 	start := time.Now()
 	seqs := make([]uint64, n)
-	data := []byte{'['}
+	msgs := make([]any, n)
 	for i := range n {
 		seqs[i] = l.send(start)
-		if i > 0 {
-			data = append(data, ',')
-		}
 		el := body(seqs[i], i)
 		if to != "" { // {"to":"…",<the rest>
-			data = append(append(data, `{"to":"`+to+`",`...), el[1:]...)
-		} else {
-			data = append(data, el...)
+			el = append([]byte(`{"to":"`+to+`",`), el[1:]...)
 		}
+		msgs[i] = json.RawMessage(el)
 	}
-	data = append(data, ']')
 	var key string
 	if b.cfg.idem {
 		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
 	}
 	octx, cancel := b.opCtx(ctx)
-	_, err := b.cl.postBatch(octx, p, data, key)
+	_, err := p.SendBatch(octx, msgs, &client.SendOptions{IdempotencyKey: key})
 	cancel()
 	if err != nil {
 		for _, seq := range seqs {
@@ -570,7 +569,7 @@ func parallel(ctx context.Context, n, conc int, f func(ctx context.Context, i in
 func (b *bench) scrape(ctx context.Context) metrics {
 	octx, cancel := b.opCtx(ctx)
 	defer cancel()
-	m, err := b.cl.scrape(octx)
+	m, err := scrape(octx, b.hc, b.cfg.url)
 	if err != nil {
 		fmt.Fprintf(b.stderr, "bench: /metrics: %v\n", err)
 		return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tincan/tincan/client"
 	"github.com/tincan/tincan/handlers"
 	"github.com/tincan/tincan/store/boltstore"
 )
@@ -85,7 +86,9 @@ func TestRecorderReservoirBounded(t *testing.T) {
 	}
 }
 
-func TestSSEReader(t *testing.T) {
+// TestEventReader keeps the cases of the bench's former SSE reader on the
+// client package's EventReader, which the bench's streams now go through.
+func TestEventReader(t *testing.T) {
 	long := strings.Repeat("x", 100<<10) // longer than the read buffer
 	in := "id: 16\nevent: ready\nretry: 2000\ndata: {\"next\":16}\n\n" +
 		": keepalive\n\n" +
@@ -93,33 +96,34 @@ func TestSSEReader(t *testing.T) {
 		"data:first\ndata: second\nid: 18\n\n" +
 		"event: other\ndata: x\n\n" +
 		"id: 19\ndata: " + long + "\n\n" +
-		"id: 20\n\n" + // no data: nothing dispatched, but the id sticks
+		"id: 20\n\n" + // an id alone
 		"data: after\n\n" +
 		"id: 21\ndata: cut"
-	r := newSSEReader(strings.NewReader(in))
-	var f frame
+	r := client.NewEventReader(strings.NewReader(in))
 	type want struct {
 		id, event, data string
 		comment         bool
 	}
 	for i, w := range []want{
 		{"16", "ready", `{"next":16}`, false},
-		{"16", "", "", true},
+		{"", "", "", true},
 		{"17", "", `{"id":17}`, false},
 		{"18", "", "first\nsecond", false},
-		{"18", "other", "x", false},
+		{"", "other", "x", false},
 		{"19", "", long, false},
-		{"20", "", "after", false},
+		{"20", "", "", false},
+		{"", "", "after", false},
 	} {
-		if err := r.next(&f); err != nil {
-			t.Fatalf("frame %d: %v", i, err)
+		f, err := r.Next()
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
 		}
-		if string(f.id) != w.id || string(f.event) != w.event || string(f.data) != w.data || f.comment != w.comment {
-			t.Errorf("frame %d = id %q event %q data %.40q comment %v, want %+v", i, f.id, f.event, f.data, f.comment, w)
+		if string(f.ID) != w.id || string(f.Name) != w.event || string(f.Data) != w.data || f.Comment != w.comment {
+			t.Errorf("event %d = id %q event %q data %.40q comment %v, want %+v", i, f.ID, f.Name, f.Data, f.Comment, w)
 		}
 	}
-	if err := r.next(&f); err != io.ErrUnexpectedEOF {
-		t.Errorf("cut frame: %v, want unexpected EOF", err)
+	if _, err := r.Next(); err != io.ErrUnexpectedEOF {
+		t.Errorf("cut event: %v, want unexpected EOF", err)
 	}
 }
 

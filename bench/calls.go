@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 // calls: -rooms workers each set up calls one after the other, each in a room
@@ -93,22 +95,22 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 	}
 
 	octx, cancel := b.opCtx(ctx)
-	a, err := b.cl.join(octx, name)
+	a, err := b.cl.Join(octx, name, client.JoinOptions{})
 	cancel()
 	if err != nil {
 		b.c.fail(kind("join", err))
 		return false
 	}
-	ra := b.cl.receive(life, a, cfg.transport, onA)
+	ra := b.receive(life, a, cfg.transport, onA)
 	octx, cancel = b.opCtx(ctx)
-	bp, err := b.cl.join(octx, name)
+	bp, err := b.cl.Join(octx, name, client.JoinOptions{})
 	cancel()
 	if err != nil {
 		b.c.fail(kind("join", err))
 		b.endCall(ctx, l, nil, ra, a, nil)
 		return false
 	}
-	rb := b.cl.receive(life, bp, cfg.transport, onB)
+	rb := b.receive(life, bp, cfg.transport, onB)
 
 	// A answers once the offer is there, then trickles its candidates.
 	var answered sync.WaitGroup
@@ -124,13 +126,13 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 		case <-life.Done():
 			return
 		}
-		if !b.sendTo(life, a, bp.id, l, func(seq uint64) []byte { return sdpBody(answer, seq) }) {
+		if !b.sendTo(life, a, bp.ClientID, l, func(seq uint64) []byte { return sdpBody(answer, seq) }) {
 			return
 		}
-		b.sendCandidates(life, a, bp.id, l)
+		b.sendCandidates(life, a, bp.ClientID, l)
 	}()
-	ok := b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return sdpBody(offer, seq) }) &&
-		b.sendCandidates(life, bp, a.id, l)
+	ok := b.sendTo(life, bp, a.ClientID, l, func(seq uint64) []byte { return sdpBody(offer, seq) }) &&
+		b.sendCandidates(life, bp, a.ClientID, l)
 	if ok {
 		t := time.NewTimer(cfg.timeout)
 		select {
@@ -151,7 +153,7 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 	}
 
 	// Hang up: B says bye and leaves; A leaves once the bye is there.
-	ok = b.sendTo(life, bp, a.id, l, func(seq uint64) []byte { return byeBody(seq) })
+	ok = b.sendTo(life, bp, a.ClientID, l, func(seq uint64) []byte { return byeBody(seq) })
 	rb.closing.Store(true)
 	b.leave(ctx, bp)
 	rb.finish(time.Second)
@@ -174,9 +176,9 @@ func (b *bench) call(ctx context.Context, name string, offer, answer [2]string) 
 }
 
 // endCall makes whoever is still there leave and stops the receivers.
-func (b *bench) endCall(ctx context.Context, l *ledger, rb, ra *receiver, a, bp *peer) {
+func (b *bench) endCall(ctx context.Context, l *ledger, rb, ra *receiver, a, bp *client.Member) {
 	for _, x := range []struct {
-		p *peer
+		p *client.Member
 		r *receiver
 	}{{bp, rb}, {a, ra}} {
 		if x.r != nil {
@@ -215,7 +217,7 @@ func sdpBody(t [2]string, seq uint64) []byte {
 // one batch POST (64 at most each), else one POST each, -candidate-window
 // at a time, as a browser has a few connections per host for them. It
 // reports whether all went.
-func (b *bench) sendCandidates(ctx context.Context, p *peer, to string, l *ledger) bool {
+func (b *bench) sendCandidates(ctx context.Context, p *client.Member, to string, l *ledger) bool {
 	if b.cfg.batch {
 		// A burst gathered together goes in one POST, as tincan.js sends it.
 		for sent := 0; sent < b.cfg.candidates; sent += 64 {

@@ -37,8 +37,8 @@ func (b *bench) idle(ctx context.Context, res *Result) error {
 	on := func(p *pair, m message) { b.arrived(p.l, m) }
 	err = parallel(ctx, cfg.rooms, cfg.conc, func(ctx context.Context, i int) error {
 		p := pairs[i]
-		p.ra = b.cl.receive(life, p.a, "sse", func(m message) { on(p, m) })
-		p.rb = b.cl.receive(life, p.b, "sse", func(m message) { on(p, m) })
+		p.ra = b.receive(life, p.a, "sse", func(m message) { on(p, m) })
+		p.rb = b.receive(life, p.b, "sse", func(m message) { on(p, m) })
 		if err := p.ra.waitReady(ctx, 4*b.cfg.timeout); err != nil {
 			return fmt.Errorf("open stream %d: %w", 2*i, err)
 		}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/tincan/tincan/jwtauth"
+	"github.com/tincan/tincan/client"
 )
 
 // joinsTokenDefault is how many join tokens -jwt mints when -count is 0:
@@ -57,13 +57,13 @@ func (b *bench) joins(ctx context.Context, res *Result) error {
 					if cfg.count > 0 && i >= cfg.count || tokens != nil && i >= len(tokens) {
 						return
 					}
-					auth := ""
+					var opts client.JoinOptions
 					if tokens != nil {
-						auth = "Bearer " + tokens[i]
+						opts.JoinToken = tokens[i]
 					}
 					t0 := time.Now()
 					octx, cancel := b.opCtx(ctx)
-					p, err := b.cl.joinAuth(octx, b.joinRoom(i), auth)
+					p, err := b.cl.Join(octx, b.joinRoom(i), opts)
 					cancel()
 					if err != nil {
 						if ctx.Err() == nil {
@@ -118,11 +118,10 @@ func (b *bench) mintTokens(n int) ([]string, error) {
 		}
 		key, alg = (*ecdsa.PrivateKey)(k), "ES256"
 	}
-	now := time.Now()
 	out := make([]string, n)
 	for i := range out {
-		t, err := jwtauth.MintWith(key, alg, "", jwtauth.MintClaims{
-			Subject: "u" + strconv.Itoa(i), Room: b.joinRoom(i), TTL: time.Hour, Now: now,
+		t, err := client.MintJoinToken(key, alg, client.JoinClaims{
+			Subject: "u" + strconv.Itoa(i), Room: b.joinRoom(i), TTL: time.Hour,
 		})
 		if err != nil {
 			return nil, err

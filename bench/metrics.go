@@ -29,12 +29,14 @@ const (
 	mStreamsOpen       = "tincan_streams_open"
 )
 
-func (c *client) scrape(ctx context.Context) (metrics, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/metrics", nil)
+// scrape reads base's /metrics (not part of the client package: the
+// server's operators read it, not applications).
+func scrape(ctx context.Context, hc *http.Client, base string) (metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

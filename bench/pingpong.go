@@ -6,12 +6,14 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 // pair is a room with two members, each receiving in the background.
 type pair struct {
 	name   string
-	a, b   *peer
+	a, b   *client.Member
 	ra, rb *receiver
 	l      *ledger
 }
@@ -23,18 +25,18 @@ func (b *bench) openPair(ctx, life context.Context, name, transport string, onA,
 	var err error
 	octx, cancel := b.opCtx(ctx)
 	defer cancel()
-	if p.a, err = b.cl.join(octx, name); err != nil {
+	if p.a, err = b.cl.Join(octx, name, client.JoinOptions{}); err != nil {
 		return nil, err
 	}
-	if p.b, err = b.cl.join(octx, name); err != nil {
+	if p.b, err = b.cl.Join(octx, name, client.JoinOptions{}); err != nil {
 		b.leave(ctx, p.a)
 		return nil, err
 	}
 	if transport == "" {
 		return p, nil
 	}
-	p.ra = b.cl.receive(life, p.a, transport, func(m message) { onA(p, m) })
-	p.rb = b.cl.receive(life, p.b, transport, func(m message) { onB(p, m) })
+	p.ra = b.receive(life, p.a, transport, func(m message) { onA(p, m) })
+	p.rb = b.receive(life, p.b, transport, func(m message) { onB(p, m) })
 	if err := p.ra.waitReady(ctx, b.cfg.timeout); err != nil {
 		b.closePair(ctx, p)
 		return nil, err
@@ -50,7 +52,7 @@ func (b *bench) openPair(ctx, life context.Context, name, transport string, onA,
 // ends their receivers.
 func (b *bench) closePair(ctx context.Context, p *pair) {
 	for _, x := range []struct {
-		p *peer
+		p *client.Member
 		r *receiver
 	}{{p.a, p.ra}, {p.b, p.rb}} {
 		if x.p == nil {
@@ -66,10 +68,10 @@ func (b *bench) closePair(ctx context.Context, p *pair) {
 	}
 }
 
-func (b *bench) leave(ctx context.Context, p *peer) {
+func (b *bench) leave(ctx context.Context, p *client.Member) {
 	octx, cancel := b.opCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := b.cl.leave(octx, p); err != nil {
+	if err := p.Leave(octx); err != nil {
 		b.c.fail(kind("leave", err))
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 // The webhook samples the bench reads.
@@ -27,7 +29,9 @@ const (
 // hookReceiver is -webhook-listen: a webhook endpoint on loopback that
 // answers 204 at once and counts what it gets. Lag is the receipt time
 // minus the body's "timestamp" (the change's time, RFC 3339 with
-// nanoseconds; same host, same clock). It does not check signatures.
+// nanoseconds; same host, same clock). It decodes the body as the client
+// package's WebhookEvent but does not check signatures (client.VerifyWebhook
+// would need the server's -webhook-secret and costs an HMAC per event).
 type hookReceiver struct {
 	srv  *http.Server
 	ln   net.Listener
@@ -59,18 +63,11 @@ func (h *hookReceiver) addr() string { return h.ln.Addr().String() }
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	at := time.Now()
-	var ev struct {
-		Type      string `json:"type"`
-		Timestamp string `json:"timestamp"`
-	}
-	ts, err := time.Time{}, json.Unmarshal(body, &ev)
-	if err == nil {
-		ts, err = time.Parse(time.RFC3339Nano, ev.Timestamp)
-	}
-	if err != nil || ev.Type == "" {
+	var ev client.WebhookEvent
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Type == "" || ev.Timestamp.IsZero() {
 		h.bad.Add(1)
 	} else {
-		h.lag.add(at.Sub(ts))
+		h.lag.add(at.Sub(ev.Timestamp))
 	}
 	id := r.Header.Get("webhook-id")
 	h.mu.Lock()
