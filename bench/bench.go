@@ -377,7 +377,7 @@ func (b *bench) sendTo(ctx context.Context, p *client.Member, to string, l *ledg
 		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
 	}
 	octx, cancel := b.opCtx(ctx)
-	_, err := p.Send(octx, json.RawMessage(data), &client.SendOptions{IdempotencyKey: key})
+	_, err := p.Send(octx, json.RawMessage(data), &client.SendOptions{IdempotencyKey: key, NoIdempotencyKey: !b.cfg.idem})
 	cancel()
 	if err != nil {
 		l.cancel(seq)
@@ -411,7 +411,7 @@ func (b *bench) sendBatchTo(ctx context.Context, p *client.Member, to string, l 
 		key = b.runID + "-" + strconv.FormatUint(b.keyN.Add(1), 36)
 	}
 	octx, cancel := b.opCtx(ctx)
-	_, err := p.SendBatch(octx, msgs, &client.SendOptions{IdempotencyKey: key})
+	_, err := p.SendBatch(octx, msgs, &client.SendOptions{IdempotencyKey: key, NoIdempotencyKey: !b.cfg.idem})
 	cancel()
 	if err != nil {
 		for _, seq := range seqs {

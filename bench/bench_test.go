@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tincan/tincan/client"
 	"github.com/tincan/tincan/handlers"
 	"github.com/tincan/tincan/store/boltstore"
 )
@@ -83,47 +82,6 @@ func TestRecorderReservoirBounded(t *testing.T) {
 	// A uniform sample of 1..10000: the median is near 5000.
 	if s.P50 < 3500 || s.P50 > 6500 {
 		t.Errorf("p50 %vms of a uniform sample is far from 5000ms", s.P50)
-	}
-}
-
-// TestEventReader keeps the cases of the bench's former SSE reader on the
-// client package's EventReader, which the bench's streams now go through.
-func TestEventReader(t *testing.T) {
-	long := strings.Repeat("x", 100<<10) // longer than the read buffer
-	in := "id: 16\nevent: ready\nretry: 2000\ndata: {\"next\":16}\n\n" +
-		": keepalive\n\n" +
-		"id: 17\r\ndata: {\"id\":17}\r\n\r\n" +
-		"data:first\ndata: second\nid: 18\n\n" +
-		"event: other\ndata: x\n\n" +
-		"id: 19\ndata: " + long + "\n\n" +
-		"id: 20\n\n" + // an id alone
-		"data: after\n\n" +
-		"id: 21\ndata: cut"
-	r := client.NewEventReader(strings.NewReader(in))
-	type want struct {
-		id, event, data string
-		comment         bool
-	}
-	for i, w := range []want{
-		{"16", "ready", `{"next":16}`, false},
-		{"", "", "", true},
-		{"17", "", `{"id":17}`, false},
-		{"18", "", "first\nsecond", false},
-		{"", "other", "x", false},
-		{"19", "", long, false},
-		{"20", "", "", false},
-		{"", "", "after", false},
-	} {
-		f, err := r.Next()
-		if err != nil {
-			t.Fatalf("event %d: %v", i, err)
-		}
-		if string(f.ID) != w.id || string(f.Name) != w.event || string(f.Data) != w.data || f.Comment != w.comment {
-			t.Errorf("event %d = id %q event %q data %.40q comment %v, want %+v", i, f.ID, f.Name, f.Data, f.Comment, w)
-		}
-	}
-	if _, err := r.Next(); err != io.ErrUnexpectedEOF {
-		t.Errorf("cut event: %v, want unexpected EOF", err)
 	}
 }
 

@@ -132,14 +132,11 @@ func (a *Admin) Send(ctx context.Context, room string, msg any, opts *SendOption
 	if err != nil {
 		return 0, err
 	}
-	key := newKey()
-	if opts != nil && opts.IdempotencyKey != "" {
-		key = opts.IdempotencyKey
-	}
+	key, again := idempotencyKey(opts)
 	var out struct {
 		ID uint64 `json:"id"`
 	}
 	_, err = a.c.call(ctx, request{op: "admin send", method: "POST", path: "/admin/v1/rooms/" + room + "/messages",
-		bearer: a.key, body: data, idemKey: key}, anyFailure, &out, http.StatusCreated)
+		bearer: a.key, body: data, idemKey: key}, again, &out, http.StatusCreated)
 	return out.ID, err
 }

@@ -133,13 +133,9 @@ func (c *Client) call(ctx context.Context, r request, again func(error) bool, ou
 	for attempt := 0; ; attempt++ {
 		resp, err := c.send(ctx, r, want...)
 		if err == nil {
-			defer resp.Body.Close()
-			if out == nil {
-				io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // so that the connection is reused
-			} else {
-				if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(out); err != nil {
-					return resp.StatusCode, fmt.Errorf("tincan: %s: answer %d: %w", r.op, resp.StatusCode, err)
-				}
+			err := decodeAnswer(resp, out)
+			if err != nil {
+				return resp.StatusCode, fmt.Errorf("tincan: %s: answer %d: %w", r.op, resp.StatusCode, err)
 			}
 			return resp.StatusCode, nil
 		}
@@ -150,6 +146,21 @@ func (c *Client) call(ctx context.Context, r request, again func(error) bool, ou
 			return 0, err
 		}
 	}
+}
+
+// maxAnswer bounds the answer read into memory (a long-poll's 256
+// messages of -max-body each fit).
+const maxAnswer = 32 << 20
+
+// decodeAnswer reads resp's whole body (so that its connection is
+// reused), decodes its JSON into out unless out is nil, and closes it.
+func decodeAnswer(resp *http.Response, out any) error {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
 }
 
 // pause is the wait before try attempt+2: the server's Retry-After when it

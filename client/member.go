@@ -115,6 +115,11 @@ type SendOptions struct {
 	// Empty: the client makes a fresh key for the call, so that its own
 	// retries never store a message twice.
 	IdempotencyKey string
+	// NoIdempotencyKey sends the post without a key and tries it once:
+	// for measuring what a key costs the server (tincan bench
+	// -idempotency=false). A post whose answer is lost may then be
+	// stored or not; do not use it otherwise.
+	NoIdempotencyKey bool
 }
 
 // Send posts msg, anything that encodes to a JSON object with a "type"
@@ -153,13 +158,22 @@ func (m *Member) post(ctx context.Context, op string, body any, opts *SendOption
 	if err != nil {
 		return fmt.Errorf("tincan: %s: %w", op, err)
 	}
-	key := newKey()
-	if opts != nil && opts.IdempotencyKey != "" {
-		key = opts.IdempotencyKey
-	}
+	key, again := idempotencyKey(opts)
 	_, err = m.c.call(ctx, request{op: op, method: "POST", path: "/rooms/" + m.Room + "/messages", bearer: m.Token, body: data, idemKey: key},
-		anyFailure, out, http.StatusCreated)
+		again, out, http.StatusCreated)
 	return err
+}
+
+// idempotencyKey is the key of a post with opts, and which failures it
+// may be retried after: any, with a key; none, without.
+func idempotencyKey(opts *SendOptions) (key string, again func(error) bool) {
+	switch {
+	case opts != nil && opts.NoIdempotencyKey:
+		return "", func(error) bool { return false }
+	case opts != nil && opts.IdempotencyKey != "":
+		return opts.IdempotencyKey, anyFailure
+	}
+	return newKey(), anyFailure
 }
 
 // encodeBody is body's JSON; []byte and json.RawMessage are taken as JSON

@@ -365,8 +365,7 @@ func (r *receiver) pollOnce(ctx context.Context, wait string, a *pollAnswer) err
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(a); err != nil {
+	if err := decodeAnswer(resp, a); err != nil {
 		return fmt.Errorf("tincan: receive: long-poll answer: %w", err)
 	}
 	return nil
