@@ -1,9 +1,10 @@
 package main
 
-// What an operator meets first: the usage line of `tincan -h`, the README's
-// systemd unit (behind nginx, so with -trust-proxy), the README's word on
-// the tests that need coturn, and /metrics kept off the API's listener
-// with -metrics-addr.
+// What an operator meets first: the usage line of `tincan -h`, the README
+// as a front page (short, linking every page of docs/, naming no test
+// function), the systemd unit of docs/deployment.md (behind nginx, so with
+// -trust-proxy), the README's word on the tests that need coturn, and
+// /metrics kept off the API's listener with -metrics-addr.
 
 import (
 	"bytes"
@@ -11,7 +12,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,10 +42,10 @@ func TestUsageLine(t *testing.T) {
 	}
 }
 
-// readmeSystemdUnit is the README's ```ini block after "A systemd unit".
+// readmeSystemdUnit is the ```ini block of deploymentDoc after "A systemd unit".
 func readmeSystemdUnit(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile("README.md")
+	data, err := os.ReadFile(deploymentDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +53,12 @@ func readmeSystemdUnit(t *testing.T) string {
 	_, rest, fenced := strings.Cut(rest, "\n```ini\n")
 	block, _, closed := strings.Cut(rest, "\n```\n")
 	if !ok || !fenced || !closed {
-		t.Fatal("README.md has no systemd unit in an ```ini block after \"A systemd unit (`/etc/systemd/system/tincan.service`)\"")
+		t.Fatal(deploymentDoc + " has no systemd unit in an ```ini block after \"A systemd unit (`/etc/systemd/system/tincan.service`)\"")
 	}
 	return block
 }
 
-// TestReadmeSystemdUnit: the README's unit, for tincan behind nginx, runs
+// TestReadmeSystemdUnit: the unit of docs/deployment.md, for tincan behind nginx, runs
 // it on loopback and trusts nginx's X-Forwarded-For (else every client is
 // 127.0.0.1 to the per-address limits). Its ExecStart and Environment=
 // lines go through parseFlags as systemd would hand them over.
@@ -75,23 +78,24 @@ func TestReadmeSystemdUnit(t *testing.T) {
 		}
 	}
 	if len(args) == 0 || !strings.HasSuffix(args[0], "tincan") {
-		t.Fatalf("the README's unit has no ExecStart=…/tincan:\n%s", unit)
+		t.Fatalf("the documented unit has no ExecStart=…/tincan:\n%s", unit)
 	}
 	cfg, err := parseFlags(args, func(name string) string { return env[name] }, io.Discard)
 	if err != nil {
-		t.Fatalf("the README's ExecStart %q: %v", args, err)
+		t.Fatalf("the documented ExecStart %q: %v", args, err)
 	}
 	if !cfg.trustProxy {
-		t.Errorf("the README's unit, for tincan behind nginx, does not set -trust-proxy (or TINCAN_TRUST_PROXY=true): every client would count as 127.0.0.1:\n%s", unit)
+		t.Errorf("the documented unit, for tincan behind nginx, does not set -trust-proxy (or TINCAN_TRUST_PROXY=true): every client would count as 127.0.0.1:\n%s", unit)
 	}
 	if ap, err := netip.ParseAddrPort(cfg.addr); err != nil || !ap.Addr().IsLoopback() {
-		t.Errorf("the README's unit listens on %q, not on loopback behind nginx", cfg.addr)
+		t.Errorf("the documented unit listens on %q, not on loopback behind nginx", cfg.addr)
 	}
 }
 
 // TestReadmeCoturnTests: next to `go test ./...` the README says that the
 // tests that drive Debian's coturn are skipped without it (and fail under
-// CI=true), naming each of them, as turn/helpers_test.go's lookTool does.
+// CI=true), as turn/helpers_test.go's lookTool does, naming each program
+// of coturn's that the tests in turn/coturn_test.go look up.
 func TestReadmeCoturnTests(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
@@ -113,17 +117,17 @@ func TestReadmeCoturnTests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The tests whose body calls lookTool: up to the next top-level func.
-	var needCoturn []string
-	for _, part := range strings.Split(string(src), "\nfunc ")[1:] {
-		if name, ok := strings.CutPrefix(part, "Test"); ok && strings.Contains(part, "lookTool(") {
-			needCoturn = append(needCoturn, "Test"+name[:strings.Index(name, "(")])
+	// The programs the tests look up: lookTool(t, "turnserver").
+	var tools []string
+	for _, m := range regexp.MustCompile(`lookTool\(t, "([^"]+)"\)`).FindAllStringSubmatch(string(src), -1) {
+		if !slices.Contains(tools, m[1]) {
+			tools = append(tools, m[1])
 		}
 	}
-	if len(needCoturn) == 0 {
-		t.Fatal("no test in turn/coturn_test.go calls lookTool: the pattern no longer matches")
+	if len(tools) == 0 {
+		t.Fatal("no test in turn/coturn_test.go calls lookTool(t, \"…\"): the pattern no longer matches")
 	}
-	for _, want := range append(needCoturn, "coturn", "skips", "CI=true") {
+	for _, want := range append(tools, "turn/", "coturn", "skips", "CI=true") {
 		if !strings.Contains(section, want) {
 			t.Errorf("the README next to go test ./... does not mention %q", want)
 		}
@@ -183,5 +187,46 @@ func TestMetricsAddr(t *testing.T) {
 				t.Errorf("GET /healthz on the API: %d", a.Status)
 			}
 		})
+	}
+}
+
+// TestFrontPage: the README is a front page. It stays short, links every
+// page of docs/ and BENCHMARKS.md and CHANGELOG.md, leaves the API's
+// details to docs/api.md (no error table, no SSE frame example of its
+// own), and names no test function in its prose.
+func TestFrontPage(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	if n := strings.Count(readme, "\n"); n > 300 {
+		t.Errorf("README.md has %d lines: a front page keeps to a screen or three and links docs/ for the rest", n)
+	}
+	linked := map[string]bool{}
+	for _, l := range readMarkdown(t, ".", "README.md").links {
+		target, _, _ := strings.Cut(l.Target, "#")
+		linked[filepath.ToSlash(filepath.Clean(target))] = true
+	}
+	pages, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pages) < 8 {
+		t.Fatalf("only %d pages in docs/: %v", len(pages), pages)
+	}
+	for _, want := range append(pages, "docs/openapi.yaml", "BENCHMARKS.md", "CHANGELOG.md") {
+		if !linked[filepath.ToSlash(want)] {
+			t.Errorf("README.md does not link %s", want)
+		}
+	}
+	if m := regexp.MustCompile("(?m)^\\| [45]\\d\\d \\| `[a-z_]+` \\|").FindString(readme); m != "" {
+		t.Errorf("README.md has an error table (%q…): the errors are in docs/api.md, link it", m)
+	}
+	if regexp.MustCompile("(?m)^```\n(id|event|data): ").MatchString(readme) {
+		t.Errorf("README.md has an SSE frame example: the frames are in docs/api.md, link it")
+	}
+	if names := regexp.MustCompile(`\bTest[A-Z][A-Za-z0-9_]*`).FindAllString(readme, -1); len(names) > 0 {
+		t.Errorf("README.md names test functions %v: say what is tested, not what the function is called", names)
 	}
 }

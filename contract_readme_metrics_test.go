@@ -1,15 +1,17 @@
 package main
 
-// The README's metric tables against what /metrics serves: every tincan_
-// metric a running server exports must be documented with its type and
-// labels, and every documented one must be served, by the bbolt engine
-// with the embedded TURN or by the etcd engine. Prometheus' own go_ and
-// process_ collectors are documented as groups.
+// The metric tables of docs/metrics.md (the page the README links for
+// metrics) against what /metrics serves: every tincan_ metric a running
+// server exports must be documented with its type and labels, and every
+// documented one must be served, by the bbolt engine with the embedded
+// TURN or by the etcd engine. Prometheus' own go_ and process_ collectors
+// are documented as groups. No other page has a metric table.
 
 import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -29,24 +31,43 @@ func (f metricFamily) String() string {
 	return f.Type + " {" + strings.Join(f.Labels, ",") + "}"
 }
 
-// readmeMetricRow is a row of the README's metric tables:
+// metricsDoc is the one page with the metric tables.
+const metricsDoc = "docs/metrics.md"
+
+// readmeMetricRow is a row of the metric tables:
 // | `name` | type | `label`, … or — | meaning |
 var readmeMetricRow = regexp.MustCompile("^\\| `(tincan_[a-z0-9_]+)` \\| ([a-z]+) \\| ([^|]*) \\| [^|]*\\S[^|]* \\|$")
 
-// readmeMetrics reads the metric tables of README.md.
+// readmeMetrics reads the metric tables of metricsDoc, and fails the test
+// when another Markdown page of the repository has a metric row (one
+// table, in one place).
 func readmeMetrics(t *testing.T) (map[string]metricFamily, string) {
 	t.Helper()
-	data, err := os.ReadFile("README.md")
+	data, err := os.ReadFile(metricsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(data)
+	for _, f := range docFiles(t) {
+		if filepath.ToSlash(f) == metricsDoc {
+			continue
+		}
+		other, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(other), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "| `tincan_") {
+				t.Errorf("%s has a metric row; the metric tables are in %s alone: %s", f, metricsDoc, line)
+			}
+		}
+	}
 	documented := map[string]metricFamily{}
 	for _, line := range strings.Split(readme, "\n") {
 		m := readmeMetricRow.FindStringSubmatch(strings.TrimSpace(line))
 		if m == nil {
 			if strings.HasPrefix(line, "| `tincan_") {
-				t.Errorf("README: a metric row not in the form | `name` | type | `labels` or — | meaning |: %s", line)
+				t.Errorf(metricsDoc+": a metric row not in the form | `name` | type | `labels` or — | meaning |: %s", line)
 			}
 			continue
 		}
@@ -58,12 +79,12 @@ func readmeMetrics(t *testing.T) (map[string]metricFamily, string) {
 			slices.Sort(f.Labels)
 		}
 		if _, dup := documented[m[1]]; dup {
-			t.Errorf("README documents %s twice", m[1])
+			t.Errorf("%s documents %s twice", metricsDoc, m[1])
 		}
 		documented[m[1]] = f
 	}
 	if len(documented) < 10 {
-		t.Fatalf("README: only %d metric rows found", len(documented))
+		t.Fatalf("%s: only %d metric rows found", metricsDoc, len(documented))
 	}
 	return documented, readme
 }
@@ -160,14 +181,14 @@ func metricsTraffic(t *testing.T, e *endpoint) {
 	}
 }
 
-// TestReadmeMetrics holds the README's metric tables to what /metrics
+// TestReadmeMetrics holds the metric tables of docs/metrics.md to what /metrics
 // serves after some traffic, over bbolt with the embedded TURN and over
 // etcd.
 func TestReadmeMetrics(t *testing.T) {
 	documented, readme := readmeMetrics(t)
 	for _, group := range []string{"`go_*`", "`process_*`"} {
 		if !strings.Contains(readme, group) {
-			t.Errorf("README does not mention the %s metrics", group)
+			t.Errorf("%s does not mention the %s metrics", metricsDoc, group)
 		}
 	}
 	served := map[string]bool{}
@@ -176,7 +197,7 @@ func TestReadmeMetrics(t *testing.T) {
 		for name, f := range scrapeFamilies(t, e) {
 			if !strings.HasPrefix(name, "tincan_") {
 				if !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
-					t.Errorf("/metrics serves %s (%v): neither tincan_, go_ nor process_, and the README does not say", name, f)
+					t.Errorf("/metrics serves %s (%v): neither tincan_, go_ nor process_, and %s does not say", name, f, metricsDoc)
 				}
 				continue
 			}
@@ -184,9 +205,9 @@ func TestReadmeMetrics(t *testing.T) {
 			doc, ok := documented[name]
 			switch {
 			case !ok:
-				t.Errorf("/metrics serves %s (%v), which the README does not document", name, f)
+				t.Errorf("/metrics serves %s (%v), which %s does not document", name, f, metricsDoc)
 			case doc.String() != f.String():
-				t.Errorf("%s: the README says %v, /metrics serves %v", name, doc, f)
+				t.Errorf("%s: %s says %v, /metrics serves %v", name, metricsDoc, doc, f)
 			}
 		}
 	}
@@ -204,7 +225,7 @@ func TestReadmeMetrics(t *testing.T) {
 	})
 	for name := range documented {
 		if !served[name] {
-			t.Errorf("the README documents %s, which /metrics serves neither over bbolt nor over etcd", name)
+			t.Errorf("%s documents %s, which /metrics serves neither over bbolt nor over etcd", metricsDoc, name)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
-// The README's nginx block, run as written: the test puts it in an nginx
+// The nginx block of docs/deployment.md (the README's deployment page),
+// run as written: the test puts it in an nginx
 // of its own in front of a test server, listening on a loopback port and
 // with the upstream's address in place of 127.0.0.1:8080, and checks that
 // the API works through it and /metrics does not.
@@ -13,22 +14,26 @@ import (
 	"testing"
 )
 
-// readmeNginxBlock is the README's ```nginx fenced block.
+// deploymentDoc is the page with the single-server nginx block and the
+// systemd unit.
+const deploymentDoc = "docs/deployment.md"
+
+// readmeNginxBlock is the first ```nginx fenced block of deploymentDoc.
 func readmeNginxBlock(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile("README.md")
+	data, err := os.ReadFile(deploymentDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(data), "\n```nginx\n")
 	block, _, closed := strings.Cut(rest, "\n```\n")
 	if !ok || !closed {
-		t.Fatal("README.md has no ```nginx block")
+		t.Fatal(deploymentDoc + " has no ```nginx block")
 	}
 	return block
 }
 
-// TestReadmeNginxBlock runs the README's nginx block in front of a test
+// TestReadmeNginxBlock runs the nginx block of docs/deployment.md in front of a test
 // server: a call's requests and its event stream get through, /metrics
 // does not (tincan serves it to anyone who reaches it).
 func TestReadmeNginxBlock(t *testing.T) {
@@ -36,7 +41,7 @@ func TestReadmeNginxBlock(t *testing.T) {
 	block := readmeNginxBlock(t)
 	const upstream = "http://127.0.0.1:8080"
 	if !strings.Contains(block, "proxy_pass "+upstream+";") || !strings.Contains(block, "server {") {
-		t.Fatalf("the README's nginx block has no server { … proxy_pass %s; }: the test cannot point it at a test server:\n%s", upstream, block)
+		t.Fatalf("the documented nginx block has no server { … proxy_pass %s; }: the test cannot point it at a test server:\n%s", upstream, block)
 	}
 	srv := newTestServer(t)
 	direct := srv.do(t, "GET", "/metrics", "")
@@ -59,13 +64,13 @@ func TestReadmeNginxBlock(t *testing.T) {
 		}
 		p.stop()
 		if attempt == 3 || !strings.Contains(p.output(), "Address already in use") {
-			t.Fatalf("nginx with the README's block did not come up: %v\n%s\n%s", err, server, p.output())
+			t.Fatalf("nginx with the documented block did not come up: %v\n%s\n%s", err, server, p.output())
 		}
 	}
 
 	for _, path := range []string{"/metrics", "/metrics?format=text", "//metrics", "/%6detrics"} {
 		if a := proxy.do(t, "GET", path, ""); a.Status == 200 || strings.Contains(string(a.Body), "tincan_") {
-			t.Errorf("GET %s through the README's nginx: %d, serving the metrics", path, a.Status)
+			t.Errorf("GET %s through the documented nginx: %d, serving the metrics", path, a.Status)
 		}
 	}
 
@@ -82,7 +87,7 @@ func TestReadmeNginxBlock(t *testing.T) {
 }
 
 // writeNginxConf writes into dir an nginx.conf that runs the server block
-// (a README block, with its listen line) in the foreground, one worker,
+// (a documented block, with its listen line) in the foreground, one worker,
 // every file it writes under dir; it returns the file's path.
 func writeNginxConf(t testing.TB, dir, server string) string {
 	t.Helper()
