@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
-	"time"
 )
 
 // client is a member of a room as its join answer made it; its requests go
@@ -79,31 +78,6 @@ func (c *client) post(t testing.TB, body string, header ...string) uint64 {
 // message may or may not have been stored.
 func (c *client) tryPost(ctx context.Context, body string, header ...string) (answer, error) {
 	return c.ep.request(ctx, "POST", "/rooms/"+c.Room+"/messages", body, append(c.auth(), header...)...)
-}
-
-// postUntilAcked posts body with Idempotency-Key key, retrying the same key
-// until it is answered 201, while ctx lasts: across restarts, since the
-// endpoint follows the server. A 503 (a server shutting down) is retried
-// too; another status is an error.
-func (c *client) postUntilAcked(ctx context.Context, key, body string) (uint64, error) {
-	var last string
-	for {
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("never acknowledged (last: %s)", last)
-		}
-		a, err := c.tryPost(ctx, body, "Idempotency-Key", key)
-		switch {
-		case err != nil:
-			last = err.Error()
-		case a.Status == 201:
-			return a.postedID()
-		case a.Status == 503:
-			last = "503 " + string(a.Body)
-		default:
-			return 0, fmt.Errorf("answered %d %s", a.Status, a.Body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type pollAnswer struct {

@@ -1,17 +1,21 @@
 package main
 
-// The tests of package main come in two tiers, named so:
+// The tests of tincan's server come in two tiers:
 //
-//   - contract_*_test.go drive run (main.go) in this process, on a real
-//     listener with a real bbolt file (testServer, below), and hold the
-//     server to its API contract, alone or behind real proxies, TLS, pion
-//     peers or Chromium;
-//   - e2e_*_test.go build the binary and run it (harness_binary_test.go),
-//     to kill it with SIGKILL, stop it with SIGTERM and start it again on
-//     the same file.
+//   - here, package main's contract_*_test.go drive run (main.go) in this
+//     process, on a real listener with a real bbolt file (testServer,
+//     below), and hold the server to its API contract, alone or behind
+//     real proxies, TLS, pion peers or Chromium;
+//   - e2e/ (package e2e) builds the binary and runs it
+//     (internal/tincantest), to kill it with SIGKILL, stop it with SIGTERM
+//     and start it again on the same file, or to run several of it on etcd,
+//     and speaks to it through the Go client (client/).
 //
-// Both reach the server through an endpoint (below) and its clients
-// (harness_client_test.go, harness_stream_test.go); a long test runs in
+// The contract tests reach the server through an endpoint (below) and its
+// members (harness_client_test.go): raw requests whose answers they
+// inspect, and event streams parsed by the Go client's EventReader
+// (harness_stream_test.go); webhooks arrive at a receiver that checks them
+// with client.VerifyWebhook (harness_webhook_test.go); a long test runs in
 // named phases (harness_scenario_test.go).
 //
 // This file: the server of the contract tests, started with options, and
@@ -37,11 +41,10 @@ import (
 type serverConfig struct {
 	flags  []string          // after the harness's own, so they win
 	env    map[string]string // the server's environment: nothing else is set
-	client *http.Client      // checks /healthz; the endpoint's client
+	client *http.Client      // checks /healthz; the endpoint's client (withTLS)
 }
 
-// serverOption changes how a test server (newTestServer, startBinServer)
-// starts.
+// serverOption changes how a test server (newTestServer) starts.
 type serverOption func(*serverConfig)
 
 // withFlags adds command-line flags; a flag given again overrides the
@@ -60,13 +63,6 @@ func withEnv(name, value string) serverOption {
 		}
 		c.env[name] = value
 	}
-}
-
-// withClient makes hc the client that checks /healthz and that the
-// server's endpoint uses: for -tls-cert, one that trusts the certificate.
-// Its idle connections are closed at the end of the test.
-func withClient(hc *http.Client) serverOption {
-	return func(c *serverConfig) { c.client = hc }
 }
 
 func (c *serverConfig) apply(opts []serverOption) {

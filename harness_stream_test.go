@@ -4,16 +4,16 @@ package main
 // frames as they come, and the checks on them.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	tincan "github.com/tincan/tincan/client"
 )
 
 // frame is one SSE frame.
@@ -97,45 +97,26 @@ func (e *endpoint) openStream(ctx context.Context, path string, size int, header
 
 func (s *stream) close() { s.cancel(); s.resp.Body.Close() }
 
-// readFrames parses the SSE frames of r into out until r ends or ctx is
-// done; it returns the read error (nil for a clean end of r).
+// readFrames passes the SSE frames of r, parsed by the Go client's
+// EventReader, to out until r ends or ctx is done; it returns the read
+// error (nil for a clean end of r).
 func readFrames(ctx context.Context, r io.Reader, out chan<- frame) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var f frame
-	var data []string
-	empty := true
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if !empty {
-				f.Data = strings.Join(data, "\n")
-				select {
-				case out <- f:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			f, data, empty = frame{}, nil, true
-			continue
+	er := tincan.NewEventReader(r)
+	for {
+		ev, err := er.Next()
+		if err == io.EOF {
+			return nil
 		}
-		empty = false
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "":
-			f.Comment = true
-		case "id":
-			f.ID = value
-		case "event":
-			f.Event = value
-		case "data":
-			data = append(data, value)
-		case "retry":
-			f.Retry = value
+		if err != nil {
+			return err
+		}
+		f := frame{ID: string(ev.ID), Event: string(ev.Name), Data: string(ev.Data), Retry: string(ev.Retry), Comment: ev.Comment}
+		select {
+		case out <- f:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return sc.Err()
 }
 
 // nextWithin returns the next non-comment frame, or false when the stream

@@ -1,10 +1,14 @@
-package main
+package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/tincan/tincan/client"
 	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
@@ -43,15 +48,16 @@ func TestClusterExactlyOnce(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 30 * time.Second}
 	readHC := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}} // streams last
 	t.Cleanup(readHC.CloseIdleConnections)
-	c := startTincanCluster(t, buildTincan(t), etcd, 3, hc, "-room-capacity", "5")
-	sender := c.proxy.join(t, room, 201)
-	readers := c.proxy.via(readHC)
-	var sseR, pollR []*client
+	c := startTincanCluster(t, etcd, 3, hc, "-room-capacity", "5")
+	var retried retries
+	sender := poster(t, c.proxy, room, &retried)
+	readers := newEndpoint(t, c.proxy.url, readHC)
+	var sseR, pollR []*client.Member
 	for range 2 {
-		sseR = append(sseR, readers.join(t, room, 201))
+		sseR = append(sseR, readers.join(t, room, client.WithRetries(1, 20*time.Millisecond)))
 	}
 	for range 2 {
-		pollR = append(pollR, readers.join(t, room, 201))
+		pollR = append(pollR, readers.join(t, room, client.WithRetries(1, 20*time.Millisecond)))
 	}
 
 	var (
@@ -76,7 +82,6 @@ func TestClusterExactlyOnce(t *testing.T) {
 	defer cancel()
 
 	// The posters: a key is retried until it is answered 201.
-	var retried retries
 	var stopPosting atomic.Bool
 	var posting sync.WaitGroup
 	for g := range posters {
@@ -84,7 +89,7 @@ func TestClusterExactlyOnce(t *testing.T) {
 			var prev uint64
 			for i := 0; !stopPosting.Load(); i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				id, err := sender.postRetrying(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key), &retried)
+				id, err := sendRetrying(ctx, sender, key, map[string]string{"type": "load", "k": key}, &retried)
 				if err != nil {
 					problem("%s: %v", key, err)
 					return
@@ -105,12 +110,12 @@ func TestClusterExactlyOnce(t *testing.T) {
 	var receiving sync.WaitGroup
 	gotSSE := make([][]map[string]any, len(sseR))
 	gotPoll := make([][]map[string]any, len(pollR))
-	var sseStreams atomic.Int64
+	var sseStreams, pollLoops atomic.Int64
 	for i, r := range sseR {
-		receiving.Go(func() { gotSSE[i] = receiveSSE(ctx, r, 0, &sseStreams, problem) })
+		receiving.Go(func() { gotSSE[i] = receiveUntilEnd(ctx, r, client.EventStream, 0, &sseStreams, problem) })
 	}
 	for i, r := range pollR {
-		receiving.Go(func() { gotPoll[i] = receivePolls(ctx, r, 0, problem) })
+		receiving.Go(func() { gotPoll[i] = receiveUntilEnd(ctx, r, client.LongPoll, 0, &pollLoops, problem) })
 	}
 
 	// progress waits for n more acknowledgements.
@@ -137,14 +142,14 @@ func TestClusterExactlyOnce(t *testing.T) {
 			t.Fatal("no event stream open through the balancer")
 		}
 		opened := sseStreams.Load()
-		c.instances[victim].kill(t)
+		c.instances[victim].Kill(t)
 		t.Logf("killed instance %d with %d of the SSE readers' streams", victim, streams)
 		progress(t, step)
 		waitFor(t, "the SSE readers to resume", func() bool { return sseStreams.Load() >= opened+streams })
 	})
 	phase(t, "the instance restarted with the same flags is healthy and takes its share", func(t *testing.T) {
 		restarted := time.Now()
-		c.instances[victim].restart(t)
+		c.instances[victim].Restart(t)
 		t.Logf("healthy %v after the restart", time.Since(restarted).Round(time.Millisecond))
 		before := c.balancer.sent[victim].Load()
 		progress(t, step)
@@ -163,8 +168,8 @@ func TestClusterExactlyOnce(t *testing.T) {
 		etcd.Restart(t, leader)
 		etcd.WaitLeader(t)
 		progress(t, step)
-		for _, s := range c.instances {
-			waitHealthy(t, s.endpoint)
+		for i, e := range c.at {
+			waitFor(t, fmt.Sprintf("instance %d's /healthz", i), e.healthy)
 		}
 	})
 	load := time.Since(began)
@@ -174,7 +179,7 @@ func TestClusterExactlyOnce(t *testing.T) {
 		stopPosting.Store(true)
 		posting.Wait()
 		var err error
-		if end, err = sender.postRetrying(ctx, "end", `{"type":"end"}`, &retried); err != nil {
+		if end, err = sendRetrying(ctx, sender, "end", map[string]string{"type": "end"}, &retried); err != nil {
 			t.Fatalf("the end message: %v", err)
 		}
 		receiving.Wait()
@@ -185,13 +190,7 @@ func TestClusterExactlyOnce(t *testing.T) {
 			len(acked), load.Round(time.Millisecond), &retried, sseStreams.Load(), c.balancer.spread())
 	})
 	phase(t, "no id was answered twice", func(t *testing.T) {
-		byID := map[uint64]string{end: "end"}
-		for k, id := range acked {
-			if other, dup := byID[id]; dup {
-				t.Fatalf("id %d was answered for both %s and %s", id, other, k)
-			}
-			byID[id] = k
-		}
+		uniqueIDs(t, acked, end)
 	})
 	phase(t, "every reader got every acknowledged message once, in id order", func(t *testing.T) {
 		for i, got := range gotSSE {
@@ -221,11 +220,11 @@ func TestClusterRooms(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
 	// All the racers come from 127.0.0.1: joins in flight from one address
 	// count against the password-guess limit, which is off here.
-	c := startTincanCluster(t, buildTincan(t), etcd, 3, hc,
+	c := startTincanCluster(t, etcd, 3, hc,
 		"-room-capacity", fmt.Sprint(capacity), "-client-timeout", timeout.String(),
 		"-password-guesses", "0", "-room-password-guesses", "0",
 		"-turn", "-turn-addr", "127.0.0.1:0", "-turn-public-ip", "127.0.0.1", "-turn-allow-loopback")
-	at := func(i int) *endpoint { return c.instances[i%len(c.instances)].endpoint }
+	at := func(i int) endpoint { return c.at[i%len(c.at)] }
 
 	t.Run("racing joins over three instances: exactly capacity get in", func(t *testing.T) {
 		const racers = 30
@@ -242,8 +241,10 @@ func TestClusterRooms(t *testing.T) {
 			case errs[i] != nil:
 				t.Fatalf("join %d at instance %d: %v", i, i%3, errs[i])
 			case a.Status == 201:
-				var j joinAnswer
-				a.json(t, &j)
+				var j client.Member
+				if err := json.Unmarshal(a.Body, &j); err != nil || j.ClientID == "" {
+					t.Fatalf("join %d answered 201 %s", i, a.Body)
+				}
 				ids[j.ClientID] = true
 			case a.Status == 409 && a.problem(t) == "room_full":
 			default:
@@ -264,14 +265,18 @@ func TestClusterRooms(t *testing.T) {
 	})
 
 	t.Run("an Idempotency-Key retried on other instances answers the first id and stores nothing", func(t *testing.T) {
-		poster := at(0).join(t, "idem", 201)
-		reader := at(2).join(t, "idem", 201) // its stream keeps it present
-		s := reader.events(t, "")
+		// The member's posts at other instances are raw: a Member is bound
+		// to the URL it joined at.
+		poster := at(0).join(t, "idem")
+		reader := at(2).join(t, "idem") // its stream keeps it present
+		s := at(2).events(t, reader, 0)
 		s.ready(t)
-		first := poster.post(t, `{"type":"x","n":1}`, "Idempotency-Key", "k1")
+		first, err := poster.Send(context.Background(), json.RawMessage(`{"type":"x","n":1}`), &client.SendOptions{IdempotencyKey: "k1"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		for i := 1; i < 3; i++ {
-			again := &client{ep: at(i), Room: poster.Room, joinAnswer: poster.joinAnswer}
-			if id := again.post(t, `{"type":"x","n":1}`, "Idempotency-Key", "k1"); id != first {
+			if id := at(i).post(t, poster, `{"type":"x","n":1}`, "Idempotency-Key", "k1"); id != first {
 				t.Fatalf("the retry of k1 at instance %d answered id %d, the first post %d", i, id, first)
 			}
 		}
@@ -281,14 +286,12 @@ func TestClusterRooms(t *testing.T) {
 		failed := make([]error, 9)
 		for i := range raced {
 			wg.Go(func() {
-				a, err := (&client{ep: at(i), Room: poster.Room, joinAnswer: poster.joinAnswer}).tryPost(context.Background(), `{"type":"x","n":2}`, "Idempotency-Key", "k2")
-				if err == nil && a.Status != 201 {
+				a, err := at(i).request(context.Background(), "POST", "/rooms/idem/messages", `{"type":"x","n":2}`, append(bearer(poster), "Idempotency-Key", "k2")...)
+				var r struct{ ID uint64 }
+				if err == nil && (a.Status != 201 || json.Unmarshal(a.Body, &r) != nil || r.ID == 0) {
 					err = fmt.Errorf("%d %s", a.Status, a.Body)
 				}
-				if err == nil {
-					raced[i], err = a.postedID()
-				}
-				failed[i] = err
+				raced[i], failed[i] = r.ID, err
 			})
 		}
 		wg.Wait()
@@ -300,7 +303,10 @@ func TestClusterRooms(t *testing.T) {
 				t.Fatalf("k2 answered ids %v; want one id, above %d", raced, first)
 			}
 		}
-		end := poster.post(t, `{"type":"end"}`)
+		end, err := poster.Send(context.Background(), map[string]string{"type": "end"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, want := range []uint64{first, raced[0], end} {
 			if m := s.message(t); idOf(m) != want || m["from"] != poster.ClientID {
 				t.Fatalf("the reader on instance 2 received %v; want id %d (each post once: %d, %d, %d)", m, want, first, raced[0], end)
@@ -311,16 +317,16 @@ func TestClusterRooms(t *testing.T) {
 
 	t.Run("a silent member times out once, seen by every instance; the members streaming anywhere stay", func(t *testing.T) {
 		const room = "lapse"
-		var observers []*client
+		var observers []*client.Member
 		var streams []*stream
 		for i := range 3 {
-			o := at(i).join(t, room, 201)
+			o := at(i).join(t, room)
 			observers = append(observers, o)
-			s := o.events(t, "")
+			s := at(i).events(t, o, 0)
 			s.ready(t)
 			streams = append(streams, s)
 		}
-		silent := at(0).join(t, room, 201)
+		silent := at(0).join(t, room)
 		began := time.Now()
 		// Every observer hears the peer-joined events of those after it and
 		// of the silent member, then its peer-left once, reason timeout.
@@ -340,7 +346,10 @@ func TestClusterRooms(t *testing.T) {
 		// Another timeout later, a marker: a second peer-left would have
 		// come before it.
 		time.Sleep(timeout)
-		marker := observers[0].post(t, `{"type":"marker"}`)
+		marker, err := observers[0].Send(context.Background(), map[string]string{"type": "marker"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for i, s := range streams[1:] { // the poster's own message does not come back to it
 			if m := s.message(t); idOf(m) != marker || m["type"] != "marker" {
 				t.Fatalf("observer %d received %v after the peer-left; want only the marker %d", i+1, m, marker)
@@ -349,7 +358,7 @@ func TestClusterRooms(t *testing.T) {
 		streams[0].quiet(t, 300*time.Millisecond)
 		// The log itself holds one peer-left of it, whoever reads it.
 		for i := 1; i < 3; i++ {
-			p := observers[i].poll(t, 0, "0")
+			p := at(i).poll(t, observers[i], 0, "0")
 			n := 0
 			for _, m := range p.Messages {
 				if m["type"] == "peer-left" && m["peer"] == silent.ClientID {
@@ -364,7 +373,7 @@ func TestClusterRooms(t *testing.T) {
 			if info := at(i).roomInfo(t, room); info.Occupants != 3 {
 				t.Fatalf("instance %d counts %d occupants after the timeout, want the 3 observers", i, info.Occupants)
 			}
-			if a := at(i).do(t, "GET", "/rooms/"+room+"/messages?wait=0", "", silent.auth()...); a.Status != 401 {
+			if a := at(i).do(t, "GET", "/rooms/"+room+"/messages?wait=0", "", bearer(silent)...); a.Status != 401 {
 				t.Fatalf("the removed member's token at instance %d: %d %s, want 401", i, a.Status, a.Body)
 			}
 		}
@@ -381,36 +390,36 @@ func TestClusterRooms(t *testing.T) {
 				}
 			}
 		}()
-		ca := at(0).join(t, room, 201)
-		a = newRTCPeer("A", "sse", ca, errs)
+		ca := at(0).join(t, room)
+		a = newRTCPeer("A", client.EventStream, ca, errs)
 		a.start(0, false)
-		cb := at(1).join(t, room, 201)
+		cb := at(1).join(t, room)
 		if !cb.Initiator || len(cb.Peers) != 1 || cb.Peers[0] != ca.ClientID {
-			t.Fatalf("second join answer %+v", cb.joinAnswer)
+			t.Fatalf("second join answer %+v", cb)
 		}
-		b = newRTCPeer("B", "poll", cb, errs)
-		a.other.Store(b.id)
-		b.other.Store(a.id)
+		b = newRTCPeer("B", client.LongPoll, cb, errs)
+		a.other, b.other = cb.ClientID, ca.ClientID
 		started := time.Now()
 		b.start(0, true)
-		b.waitEcho(t, "ping B #1", errs)
+		b.waitEcho(t, "ping B #1")
 		t.Logf("the call connected in %v (A on instance 0 by SSE, B on instance 1 by long-poll)", time.Since(started).Round(time.Millisecond))
-		if ev := a.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != b.id {
+		if ev := a.waitPresence(t); ev["type"] != "peer-joined" || ev["peer"] != cb.ClientID {
 			t.Fatalf("A got server event %v, want peer-joined of B", ev)
 		}
 
 		// B drops everything and resumes on the third instance.
 		b.stop()
-		last := b.lastID.Load()
-		b.member = &client{ep: at(2), Room: room, joinAnswer: cb.joinAnswer}
-		if rc := b.member.resume(t); rc.ClientID != b.id || !rc.Initiator {
-			t.Fatalf("B's resume at instance 2: %+v", rc.joinAnswer)
+		last := b.lastID
+		rc := at(2).rejoin(t, cb)
+		if rc.ClientID != cb.ClientID || !rc.Initiator {
+			t.Fatalf("B's resume at instance 2: %+v", rc)
 		}
+		b.member = rc
 		started = time.Now()
 		b.start(last, true)
-		b.waitEcho(t, "ping B #2", errs)
+		b.waitEcho(t, "ping B #2")
 		t.Logf("the call connected again in %v, B now on instance 2", time.Since(started).Round(time.Millisecond))
-		if ev := a.waitPresence(t, errs); ev["type"] != "peer-joined" || ev["peer"] != b.id || ev["resumed"] != true {
+		if ev := a.waitPresence(t); ev["type"] != "peer-joined" || ev["peer"] != cb.ClientID || ev["resumed"] != true {
 			t.Fatalf("A got server event %v, want peer-joined of B with resumed:true", ev)
 		}
 		select {
@@ -423,16 +432,15 @@ func TestClusterRooms(t *testing.T) {
 	t.Run("TURN credentials of one instance relay on another's TURN server: one secret, shared through etcd", func(t *testing.T) {
 		const room = "relay"
 		errs := make(chan error, 16)
-		ca := at(0).join(t, room, 201)
-		cb := at(1).join(t, room, 201)
-		a := newRTCPeer("A", "sse", ca, errs)
-		b := newRTCPeer("B", "poll", cb, errs)
+		ca := at(0).join(t, room)
+		cb := at(1).join(t, room)
+		a := newRTCPeer("A", client.EventStream, ca, errs)
+		b := newRTCPeer("B", client.LongPoll, cb, errs)
 		// Each peer relays through the other instance's TURN server, with
 		// the credentials its own instance gave it.
 		a.config = crossRelayConfig(t, ca, cb)
 		b.config = crossRelayConfig(t, cb, ca)
-		a.other.Store(b.id)
-		b.other.Store(a.id)
+		a.other, b.other = cb.ClientID, ca.ClientID
 		before0 := at(0).metric(t, "tincan_turn_allocations_created_total")
 		before1 := at(1).metric(t, "tincan_turn_allocations_created_total")
 		a.start(0, false)
@@ -440,7 +448,7 @@ func TestClusterRooms(t *testing.T) {
 		b.start(0, true)
 		defer b.stop()
 		started := time.Now()
-		b.waitEcho(t, "ping B #1", errs)
+		b.waitEcho(t, "ping B #1")
 		t.Logf("the relayed call connected in %v", time.Since(started).Round(time.Millisecond))
 		if at(0).metric(t, "tincan_turn_allocations_created_total") == before0 || at(1).metric(t, "tincan_turn_allocations_created_total") == before1 {
 			t.Fatal("the call did not allocate on both instances' TURN servers")
@@ -449,11 +457,15 @@ func TestClusterRooms(t *testing.T) {
 
 	t.Run("etcd without quorum: 503 unavailable and /healthz 503, never a wrong answer; back once it returns", func(t *testing.T) {
 		const room = "quorum"
-		poster := at(0).join(t, room, 201)
-		reader := at(1).join(t, room, 201)
-		s := reader.events(t, "")
+		var retried retries
+		poster := poster(t, at(0), room, &retried)
+		reader := at(1).join(t, room)
+		s := at(1).events(t, reader, 0)
 		s.ready(t)
-		before := poster.post(t, `{"type":"x","n":1}`)
+		before, err := poster.Send(context.Background(), json.RawMessage(`{"type":"x","n":1}`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if m := s.message(t); idOf(m) != before {
 			t.Fatalf("before the loss the reader received %v, want id %d", m, before)
 		}
@@ -463,7 +475,7 @@ func TestClusterRooms(t *testing.T) {
 		for _, i := range lost {
 			etcd.Stop(i)
 		}
-		a, err := poster.tryPost(context.Background(), `{"type":"x","n":2}`, "Idempotency-Key", "q")
+		a, err := at(0).request(context.Background(), "POST", "/rooms/"+room+"/messages", `{"type":"x","n":2}`, append(bearer(poster), "Idempotency-Key", "q")...)
 		if err != nil {
 			t.Fatalf("a post without quorum: %v", err)
 		}
@@ -473,14 +485,13 @@ func TestClusterRooms(t *testing.T) {
 		// The poster retries the same key meanwhile, as a client would.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		var retried retries
 		type result struct {
 			id  uint64
 			err error
 		}
 		acked := make(chan result, 1)
 		go func() {
-			id, err := poster.postRetrying(ctx, "q", `{"type":"x","n":2}`, &retried)
+			id, err := sendRetrying(ctx, poster, "q", json.RawMessage(`{"type":"x","n":2}`), &retried)
 			acked <- result{id, err}
 		}()
 		for i := range 3 {
@@ -497,7 +508,7 @@ func TestClusterRooms(t *testing.T) {
 		}
 		etcd.WaitLeader(t)
 		for i := range 3 {
-			waitHealthy(t, at(i))
+			waitFor(t, fmt.Sprintf("instance %d's /healthz", i), at(i).healthy)
 		}
 		t.Logf("every instance healthy %v after etcd's members came back", time.Since(restored).Round(time.Millisecond))
 		// The refused post, retried all along, is stored once (now, or
@@ -518,10 +529,10 @@ func TestClusterRooms(t *testing.T) {
 // crossRelayConfig is a relay-only configuration with the TURN credentials
 // of own's join answer and the TURN URLs of other's: a call can connect
 // only if other's instance accepts what own's instance issued.
-func crossRelayConfig(t *testing.T, own, other *client) webrtc.Configuration {
+func crossRelayConfig(t *testing.T, own, other *client.Member) webrtc.Configuration {
 	t.Helper()
-	turnOf := func(c *client) webrtc.ICEServer {
-		for _, s := range relayConfig(t, c).ICEServers {
+	turnOf := func(c *client.Member) webrtc.ICEServer {
+		for _, s := range relayConfig(c).ICEServers {
 			if s.Credential != nil && s.Credential != "" {
 				return s
 			}
@@ -537,78 +548,77 @@ func crossRelayConfig(t *testing.T, own, other *client) webrtc.Configuration {
 	return webrtc.Configuration{ICETransportPolicy: webrtc.ICETransportPolicyRelay, ICEServers: []webrtc.ICEServer{mine}}
 }
 
-// TestReadmeClusterNginxBlock runs the README's nginx block for several
-// instances as written, in front of three tincan binaries on etcd (its
-// upstream's servers replaced by theirs): a call's requests and stream get
-// through it, every instance gets requests, /metrics does not get through,
-// and once an instance is killed the others take everything (posts retried
-// with their Idempotency-Key after a 502 of nginx, as tincan.js does).
+// TestReadmeClusterNginxBlock runs the documented nginx block for several
+// instances (docs/cluster.md, or the README before it moved there) as
+// written, in front of three tincan binaries on etcd (its upstream's
+// servers replaced by theirs): a call's requests and stream get through
+// it, every instance gets requests, /metrics does not get through, and
+// once an instance is killed the others take everything (posts retried
+// with their Idempotency-Key after a 502 of nginx, as the clients do).
 func TestReadmeClusterNginxBlock(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the cluster test builds the binary and runs three of it on etcd")
 	}
-	nginx := proxyProgram(t, "nginx", "nginx")
-	data, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var block string
-	for _, part := range strings.Split(string(data), "\n```nginx\n")[1:] {
-		if b, _, _ := strings.Cut(part, "\n```\n"); strings.Contains(b, "upstream tincan {") {
-			block = b
+	nginx := findNginx(t)
+	var block, doc string
+	for _, name := range []string{"../docs/cluster.md", "../README.md"} {
+		data, _ := os.ReadFile(name)
+		for _, part := range strings.Split(string(data), "\n```nginx\n")[1:] {
+			if b, _, _ := strings.Cut(part, "\n```\n"); strings.Contains(b, "upstream tincan {") && block == "" {
+				block, doc = b, name
+			}
 		}
 	}
 	servers := regexp.MustCompile(`(?m)^(\s*server )10\.0\.0\.\d+:8080( .*;)$`)
 	if block == "" || len(servers.FindAllString(block, -1)) != 3 || !strings.Contains(block, "proxy_pass http://tincan;") {
-		t.Fatalf("the README has no nginx block with an upstream tincan of three servers 10.0.0.x:8080 and proxy_pass http://tincan:\n%s", block)
+		t.Fatalf("%q has no nginx block with an upstream tincan of three servers 10.0.0.x:8080 and proxy_pass http://tincan:\n%s", doc, block)
 	}
 
 	etcd := etcdtest.Start(t, etcdtest.Config{Members: 1})
 	hc := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(hc.CloseIdleConnections)
-	c := startTincanCluster(t, buildTincan(t), etcd, 3, hc)
+	c := startTincanCluster(t, etcd, 3, hc)
 	n := 0
 	conf := servers.ReplaceAllStringFunc(block, func(line string) string {
 		m := servers.FindStringSubmatch(line)
 		n++
-		return m[1] + c.instances[n-1].addr() + m[2]
+		return m[1] + c.at[n-1].addr() + m[2]
 	})
-	dir := t.TempDir()
-	port := freeLoopbackPort(t)
-	conf = strings.Replace(conf, "server {", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;", port), 1)
-	path := writeNginxConf(t, dir, conf)
-	p := startProxyProgram(t, "nginx", []string{filepath.Join(dir, "error.log")}, nginx, "-p", dir, "-c", path)
-	proxy := newEndpoint(fmt.Sprintf("http://127.0.0.1:%d", port), hc)
-	if err := p.waitReady(proxy.healthz); err != nil {
-		t.Fatalf("nginx with the README's block did not come up: %v\n%s\n%s", err, conf, p.output())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	conf = strings.Replace(conf, "server {", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;", port), 1)
+	proxy := newEndpoint(t, func() string { return fmt.Sprintf("http://127.0.0.1:%d", port) }, hc)
+	startNginx(t, nginx, conf, proxy)
 
-	alice := proxy.join(t, "nginx-cluster", 201)
-	stream := alice.events(t, "")
+	var retried retries
+	alice := proxy.join(t, "nginx-cluster")
+	stream := proxy.events(t, alice, 0)
 	stream.ready(t)
-	bob := proxy.join(t, "nginx-cluster", 201)
+	bob := poster(t, proxy, "nginx-cluster", &retried)
 	if m := stream.message(t); m["type"] != "peer-joined" {
 		t.Fatalf("alice's stream brought %v, want bob's peer-joined", m)
 	}
 	for range 12 {
 		proxy.roomInfo(t, "nginx-cluster")
 	}
-	for i, s := range c.instances {
-		if s.metric(t, `tincan_http_requests_total{code="200"}`) == 0 {
+	for i, e := range c.at {
+		if e.metric(t, `tincan_http_requests_total{code="200"}`) == 0 {
 			t.Errorf("instance %d answered no request through nginx", i)
 		}
 	}
 	if a := proxy.do(t, "GET", "/metrics", ""); a.Status == 200 {
-		t.Errorf("GET /metrics through the README's nginx: %d", a.Status)
+		t.Errorf("GET /metrics through the documented nginx: %d", a.Status)
 	}
 
-	c.instances[1].kill(t)
-	var retried retries
+	c.instances[1].Kill(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var ids []uint64
 	for i := range 10 {
-		id, err := bob.postRetrying(ctx, fmt.Sprint("k", i), fmt.Sprintf(`{"type":"x","n":%d}`, i), &retried)
+		id, err := sendRetrying(ctx, bob, fmt.Sprint("k", i), map[string]any{"type": "x", "n": i}, &retried)
 		if err != nil {
 			t.Fatalf("post %d after the kill: %v", i, err)
 		}
@@ -618,13 +628,9 @@ func TestReadmeClusterNginxBlock(t *testing.T) {
 	// Alice's stream may have been on the killed instance: read by long-poll.
 	var got []uint64
 	for since := uint64(0); len(got) < len(ids); {
-		a, err := alice.longPoll(ctx, since, "5")
+		a, pa, err := proxy.longPoll(ctx, alice, since, "5")
 		if err != nil || a.Status != 200 {
 			t.Fatalf("alice's poll through nginx: %v %d %s", err, a.Status, a.Body)
-		}
-		pa, err := a.decodePoll()
-		if err != nil {
-			t.Fatal(err)
 		}
 		for _, m := range pa.Messages {
 			if m["type"] == "x" {
@@ -635,5 +641,72 @@ func TestReadmeClusterNginxBlock(t *testing.T) {
 	}
 	if !slices.Equal(got, ids) {
 		t.Fatalf("alice received ids %v, bob's posts were answered %v", got, ids)
+	}
+}
+
+// findNginx finds nginx: without it the test fails under CI=true (CI
+// installs it) and skips otherwise.
+func findNginx(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI=true and nginx is not installed; .ci/run must install it")
+	}
+	t.Skip("nginx is not installed: apt-get install -y nginx")
+	return ""
+}
+
+// startNginx runs nginx in the foreground with the server block (with its
+// listen line) in a configuration whose files are all in a temp dir, until
+// the end of the test, and waits until proxy's /healthz answers.
+func startNginx(t *testing.T, nginx, server string, proxy endpoint) {
+	t.Helper()
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 256; }
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+%[2]s
+}
+`, dir, server)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(nginx, "-p", dir, "-c", path)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	for deadline := time.Now().Add(20 * time.Second); !proxy.healthy(); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-done:
+		default:
+			if time.Now().Before(deadline) {
+				continue
+			}
+		}
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Fatalf("nginx with the documented block did not come up (%v):\n%s\n%s\n%s", cmd.ProcessState, conf, &out, log)
 	}
 }

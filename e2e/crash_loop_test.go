@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 // TestCrashLoop kills the real binary with SIGKILL 20 times at random
@@ -34,12 +36,15 @@ func TestCrashLoop(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed>>32))
 	t.Logf("random seed %d", seed)
 
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
-	// The members' requests follow the server to each new port.
-	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "3"))
-	sender := srv.join(t, room, 201)
-	sseR := srv.join(t, room, 201)
-	pollR := srv.join(t, room, 201)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	// The members' requests follow the server to each new port. The
+	// sender's client retries a post with its Idempotency-Key until it is
+	// answered 201 (pausing from 10 ms on), the receivers' resume by
+	// themselves.
+	srv, ep := startServer(t, hc, nil, "-room-capacity", "3")
+	sender := ep.join(t, room, client.WithRetries(1<<30, 10*time.Millisecond))
+	sseR := ep.join(t, room, client.WithRetries(1, 20*time.Millisecond))
+	pollR := ep.join(t, room, client.WithRetries(1, 20*time.Millisecond))
 
 	var (
 		mu    sync.Mutex
@@ -72,7 +77,7 @@ func TestCrashLoop(t *testing.T) {
 			var prev uint64
 			for i := 0; !stopPosting.Load(); i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+				id, err := sender.Send(ctx, map[string]string{"type": "load", "k": key}, &client.SendOptions{IdempotencyKey: key})
 				if err != nil {
 					problem("%s: %v", key, err)
 					return
@@ -92,16 +97,9 @@ func TestCrashLoop(t *testing.T) {
 	// The receivers, until they see the end message.
 	var receiving sync.WaitGroup
 	var gotSSE, gotPoll []map[string]any
-	var sseStreams atomic.Int64
-	receiving.Add(2)
-	go func() {
-		defer receiving.Done()
-		gotSSE = receiveSSE(ctx, sseR, 0, &sseStreams, problem)
-	}()
-	go func() {
-		defer receiving.Done()
-		gotPoll = receivePolls(ctx, pollR, 0, problem)
-	}()
+	var sseStreams, pollLoops atomic.Int64
+	receiving.Go(func() { gotSSE = receiveUntilEnd(ctx, sseR, client.EventStream, 0, &sseStreams, problem) })
+	receiving.Go(func() { gotPoll = receiveUntilEnd(ctx, pollR, client.LongPoll, 0, &pollLoops, problem) })
 
 	// The kills.
 	began := time.Now()
@@ -117,15 +115,15 @@ func TestCrashLoop(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			time.Sleep(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
-			srv.kill(t)
+			srv.Kill(t)
 			if rng.IntN(4) == 0 { // and now and then once more while it starts
-				p := srv.spawn(t)
+				p := srv.Spawn(t)
 				time.Sleep(time.Duration(rng.Int64N(int64(40 * time.Millisecond))))
-				p.kill(t)
+				p.Kill(t)
 				startupKills++
 			}
-			srv.restart(t)
-			if info := srv.roomInfo(t, room); info.Occupants != 3 {
+			srv.Restart(t)
+			if info := ep.roomInfo(t, room); info.Occupants != 3 {
 				t.Fatalf("after kill %d the room has %d occupants, want 3", k+1, info.Occupants)
 			}
 		})
@@ -138,24 +136,18 @@ func TestCrashLoop(t *testing.T) {
 		stopPosting.Store(true)
 		posting.Wait()
 		var err error
-		if end, err = sender.postUntilAcked(ctx, "end", `{"type":"end"}`); err != nil {
+		if end, err = sender.Send(ctx, map[string]string{"type": "end"}, &client.SendOptions{IdempotencyKey: "end"}); err != nil {
 			t.Fatalf("the end message: %v", err)
 		}
 		receiving.Wait()
 		if p := problems(); p != "" {
 			t.Fatalf("problems during the crash loop:\n%s", p)
 		}
-		t.Logf("%d SIGKILLs under load (+%d during start) in %v; %d messages acknowledged; the SSE receiver reconnected %d times",
-			kills, startupKills, loop.Round(time.Millisecond), len(acked), sseStreams.Load()-1)
+		t.Logf("%d SIGKILLs under load (+%d during start) in %v; %d messages acknowledged; the SSE receiver reconnected %d times, the long-poll receiver %d times",
+			kills, startupKills, loop.Round(time.Millisecond), len(acked), sseStreams.Load()-1, pollLoops.Load()-1)
 	})
 	phase(t, "no id was answered twice", func(t *testing.T) {
-		byID := map[uint64]string{end: "end"}
-		for k, id := range acked {
-			if other, dup := byID[id]; dup {
-				t.Fatalf("id %d was answered for both %s and %s", id, other, k)
-			}
-			byID[id] = k
-		}
+		uniqueIDs(t, acked, end)
 	})
 	phase(t, "the SSE receiver got every acknowledged message once, in id order", func(t *testing.T) {
 		checkExactlyOnce(t, "the SSE receiver", gotSSE, sender.ClientID, acked, end)
@@ -164,6 +156,6 @@ func TestCrashLoop(t *testing.T) {
 		checkExactlyOnce(t, "the long-poll receiver", gotPoll, sender.ClientID, acked, end)
 	})
 	phase(t, "SIGTERM: the server exits with status 0", func(t *testing.T) {
-		srv.terminate(t, 10*time.Second)
+		srv.Terminate(t, 10*time.Second)
 	})
 }

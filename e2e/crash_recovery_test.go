@@ -1,8 +1,8 @@
-package main
+package e2e
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/client"
+	"github.com/tincan/tincan/internal/tincantest"
 )
 
 // TestCrashRecovery builds the real binary, loads it with posts from several
@@ -42,11 +45,11 @@ func TestCrashRecovery(t *testing.T) {
 		room    = "crash"
 	)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: posters}, Timeout: 30 * time.Second}
-	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "3"))
-	r1 := srv.join(t, room, 201)
-	r2 := srv.join(t, room, 201)
-	s := srv.join(t, room, 201)
-	members := []*client{r1, r2, s}
+	srv, ep := startServer(t, hc, nil, "-room-capacity", "3")
+	r1 := ep.join(t, room)
+	r2 := ep.join(t, room)
+	s := ep.join(t, room) // one try a post: a post without an answer is in flight
+	members := []*client.Member{r1, r2, s}
 
 	var (
 		acked    = map[string]uint64{} // idempotency key -> id of its 201
@@ -61,14 +64,14 @@ func TestCrashRecovery(t *testing.T) {
 	// was in flight.
 	restart := func(t *testing.T) {
 		began := time.Now()
-		srv.restart(t)
+		srv.Restart(t)
 		t.Logf("restarted in %v", time.Since(began).Round(time.Millisecond))
-		checkResume(t, members)
+		checkResume(t, ep, members)
 		stored := 0
 		for _, key := range inflight {
-			ids, a, err := postLoad(s, key)
-			if err != nil || a.Status != 201 {
-				t.Fatalf("retry of %s after the restart: %v %d %s", key, err, a.Status, a.Body)
+			ids, err := postLoad(s, key)
+			if err != nil {
+				t.Fatalf("retry of %s after the restart: %v", key, err)
 			}
 			for k, id := range ids {
 				if want, ok := seen1[k]; ok && id != want {
@@ -89,8 +92,8 @@ func TestCrashRecovery(t *testing.T) {
 				lastKey = k
 			}
 		}
-		if ids, a, err := postLoad(s, idemKeyOf(lastKey)); err != nil || a.Status != 201 || ids[lastKey] != acked[lastKey] {
-			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v %d %s", lastKey, acked[lastKey], err, a.Status, a.Body)
+		if ids, err := postLoad(s, idemKeyOf(lastKey)); err != nil || ids[lastKey] != acked[lastKey] {
+			t.Fatalf("retry of the acknowledged %s (id %d) after the restart: %v, ids %v", lastKey, acked[lastKey], err, ids)
 		}
 	}
 
@@ -101,15 +104,8 @@ func TestCrashRecovery(t *testing.T) {
 		phase(t, fmt.Sprintf("kill %d under load: new ids above the old, R1's stream in order up to the kill", crash), func(t *testing.T) {
 			// R1 (re)opens its stream before the load and reads it all
 			// along (into a buffer big enough that it never stalls).
-			var header []string
-			if last1 > 0 {
-				header = []string{"Last-Event-ID", strconv.FormatUint(last1, 10)}
-			}
-			stream1, err := r1.openEvents(context.Background(), 1<<16, "", header...)
-			if err != nil {
-				t.Fatalf("R1's stream: %v", err)
-			}
-			t.Cleanup(stream1.close)
+			// Raw frames: the test checks where each stream begins.
+			stream1 := ep.events(t, r1, last1)
 
 			l := loadUntilKill(t, srv, s, fmt.Sprintf("c%d", crash), posters, killAt)
 			before := idBefore
@@ -123,7 +119,7 @@ func TestCrashRecovery(t *testing.T) {
 			inflight = l.inflight
 			t.Logf("kill %d: after %d posts answered 201 in %v; %d in flight", crash, len(l.acked), l.took.Round(time.Millisecond), len(inflight))
 
-			frames := stream1.drain(t)
+			frames := stream1.rest(t)
 			if len(frames) == 0 || frames[0].Event != "ready" || frames[0].ID != strconv.FormatUint(last1, 10) {
 				t.Fatalf("R1's stream did not start with a ready frame at %d: %+v", last1, frames[:min(1, len(frames))])
 			}
@@ -150,24 +146,17 @@ func TestCrashRecovery(t *testing.T) {
 	var end uint64 // the id of the end message
 	phase(t, "ids after the crashes are new, and no id was answered twice", func(t *testing.T) {
 		// New ids are above every id handed out before the crash.
-		end = s.post(t, `{"type":"end"}`)
+		var err error
+		if end, err = s.Send(context.Background(), map[string]string{"type": "end"}, nil); err != nil {
+			t.Fatalf("the end message: %v", err)
+		}
 		if end <= idBefore {
 			t.Fatalf("a post after the restart got id %d, not above %d from before the crash", end, idBefore)
 		}
-		byID := map[uint64]string{}
-		for k, id := range acked {
-			if other, dup := byID[id]; dup {
-				t.Fatalf("id %d was answered for both %s and %s", id, other, k)
-			}
-			byID[id] = k
-		}
+		uniqueIDs(t, acked, end)
 	})
 	phase(t, "R1, resuming its stream with Last-Event-ID, got every acknowledged message once", func(t *testing.T) {
-		stream1, err := r1.openEvents(context.Background(), 1<<16, "", "Last-Event-ID", strconv.FormatUint(last1, 10))
-		if err != nil {
-			t.Fatalf("R1's resumed stream: %v", err)
-		}
-		t.Cleanup(stream1.close)
+		stream1 := ep.events(t, r1, last1)
 		if got := stream1.ready(t); got != last1 {
 			t.Fatalf("R1's resumed stream starts at %d, want %d", got, last1)
 		}
@@ -188,7 +177,7 @@ func TestCrashRecovery(t *testing.T) {
 	phase(t, "R2, walking the long-poll from since=0, gets every acknowledged message once", func(t *testing.T) {
 		var got2 []map[string]any
 		for since := uint64(0); len(got2) == 0 || got2[len(got2)-1]["type"] != "end"; {
-			p := r2.poll(t, since, "10")
+			p := ep.poll(t, r2, since, "10")
 			for _, m := range p.Messages {
 				if idOf(m) <= since {
 					t.Fatalf("poll since %d delivered id %d", since, idOf(m))
@@ -204,16 +193,16 @@ func TestCrashRecovery(t *testing.T) {
 		t.Logf("each receiver got all %d acknowledged messages exactly once", len(acked))
 	})
 	phase(t, "SIGTERM: the server exits with status 0", func(t *testing.T) {
-		srv.terminate(t, 10*time.Second)
+		srv.Terminate(t, 10*time.Second)
 	})
 }
 
 // checkResume: after a restart, each member's token resumes it (200, same
 // id, the others as peers in join order) and the room is full.
-func checkResume(t *testing.T, members []*client) {
+func checkResume(t *testing.T, ep endpoint, members []*client.Member) {
 	t.Helper()
 	for i, c := range members {
-		r := c.resume(t)
+		r := ep.rejoin(t, c)
 		others := []string{}
 		for j, o := range members {
 			if j != i {
@@ -221,10 +210,10 @@ func checkResume(t *testing.T, members []*client) {
 			}
 		}
 		if r.ClientID != c.ClientID || r.Token != c.Token || !r.Initiator || !slices.Equal(r.Peers, others) || r.Capacity != len(members) {
-			t.Fatalf("resume of member %d after the restart: %+v, want client %s with peers %v", i, r.joinAnswer, c.ClientID, others)
+			t.Fatalf("resume of member %d after the restart: %+v, want client %s with peers %v", i, r, c.ClientID, others)
 		}
 	}
-	if info := members[0].ep.roomInfo(t, members[0].Room); info.Occupants != len(members) || info.Capacity != len(members) {
+	if info := ep.roomInfo(t, members[0].Room); info.Occupants != len(members) || info.Capacity != len(members) {
 		t.Fatalf("room after the restart: %+v", info)
 	}
 }
@@ -238,7 +227,7 @@ type load struct {
 // loadUntilKill posts from s in several goroutines, each post (one message,
 // or every fourth a batch of three) with its own Idempotency-Key, and kills srv with SIGKILL once killAt posts were
 // answered 201, while posts are in flight.
-func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, posters, killAt int) load {
+func loadUntilKill(t *testing.T, srv *tincantest.Server, s *client.Member, prefix string, posters, killAt int) load {
 	t.Helper()
 	var (
 		mu      sync.Mutex
@@ -260,17 +249,17 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 				if i%4 == 3 {
 					key += "b" // a batch of three
 				}
-				ids, a, err := postLoad(s, key)
+				ids, err := postLoad(s, key)
 				first, last := uint64(1<<63), uint64(0)
 				for _, id := range ids {
 					first, last = min(first, id), max(last, id)
 				}
 				mu.Lock()
 				switch {
-				case err != nil:
+				case noAnswer(err):
 					l.inflight = append(l.inflight, key)
-				case a.Status != 201:
-					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
+				case err != nil:
+					bad = append(bad, fmt.Sprintf("%s: %v", key, err))
 				case first <= prev:
 					bad = append(bad, fmt.Sprintf("%s: id %d after %d of the same poster", key, first, prev))
 				default:
@@ -278,7 +267,7 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 					prev = last
 				}
 				mu.Unlock()
-				if err != nil || a.Status != 201 {
+				if err != nil {
 					return
 				}
 				if n.Add(1) == int64(killAt) {
@@ -293,7 +282,7 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 	case <-stopped: // every poster met an error
 	case <-time.After(60 * time.Second):
 	}
-	srv.kill(t) // SIGKILL, posts in flight
+	srv.Kill(t) // SIGKILL, posts in flight
 	wg.Wait()
 	l.took = time.Since(began)
 	if len(bad) > 0 {
@@ -305,47 +294,51 @@ func loadUntilKill(t *testing.T, srv *binServer, s *client, prefix string, poste
 	return l
 }
 
-// postLoad posts the load of Idempotency-Key key from c (see tryPost):
-// one message, or, for a key that ends in "b", a batch of three. Each
-// message carries its own "k": the key, or the key and "#0", "#1", "#2".
-// A 429 rate_limited is no answer: it retries the same key after 50ms.
-// ids maps each message's k to its id, from a 201; a 201 without them is
-// an error.
-func postLoad(c *client, key string) (ids map[string]uint64, a answer, err error) {
+// postLoad posts the load of Idempotency-Key key from c, once (c's
+// client does not retry): one message, or, for a key that ends in "b", a
+// batch of three. Each message carries its own "k": the key, or the key and
+// "#0", "#1", "#2". A 429 is no answer: it retries the same key after 50ms.
+// ids maps each message's k to its id.
+func postLoad(c *client.Member, key string) (ids map[string]uint64, err error) {
 	pad := strings.Repeat("x", 200)
-	msg := fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, key, pad)
-	var ks []string
+	ks := []string{key}
 	if strings.HasSuffix(key, "b") {
-		var els []string
-		for i := range 3 {
-			ks = append(ks, fmt.Sprintf("%s#%d", key, i))
-			els = append(els, fmt.Sprintf(`{"type":"load","k":%q,"pad":%q}`, ks[i], pad))
-		}
-		msg = "[" + strings.Join(els, ",") + "]"
+		ks = []string{key + "#0", key + "#1", key + "#2"}
 	}
+	var msgs []any
+	for _, k := range ks {
+		msgs = append(msgs, map[string]string{"type": "load", "k": k, "pad": pad})
+	}
+	var got []uint64
 	for range 100 {
-		a, err = c.tryPost(context.Background(), msg, "Idempotency-Key", key)
-		if err != nil || a.Status != http.StatusTooManyRequests {
+		if len(ks) == 1 {
+			var id uint64
+			id, err = c.Send(context.Background(), msgs[0], &client.SendOptions{IdempotencyKey: key})
+			got = []uint64{id}
+		} else {
+			got, err = c.SendBatch(context.Background(), msgs, &client.SendOptions{IdempotencyKey: key})
+		}
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err != nil || a.Status != 201 {
-		return nil, a, err
-	}
-	if ks == nil {
-		id, err := a.postedID()
-		return map[string]uint64{key: id}, a, err
-	}
-	var ans struct{ IDs []uint64 }
-	if err := json.Unmarshal(a.Body, &ans); err != nil || len(ans.IDs) != len(ks) {
-		return nil, a, fmt.Errorf("batch answer %s: %v", a.Body, err)
+	if err != nil {
+		return nil, err
 	}
 	ids = map[string]uint64{}
 	for i, k := range ks {
-		ids[k] = ans.IDs[i]
+		ids[k] = got[i]
 	}
-	return ids, a, nil
+	return ids, nil
+}
+
+// noAnswer says that a post got no answer (the connection failed): the
+// message may or may not have been stored.
+func noAnswer(err error) bool {
+	var e *client.Error
+	return err != nil && !errors.As(err, &e)
 }
 
 // idemKeyOf is the Idempotency-Key of the post that carried the load

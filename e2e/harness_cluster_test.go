@@ -1,11 +1,12 @@
-package main
+package e2e
 
 // The cluster of the end-to-end tests: several tincan binaries on one etcd
 // cluster (etcdtest, in this process, on loopback) and one prefix, each a
-// binServer that can be killed and restarted, and a round-robin balancer in
-// front of them that sends each request to the next instance.
+// tincantest.Server that can be killed and restarted, and a round-robin
+// balancer in front of them that sends each request to the next instance.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,52 +26,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tincan/tincan/client"
+	"github.com/tincan/tincan/internal/tincantest"
 	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
 // tincanCluster is n instances of the binary on etcd under one prefix.
 // proxy reaches them through the balancer, instance i directly through
-// instances[i]'s endpoint.
+// at[i].
 type tincanCluster struct {
 	etcd      *etcdtest.Cluster
-	instances []*binServer
+	instances []*tincantest.Server
+	at        []endpoint
 	balancer  *roundRobin
-	proxy     *endpoint
+	proxy     endpoint
 }
 
 // startTincanCluster starts n instances of bin on etcd, each with -etcd
 // naming every etcd member and the same fresh -etcd-prefix, and the
 // flags; hc is the client of every endpoint. It waits until each answers
 // /healthz, and checks that none wrote its -db file.
-func startTincanCluster(t testing.TB, bin string, etcd *etcdtest.Cluster, n int, hc *http.Client, flags ...string) *tincanCluster {
+func startTincanCluster(t testing.TB, etcd *etcdtest.Cluster, n int, hc *http.Client, flags ...string) *tincanCluster {
 	t.Helper()
 	prefix := fmt.Sprintf("/e2e/%s-%d/", strings.ReplaceAll(t.Name(), "/", "."), time.Now().UnixNano())
 	c := &tincanCluster{etcd: etcd}
-	args := append([]string{"-etcd", strings.Join(etcd.Endpoints(), ","), "-etcd-prefix", prefix}, flags...)
-	for range n {
-		c.instances = append(c.instances, startBinServer(t, bin, withClient(hc), withFlags(args...)))
+	var dbs []string
+	for i := range n {
+		db := filepath.Join(t.TempDir(), fmt.Sprintf("instance%d.db", i))
+		args := append([]string{"-db", db, "-etcd", strings.Join(etcd.Endpoints(), ","), "-etcd-prefix", prefix}, flags...)
+		s, ep := startServer(t, hc, nil, args...)
+		c.instances, c.at, dbs = append(c.instances, s), append(c.at, ep), append(dbs, db)
 	}
-	for i, s := range c.instances {
-		if db := s.dbFile(); db == "" {
-			t.Fatalf("instance %d has no -db argument to check", i)
-		} else if _, err := os.Stat(db); !os.IsNotExist(err) {
+	for i, db := range dbs {
+		if _, err := os.Stat(db); !os.IsNotExist(err) {
 			t.Fatalf("instance %d with -etcd touched its -db file %s: %v", i, db, err)
 		}
 	}
 	c.balancer = newRoundRobin(t, c.instances)
-	c.proxy = newEndpoint(c.balancer.url, hc)
+	c.proxy = newEndpoint(t, func() string { return c.balancer.url }, hc)
 	return c
-}
-
-// dbFile is the -db argument the server runs with ("" if none).
-func (s *binServer) dbFile() string {
-	db := ""
-	for i := 0; i+1 < len(s.argv); i++ {
-		if s.argv[i] == "-db" {
-			db = s.argv[i+1]
-		}
-	}
-	return db
 }
 
 // terminateAll stops every instance with SIGTERM and expects each to exit
@@ -77,7 +72,7 @@ func (s *binServer) dbFile() string {
 func (c *tincanCluster) terminateAll(t testing.TB, limit time.Duration) {
 	t.Helper()
 	for _, s := range c.instances {
-		s.terminate(t, limit)
+		s.Terminate(t, limit)
 	}
 }
 
@@ -85,19 +80,20 @@ func (c *tincanCluster) terminateAll(t testing.TB, limit time.Duration) {
 // sticky sessions, each request goes to the next instance in turn
 // (wherever that instance listens now), streams are passed on as they
 // come (FlushInterval -1). An instance that cannot be reached, or that
-// dies before it has answered, makes the balancer answer 503 with
-// Retry-After, as a balancer whose upstream is down does; a stream cut
+// dies before it has answered, makes the balancer answer 503, as a
+// balancer whose upstream is down does (without Retry-After, like
+// nginx's 502: the next try goes to the next instance); a stream cut
 // midway is cut for the client too.
 type roundRobin struct {
 	url       string
-	instances []*binServer
+	instances []*tincantest.Server
 	next      atomic.Uint64
 	sent      []atomic.Int64 // requests passed to each instance
 	streams   []atomic.Int64 // event streams open on each instance now
 	failed    atomic.Int64   // requests the balancer answered itself
 }
 
-func newRoundRobin(t testing.TB, instances []*binServer) *roundRobin {
+func newRoundRobin(t testing.TB, instances []*tincantest.Server) *roundRobin {
 	rr := &roundRobin{instances: instances, sent: make([]atomic.Int64, len(instances)), streams: make([]atomic.Int64, len(instances))}
 	transport := &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: time.Minute}
 	proxy := &httputil.ReverseProxy{
@@ -112,7 +108,6 @@ func newRoundRobin(t testing.TB, instances []*binServer) *roundRobin {
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rr.failed.Add(1)
-			w.Header().Set("Retry-After", "1")
 			http.Error(w, "balancer: the instance did not answer: "+err.Error(), http.StatusServiceUnavailable)
 		},
 		ErrorLog: log.New(io.Discard, "", 0), // the counts say it
@@ -225,44 +220,66 @@ func (r *retries) String() string {
 	return fmt.Sprintf("retries %s; the longest wait for a 201 %v", strings.Join(parts, ", "), r.longest.Round(time.Millisecond))
 }
 
-// postRetrying posts body with Idempotency-Key key, retrying the same key
-// after a connection error, any 5xx or a 429 rate_limited until it is
-// answered 201, while ctx lasts; another status is an error. What it
-// retried is counted in r.
-func (c *client) postRetrying(ctx context.Context, key, body string, r *retries) (uint64, error) {
-	began := time.Now()
-	var last string
-	for {
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("never acknowledged (last: %s)", last)
-		}
-		a, err := c.tryPost(ctx, body, "Idempotency-Key", key)
-		switch {
-		case err != nil:
-			last = err.Error()
-			r.add("connection")
-		case a.Status == 201:
-			r.acked(time.Since(began))
-			return a.postedID()
-		case a.Status >= 500 || answerKind(a) == "429 rate_limited":
-			last = fmt.Sprintf("%d %s", a.Status, a.Body)
-			r.add(answerKind(a))
-		default:
-			return 0, fmt.Errorf("answered %d %s", a.Status, a.Body)
-		}
-		time.Sleep(10 * time.Millisecond)
+// counted is a transport that counts in r what the posts (POST
+// …/messages) through it met before their 201: "connection" (no answer),
+// "balancer" (the balancer's own 503: an instance down), or the status and
+// problem code of an instance's answer ("503 unavailable").
+type counted struct {
+	next http.RoundTripper
+	r    *retries
+}
+
+func (c counted) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if req.Method != "POST" || !strings.HasSuffix(req.URL.Path, "/messages") {
+		return resp, err
 	}
+	if err != nil {
+		c.r.add("connection")
+		return resp, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		c.r.add(answerKind(resp.StatusCode, body))
+	}
+	return resp, nil
+}
+
+// poster joins room at e as a member whose posts are retried with their
+// Idempotency-Key (from 10 ms on, while the post's context lasts) after a
+// connection error, a 5xx or a 429, counted in r.
+func poster(t testing.TB, e endpoint, room string, r *retries) *client.Member {
+	t.Helper()
+	next := e.hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	counting := endpoint{url: e.url, hc: &http.Client{Transport: counted{next, r}}}
+	return counting.join(t, room, client.WithRetries(1<<30, 10*time.Millisecond))
+}
+
+// sendRetrying sends body with Idempotency-Key key from m (a poster),
+// and records how long it took to its 201 in r.
+func sendRetrying(ctx context.Context, m *client.Member, key string, body any, r *retries) (uint64, error) {
+	began := time.Now()
+	id, err := m.Send(ctx, body, &client.SendOptions{IdempotencyKey: key})
+	if err == nil {
+		r.acked(time.Since(began))
+	}
+	return id, err
 }
 
 // answerKind names a refusal: the balancer's own, or the instance's status
 // and problem code.
-func answerKind(a answer) string {
-	if strings.HasPrefix(string(a.Body), "balancer:") {
+func answerKind(status int, body []byte) string {
+	if strings.HasPrefix(string(body), "balancer:") {
 		return "balancer"
 	}
 	var p struct{ Code string }
-	if json.Unmarshal(a.Body, &p) != nil || p.Code == "" {
-		return fmt.Sprintf("%d (not problem+json)", a.Status)
+	if json.Unmarshal(body, &p) != nil || p.Code == "" {
+		return fmt.Sprintf("%d (not problem+json)", status)
 	}
-	return fmt.Sprintf("%d %s", a.Status, p.Code)
+	return fmt.Sprintf("%d %s", status, p.Code)
 }

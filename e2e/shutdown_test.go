@@ -1,7 +1,8 @@
-package main
+package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/client"
 )
 
 // TestGracefulShutdown sends SIGTERM to the real binary while three posters
@@ -30,14 +33,15 @@ func TestGracefulShutdown(t *testing.T) {
 		minAcked = 200
 	)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	srv := startBinServer(t, buildTincan(t), withClient(hc), withFlags("-room-capacity", "5", "-heartbeat", "1s"))
-	sender := srv.join(t, room, 201)
-	sseR := srv.join(t, room, 201)
-	var pollers []*client
+	srv, ep := startServer(t, hc, nil, "-room-capacity", "5", "-heartbeat", "1s")
+	// One try a post: what is refused or cut is retried after the restart.
+	sender := ep.join(t, room)
+	sseR := ep.join(t, room)
+	var pollers []*client.Member
 	for range polls {
-		pollers = append(pollers, srv.join(t, room, 201))
+		pollers = append(pollers, ep.join(t, room, client.WithRetries(1, 20*time.Millisecond)))
 	}
-	walker := srv.join(t, room, 201) // reads nothing until after the restart
+	walker := ep.join(t, room) // reads nothing until after the restart
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -47,10 +51,10 @@ func TestGracefulShutdown(t *testing.T) {
 		err    error
 		at     time.Time
 	}
-	// sseR's streams, read from the start.
+	// sseR's streams, read from the start: raw, to see how each ends.
 	var conns []*stream
 	for range streams {
-		c, err := sseR.openEvents(ctx, 1<<16, "")
+		c, err := ep.openEvents(ctx, sseR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,8 +76,8 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// In another room where nothing happens, a stream and two long-polls
 	// are waiting when the SIGTERM comes.
-	idle := []*client{srv.join(t, "idle", 201), srv.join(t, "idle", 201)}
-	idleStream, err := idle[1].openEvents(ctx, 1<<16, "")
+	idle := []*client.Member{ep.join(t, "idle"), ep.join(t, "idle")}
+	idleStream, err := ep.openEvents(ctx, idle[1], 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,44 +91,55 @@ func TestGracefulShutdown(t *testing.T) {
 	}()
 	type idleEnd struct {
 		a   answer
+		p   polled
 		err error
 		at  time.Time
 	}
 	idleEnds := make(chan idleEnd, len(idle))
 	for _, c := range idle {
-		since := idleCursor(t, c)
+		since := ep.poll(t, c, 0, "0").Next // where its long-poll waits: after what is there already
 		go func() {
-			a, err := c.longPoll(context.Background(), since, "30")
-			idleEnds <- idleEnd{a, err, time.Now()}
+			a, p, err := ep.longPoll(context.Background(), c, since, "30")
+			idleEnds <- idleEnd{a, p, err, time.Now()}
 		}()
 	}
 	phase(t, "in an idle room a stream is open and two long-polls wait", func(t *testing.T) {
-		waitFor(t, "the idle long-polls to wait", func() bool { return srv.metric(t, "tincan_polls_waiting") == float64(len(idle)) })
+		waitFor(t, "the idle long-polls to wait", func() bool { return ep.metric(t, "tincan_polls_waiting") == float64(len(idle)) })
 	})
 
-	// The pollers receive the load by long-poll, each from where it is,
-	// until a poll fails.
+	// The pollers receive the load by long-poll (Member.Receive), each
+	// from where it is, until its first poll fails.
 	type pollEnd struct {
 		who   int
 		got   []map[string]any
 		since uint64
+		bad   []string
 	}
 	pollEnds := make(chan pollEnd, polls)
 	for i, pollR := range pollers {
 		go func() {
 			r := pollEnd{who: i}
-			for {
-				a, err := pollR.longPoll(context.Background(), r.since, "30")
-				p, badJSON := a.decodePoll()
-				if err != nil || a.Status != 200 || badJSON != nil {
-					pollEnds <- r
-					return
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			opts := &client.ReceiveOptions{Transport: client.LongPoll, Wait: 30 * time.Second, Hooks: client.Hooks{
+				OnDisconnect: func(client.Transport, error) { stop() },
+				OnStale: func(id, cursor uint64) {
+					r.bad = append(r.bad, fmt.Sprintf("poller %d: id %d after %d", i, id, cursor))
+				},
+			}}
+			for msg, err := range pollR.Receive(ctx, opts) {
+				var m map[string]any
+				if err == nil {
+					err = decodeNumbers(msg.Data, &m)
 				}
-				for _, m := range p.Messages {
-					r.got = append(r.got, m)
-					r.since = idOf(m)
+				if err != nil {
+					r.bad = append(r.bad, fmt.Sprintf("poller %d: %v", i, err))
+					break
 				}
+				r.got = append(r.got, m)
+				r.since = msg.ID
 			}
+			pollEnds <- r
 		}()
 	}
 
@@ -144,23 +159,20 @@ func TestGracefulShutdown(t *testing.T) {
 			defer posting.Done()
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("p%d-%d", g, i)
-				a, err := sender.tryPost(context.Background(), fmt.Sprintf(`{"type":"load","k":%q}`, key), "Idempotency-Key", key)
+				id, err := sender.Send(context.Background(), map[string]string{"type": "load", "k": key}, &client.SendOptions{IdempotencyKey: key})
+				var refused *client.Error
 				mu.Lock()
 				switch {
-				case err != nil || a.Status == 503: // refused or cut: not acknowledged
+				case noAnswer(err) || errors.As(err, &refused) && refused.Status == 503: // refused or cut: not acknowledged
 					pending = append(pending, key)
-					why = append(why, fmt.Sprintf("%s: %v %d %s", key, err, a.Status, a.Body))
-				case a.Status == 201:
-					id, idErr := a.postedID()
-					if idErr != nil {
-						bad = append(bad, fmt.Sprintf("%s: %v", key, idErr))
-					}
+					why = append(why, fmt.Sprintf("%s: %v", key, err))
+				case err == nil && id != 0:
 					acked[key] = id
 				default:
-					bad = append(bad, fmt.Sprintf("%s: %d %s", key, a.Status, a.Body))
+					bad = append(bad, fmt.Sprintf("%s: id %d, %v", key, id, err))
 				}
 				mu.Unlock()
-				if err != nil || a.Status != 201 {
+				if err != nil {
 					return
 				}
 				nAck.Add(1)
@@ -183,8 +195,8 @@ func TestGracefulShutdown(t *testing.T) {
 	var term time.Time // when the SIGTERM was sent
 	phase(t, "SIGTERM under load: the server exits with status 0 within 5 s", func(t *testing.T) {
 		term = time.Now()
-		took := srv.terminate(t, 5*time.Second)
-		t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.exitState(), nAck.Load())
+		took := srv.Terminate(t, 5*time.Second)
+		t.Logf("exited %v after SIGTERM with %v, %d posts acknowledged by then", took.Round(time.Millisecond), srv.Current().Cmd.ProcessState, nAck.Load())
 	})
 	var seenSSE []frame // what the first of sseR's streams got after its ready frame
 	phase(t, "every open stream ended cleanly, after its ready frame", func(t *testing.T) {
@@ -218,8 +230,7 @@ func TestGracefulShutdown(t *testing.T) {
 		for range idle {
 			select {
 			case e := <-idleEnds:
-				p, err := e.a.decodePoll()
-				if e.err != nil || e.a.Status != 200 || err != nil || len(p.Messages) != 0 {
+				if e.err != nil || e.a.Status != 200 || len(e.p.Messages) != 0 {
 					t.Errorf("an idle long-poll waiting at SIGTERM ended with %v %d %s, want 200 and no messages", e.err, e.a.Status, e.a.Body)
 				} else {
 					t.Logf("an idle long-poll was answered %v after SIGTERM: %d %s", e.at.Sub(term).Round(time.Millisecond), e.a.Status, strings.TrimSpace(string(e.a.Body)))
@@ -235,6 +246,9 @@ func TestGracefulShutdown(t *testing.T) {
 			select {
 			case r := <-pollEnds:
 				polled[r.who] = r
+				mu.Lock()
+				bad = append(bad, r.bad...)
+				mu.Unlock()
 			case <-time.After(5 * time.Second):
 				t.Fatal("a long-poll receiver did not stop")
 			}
@@ -252,9 +266,14 @@ func TestGracefulShutdown(t *testing.T) {
 		for _, id := range acked {
 			maxBefore = max(maxBefore, id)
 		}
-		srv.restart(t)
+		srv.Restart(t)
+		retrying := ep.api(t, client.WithRetries(1<<30, 10*time.Millisecond)) // a post until it is answered 201
+		sender, err := retrying.Join(ctx, room, client.JoinOptions{Token: sender.Token})
+		if err != nil || !sender.Resumed {
+			t.Fatalf("the sender's resume: %v", err)
+		}
 		for _, key := range pending {
-			id, err := sender.postUntilAcked(ctx, key, fmt.Sprintf(`{"type":"load","k":%q}`, key))
+			id, err := sender.Send(ctx, map[string]string{"type": "load", "k": key}, &client.SendOptions{IdempotencyKey: key})
 			if err != nil {
 				t.Fatalf("retry of %s after the restart: %v", key, err)
 			}
@@ -263,14 +282,18 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 			acked[key] = id
 		}
-		var err error
-		if end, err = sender.postUntilAcked(ctx, "end", `{"type":"end"}`); err != nil {
+		if end, err = sender.Send(ctx, map[string]string{"type": "end"}, &client.SendOptions{IdempotencyKey: "end"}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	// problems collects what the receivers find wrong after the restart.
 	var problems []string
-	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	var problemsMu sync.Mutex
+	problem := func(format string, args ...any) {
+		problemsMu.Lock()
+		defer problemsMu.Unlock()
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
 	checkProblems := func(t *testing.T) {
 		t.Helper()
 		if len(problems) > 0 {
@@ -293,32 +316,28 @@ func TestGracefulShutdown(t *testing.T) {
 			got = append(got, m)
 		}
 		var n atomic.Int64
-		resumed := receiveSSE(ctx, sseR, last, &n, problem)
+		resumed := receiveUntilEnd(ctx, sseR, client.EventStream, last, &n, problem)
 		checkProblems(t)
 		checkExactlyOnce(t, "the SSE receiver (resumed with Last-Event-ID)", append(got, resumed...), sender.ClientID, acked, end)
 	})
 	phase(t, "the long-poll receivers, resuming where they were, got every acknowledged message once", func(t *testing.T) {
 		for i, r := range polled {
-			got := append(r.got, receivePolls(ctx, pollers[i], r.since, problem)...)
+			var n atomic.Int64
+			got := append(r.got, receiveUntilEnd(ctx, pollers[i], client.LongPoll, r.since, &n, problem)...)
 			checkProblems(t)
 			checkExactlyOnce(t, fmt.Sprintf("long-poll receiver %d (resumed after %d)", i, r.since), got, sender.ClientID, acked, end)
 		}
 	})
 	phase(t, "a member that never read gets every acknowledged message once from 0", func(t *testing.T) {
-		got := receivePolls(ctx, walker, 0, problem)
+		var n atomic.Int64
+		got := receiveUntilEnd(ctx, walker, client.LongPoll, 0, &n, problem)
 		checkProblems(t)
 		checkExactlyOnce(t, "a member that never read (from 0)", got, sender.ClientID, acked, end)
 		t.Logf("%d messages acknowledged (%d of them retried after the restart), each delivered once to each receiver", len(acked), len(pending))
 	})
 	phase(t, "SIGTERM after the restart: the server exits with status 0 within 5 s", func(t *testing.T) {
-		srv.terminate(t, 5*time.Second)
+		srv.Terminate(t, 5*time.Second)
 	})
-}
-
-// idleCursor is where c's long-poll waits: after what is there already.
-func idleCursor(t *testing.T, c *client) uint64 {
-	t.Helper()
-	return c.poll(t, 0, "0").Next
 }
 
 // TestShutdownSlowClients: clients that hold their connections open
@@ -327,10 +346,10 @@ func idleCursor(t *testing.T, c *client) uint64 {
 // ending the server within 5 s: run gives the requests in flight 4 s, then
 // closes the connections. Nothing acknowledged before is lost.
 func TestShutdownSlowClients(t *testing.T) {
-	srv := startBinServer(t, buildTincan(t))
-	addr := srv.addr()
-	a := srv.join(t, "slow", 201)
-	b := srv.join(t, "slow", 201)
+	srv, ep := startServer(t, nil, nil)
+	addr := ep.addr()
+	a := ep.join(t, "slow")
+	b := ep.join(t, "slow")
 	dial := func() net.Conn {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -350,24 +369,29 @@ func TestShutdownSlowClients(t *testing.T) {
 	var id uint64 // the last message acknowledged before the SIGTERM
 
 	phase(t, "the stalled stream is open and its buffers fill", func(t *testing.T) {
-		waitFor(t, "the stalled stream", func() bool { return srv.metric(t, "tincan_streams_open") == 1 })
+		waitFor(t, "the stalled stream", func() bool { return ep.metric(t, "tincan_streams_open") == 1 })
 		pad := strings.Repeat("x", 60000)
 		for range 20 {
-			b.post(t, fmt.Sprintf(`{"type":"x","pad":%q}`, pad))
+			if _, err := b.Send(context.Background(), map[string]string{"type": "x", "pad": pad}, nil); err != nil {
+				t.Fatal(err)
+			}
 		}
-		id = b.post(t, `{"type":"last"}`)
+		var err error
+		if id, err = b.Send(context.Background(), map[string]string{"type": "last"}, nil); err != nil {
+			t.Fatal(err)
+		}
 	})
 	phase(t, "SIGTERM: the server exits with status 0 within 5 s despite the slow clients", func(t *testing.T) {
-		took := srv.terminate(t, 5*time.Second)
-		t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.exitState())
+		took := srv.Terminate(t, 5*time.Second)
+		t.Logf("exited %v after SIGTERM with %v", took.Round(time.Millisecond), srv.Current().Cmd.ProcessState)
 	})
 	phase(t, "after a restart nothing acknowledged is lost", func(t *testing.T) {
-		srv.restart(t) // a follows it to its new port
-		if p := a.poll(t, 0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
+		srv.Restart(t) // the endpoint follows it to its new port
+		if p := ep.poll(t, a, 0, "0"); len(p.Messages) != 22 || idOf(p.Messages[21]) != id {
 			t.Fatalf("after the restart alice has %d messages (%v), want 22 ending with %d", len(p.Messages), p.Messages, id)
 		}
 	})
 	phase(t, "SIGTERM after the restart: the server exits with status 0 within 5 s", func(t *testing.T) {
-		srv.terminate(t, 5*time.Second)
+		srv.Terminate(t, 5*time.Second)
 	})
 }
