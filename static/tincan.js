@@ -18,7 +18,9 @@
 // waited out, it does not count as a stream that fails. No dependencies, no build step.
 //
 // The one source of this file is clients/js/src/tincan.js (the npm package
-// tincan-client); static/tincan.js is a copy of it, byte for byte.
+// tincan-client); static/tincan.js is a copy of it, byte for byte, and
+// clients/js/dist/tincan.iife.js, for a plain <script>, is built from it
+// (cd clients/js && npm run build).
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 // The most messages one POST carries (the server's limit), and how long a
@@ -213,6 +215,10 @@ function defaultStorage() {
  * @param {string} [opts.token]             the application's join token (a JWT), for a server started with
  *                                          -auth jwt: the join sends it as Authorization: Bearer; the same
  *                                          person joining again (same `sub`) resumes its seat
+ * @param {function} [opts.getToken]      async () => the join token: called before each join request, instead of
+ *                                          `token`, so that the app can fetch a fresh short-lived JWT from its
+ *                                          backend each time; if it throws (or gives no token) the join rejects
+ *                                          with a TincanError of code "get_token_failed" (its `cause`: what it threw)
  * @param {'auto'|'sse'|'poll'} [opts.transport='auto']
  * @param {number} [opts.readyTimeout=5000] ms to wait for the SSE `ready` frame
  * @param {number} [opts.sseRetry=60000]    after falling back to long-poll, ms before the event stream is tried again (doubling up to 16×)
@@ -269,6 +275,7 @@ export class Client {
     this.stats = { sseConnects: 0, sseErrors: 0, polls: 0, gatewayTimeouts: 0, duplicates: 0, postRetries: 0, batches: 0, batchFallback: null, acks: 0, acked: 0, fallback: null };
     this._password = opts.password;
     this._jwt = opts.token ? String(opts.token) : null;
+    this._getToken = typeof opts.getToken === 'function' ? opts.getToken : null;
     this._mode = ['sse', 'poll'].includes(opts.transport) ? opts.transport : 'auto';
     this._readyTimeout = opts.readyTimeout ?? 5000;
     this._sseRetryAfter = this._sseRetryBase = opts.sseRetry ?? 60000;
@@ -349,7 +356,9 @@ export class Client {
     for (let attempt = 0; ; attempt++) {
       const headers = { 'Content-Type': 'application/json' };
       // A join token takes precedence: its `sub` resumes the same seat anyway.
-      if (this._jwt) headers.Authorization = `Bearer ${this._jwt}`;
+      // getToken gives a fresh one for every join request.
+      const jwt = this._getToken ? await this._freshToken() : this._jwt;
+      if (jwt) headers.Authorization = `Bearer ${jwt}`;
       else if (saved && saved.token) headers.Authorization = `Bearer ${saved.token}`;
       let res;
       try {
@@ -390,6 +399,24 @@ export class Client {
       if (!retriable || attempt >= 4) { this._unlock(); throw new TincanError(res.status, problem); }
       await sleep(retryAfter(res, backoff(attempt)));
     }
+  }
+
+  // Ask the app for a join token (opts.getToken); its failure is the join's.
+  async _freshToken() {
+    let tok;
+    try {
+      tok = await this._getToken();
+    } catch (err) {
+      this._unlock();
+      const e = new TincanError(0, { code: 'get_token_failed' }, `join: getToken() failed: ${(err && err.message) || err}`);
+      e.cause = err;
+      throw e;
+    }
+    if (typeof tok !== 'string' || tok === '') {
+      this._unlock();
+      throw new TincanError(0, { code: 'get_token_failed' }, `join: getToken() gave no token (${tok === '' ? 'an empty string' : typeof tok})`);
+    }
+    return tok;
   }
 
   /** Start receiving (only needed with opts.start === false). */

@@ -2,7 +2,7 @@
 // node scripts/pack-check.js (runs `npm pack --dry-run --json`).
 import { execFileSync } from 'node:child_process';
 
-const want = ['README.md', 'package.json', 'src/tincan.d.ts', 'src/tincan.js'];
+const want = ['README.md', 'dist/tincan.iife.js', 'package.json', 'src/tincan.d.ts', 'src/tincan.js'];
 const out = execFileSync('npm', ['pack', '--dry-run', '--json'], { encoding: 'utf8' });
 const [pack] = JSON.parse(out);
 const got = pack.files.map((f) => f.path).sort();

@@ -73,6 +73,13 @@ export interface JoinOptions {
   password?: string;
   /** the application's join token (a JWT), for a server started with -auth jwt */
   token?: string;
+  /**
+   * Gives the join token (a JWT) for a server started with -auth jwt, instead of `token`:
+   * called before each join request, so that the app can fetch a fresh short-lived token
+   * from its backend each time. If it throws or gives no token, join rejects with a
+   * TincanError of code "get_token_failed" whose `cause` is what it threw.
+   */
+  getToken?: () => string | Promise<string>;
   /** 'auto' (default): SSE, switching to long-poll when the stream does not work */
   transport?: 'auto' | 'sse' | 'poll';
   /** ms to wait for the SSE `ready` frame (5000) */
@@ -116,7 +123,7 @@ export class TincanError extends Error {
   readonly name: 'TincanError';
   /** HTTP status, 0 for a network failure */
   status: number;
-  /** the problem's code (e.g. "room_full"), or "network" / "http_<status>" */
+  /** the problem's code (e.g. "room_full"), or "network" / "http_<status>", or "get_token_failed" */
   code: string;
   problem: Problem | null;
 }

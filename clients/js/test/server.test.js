@@ -1,73 +1,20 @@
-// tincan-client against a real tincan server: this test builds the binary
-// from the repository root (go build), runs it on 127.0.0.1, and kills it
-// with SIGKILL and restarts it on the same port and database in the middle
-// of a run. Node.js ≥ 20; run with: node --test test/
+// tincan-client against a real tincan server (test/harness.js builds the
+// binary from the repository root and runs it on 127.0.0.1); the server is
+// killed with SIGKILL and restarted on the same port and database in the
+// middle of a run. Node.js ≥ 20; run with: node --test test/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join as pathJoin, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { join, TincanError } from '../src/tincan.js';
+import { tincan, sleep, until as untilOn } from './harness.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const dir = mkdtempSync(pathJoin(tmpdir(), 'tincan-js-'));
-const bin = pathJoin(dir, 'tincan');
-const db = pathJoin(dir, 't.db');
-let port = 0;
+let srv = null;
 let base = '';
-let server = null;
-let serverLog = '';
 const clients = [];
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond, ms, what) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}\n--- server log ---\n${serverLog.slice(-4000)}`);
-    await sleep(20);
-  }
-}
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-  });
-}
-
-// Start the server on port and the database; resolve once it listens.
-function startServer() {
-  return new Promise((res, rej) => {
-    const p = spawn(bin, ['-addr', `127.0.0.1:${port}`, '-db', db, '-turn=false', '-rate-limit', '0', '-member-rate-limit', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let done = false;
-    const timer = setTimeout(() => { if (!done) { done = true; p.kill('SIGKILL'); rej(new Error(`the server did not start: ${out}${serverLog}`)); } }, 20000);
-    p.stdout.on('data', (b) => {
-      out += b;
-      const m = /tincan listening on (http:\/\/\S+)/.exec(out);
-      if (m && !done) { done = true; clearTimeout(timer); server = p; res(m[1]); }
-    });
-    p.stderr.on('data', (b) => { serverLog += b; });
-    p.on('exit', (code, sig) => {
-      serverLog += `[server exited: ${code ?? sig}]\n`;
-      if (!done) { done = true; clearTimeout(timer); rej(new Error(`the server exited (${code ?? sig}): ${out}${serverLog}`)); }
-    });
-  });
-}
-
-function kill9() {
-  return new Promise((res) => {
-    const p = server;
-    server = null;
-    p.on('exit', () => res());
-    p.kill('SIGKILL');
-  });
-}
+// Waits for cond; on a timeout the error holds the server's log.
+const until = (cond, ms, what) => untilOn(cond, ms, what, srv);
+const kill9 = () => srv.kill9();
+const startServer = () => srv.start();
 
 let roomN = 0;
 const newRoom = () => `js-${process.pid}-${++roomN}`;
@@ -86,17 +33,14 @@ async function member(room, opts = {}) {
 }
 
 before(async () => {
-  execFileSync('go', ['build', '-o', bin, '.'], { cwd: root, stdio: 'inherit', env: { ...process.env, GOFLAGS: `${process.env.GOFLAGS || ''} -buildvcs=false`.trim() } });
-  port = await freePort();
-  const url = await startServer();
-  base = url.replace(/\/+$/, '');
-  assert.equal(base, `http://127.0.0.1:${port}`);
+  srv = await tincan();
+  base = srv.base;
+  assert.equal(base, `http://127.0.0.1:${srv.port}`);
 }, { timeout: 300000 });
 
 after(async () => {
   for (const c of clients) c.close();
-  if (server) await kill9();
-  rmSync(dir, { recursive: true, force: true });
+  if (srv) await srv.stop();
 });
 
 test('the module imports without browser globals', () => {

@@ -29,6 +29,20 @@ export async function example(base: string): Promise<Client | null> {
   const urls: string | string[] = ice[0]?.urls ?? [];
   console.log(id, urls, client.iceServers, client.transport, client.cursor, client.stats.polls);
   await join('other-room', { base, fetch: globalThis.fetch, storage: null, start: false }).then((c) => { c.start(); c.close(); });
+  // A fresh short-lived join token from the app's backend for each join (server -auth jwt).
+  const getToken = async (): Promise<string> => {
+    const res = await fetch('/api/tincan-token?room=my-room', { method: 'POST' });
+    if (!res.ok) throw new Error(`token endpoint: HTTP ${res.status}`);
+    return ((await res.json()) as { token: string }).token;
+  };
+  try {
+    (await join('my-room', { base, storage: null, getToken })).close();
+  } catch (err) {
+    if (err instanceof TincanError && err.code === 'get_token_failed') console.log('no token:', err.message, err.cause);
+  }
+  await join('my-room', { base, storage: null, getToken: () => 'a.static.jwt' });
+  // @ts-expect-error getToken gives a string, not an object
+  await join('my-room', { base, getToken: async () => ({ token: 'x' }) });
   // @ts-expect-error a message needs a type
   await client.send({ text: 'no type' });
   await client.leave();
