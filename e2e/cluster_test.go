@@ -398,7 +398,8 @@ func TestClusterRooms(t *testing.T) {
 			t.Fatalf("second join answer %+v", cb)
 		}
 		b = newRTCPeer("B", client.LongPoll, cb, errs)
-		a.other, b.other = cb.ClientID, ca.ClientID
+		a.other.Store(cb.ClientID)
+		b.other.Store(ca.ClientID)
 		started := time.Now()
 		b.start(0, true)
 		b.waitEcho(t, "ping B #1")
@@ -440,7 +441,8 @@ func TestClusterRooms(t *testing.T) {
 		// the credentials its own instance gave it.
 		a.config = crossRelayConfig(t, ca, cb)
 		b.config = crossRelayConfig(t, cb, ca)
-		a.other, b.other = cb.ClientID, ca.ClientID
+		a.other.Store(cb.ClientID)
+		b.other.Store(ca.ClientID)
 		before0 := at(0).metric(t, "tincan_turn_allocations_created_total")
 		before1 := at(1).metric(t, "tincan_turn_allocations_created_total")
 		a.start(0, false)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ type rtcPeer struct {
 	name      string
 	transport client.Transport
 	member    *client.Member
-	other     string               // the other peer's client id
+	other     atomic.Value         // the other peer's client id (string), set once it joined
 	config    webrtc.Configuration // of every PeerConnection; none: host candidates only
 	errs      chan error
 	echoes    chan string         // what came back on the data channel this peer opened
@@ -110,12 +111,12 @@ func (p *rtcPeer) onMessage(ctx context.Context, m map[string]any) error {
 		if typ == "peer-left" {
 			return fmt.Errorf("unexpected %v", m)
 		}
-		if m["peer"] == p.other && m["resumed"] == true {
+		if m["peer"] == p.other.Load() && m["resumed"] == true {
 			p.dropPC() // the other side starts afresh
 		}
 		return nil
 	}
-	if m["from"] != p.other || (typ != "offer" && typ != "answer") {
+	if m["from"] != p.other.Load() || (typ != "offer" && typ != "answer") {
 		return fmt.Errorf("unexpected message %v", m)
 	}
 	sid, _ := m["sid"].(string)
@@ -189,7 +190,7 @@ func (p *rtcPeer) signal(ctx context.Context, desc webrtc.SessionDescription) er
 	case <-ctx.Done():
 		return nil
 	}
-	m := map[string]any{"type": desc.Type.String(), "sdp": p.pc.LocalDescription().SDP, "to": p.other, "sid": p.sid}
+	m := map[string]any{"type": desc.Type.String(), "sdp": p.pc.LocalDescription().SDP, "to": p.other.Load(), "sid": p.sid}
 	if p.remoteSid != "" {
 		m["tsid"] = p.remoteSid
 	}
