@@ -16,6 +16,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/tincan/tincan/internal/tincantest"
 )
 
 // Tests of tincan behind real proxies, started by the tests on loopback:
@@ -366,7 +368,7 @@ type proxyProcess struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *tincantest.SyncBuffer
 	logs []string
 	done chan struct{}
 	once sync.Once
@@ -374,7 +376,7 @@ type proxyProcess struct {
 
 func startProxyProgram(t *testing.T, name string, logs []string, bin string, args ...string) *proxyProcess {
 	t.Helper()
-	p := &proxyProcess{t: t, name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, logs: logs, done: make(chan struct{})}
+	p := &proxyProcess{t: t, name: name, cmd: exec.Command(bin, args...), out: &tincantest.SyncBuffer{}, logs: logs, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {

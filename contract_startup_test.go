@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tincan/tincan/internal/tincantest"
 	"github.com/tincan/tincan/turn"
 )
 
@@ -148,8 +149,8 @@ func TestStartupWarnings(t *testing.T) {
 func TestStartupURLAndStopped(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &lineWriter{lines: make(chan string, 16)}
-	log := &syncBuffer{}
+	stdout := &tincantest.LineWriter{Lines: make(chan string, 16)}
+	log := &tincantest.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"tincan", "-addr", ":0", "-db", t.TempDir() + "/tincan.db", "-turn=false"}, func(string) string { return "" }, stdout, log)
@@ -157,7 +158,7 @@ func TestStartupURLAndStopped(t *testing.T) {
 	var lines []string
 	for len(lines) < 2 {
 		select {
-		case line := <-stdout.lines:
+		case line := <-stdout.Lines:
 			lines = append(lines, line)
 		case err := <-done:
 			t.Fatalf("run: %v\n%s", err, log)

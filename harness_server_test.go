@@ -22,7 +22,6 @@ package main
 // the endpoint through which a test reaches a server wherever it runs.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +34,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tincan/tincan/internal/tincantest"
 )
 
 // serverConfig is what the options of a test server set.
@@ -81,7 +82,7 @@ type testServer struct {
 	t    testing.TB // the test that started it, which owns its cleanups
 	argv []string
 	env  map[string]string
-	log  *syncBuffer
+	log  *tincantest.SyncBuffer
 	halt func() // ends the current run and waits for it
 }
 
@@ -96,14 +97,14 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 		t:        t,
 		argv:     append([]string{"tincan", "-addr", "127.0.0.1:0", "-db", db, "-turn=false", "-rate-limit", "0", "-member-rate-limit", "0"}, cfg.flags...),
 		env:      cfg.env,
-		log:      &syncBuffer{},
+		log:      &tincantest.SyncBuffer{},
 	}
 	t.Cleanup(func() { // runs after the server stopped
 		if cfg.client != nil {
 			cfg.client.CloseIdleConnections()
 		}
 		if t.Failed() {
-			t.Logf("server log:\n%s", lastBytes(s.log.String(), 4000))
+			t.Logf("server log:\n%s", tincantest.LastBytes(s.log.String(), 4000))
 		}
 	})
 	s.start(t)
@@ -115,7 +116,7 @@ func newTestServer(t testing.TB, opts ...serverOption) *testServer {
 func (s *testServer) start(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &lineWriter{lines: make(chan string, 16)}
+	out := &tincantest.LineWriter{Lines: make(chan string, 16)}
 	done := make(chan error, 1)
 	getenv := func(name string) string { return s.env[name] }
 	var environ []string // where run looks for TINCAN_* variables that are no flag's twin
@@ -125,7 +126,7 @@ func (s *testServer) start(t testing.TB) {
 	go func() { done <- run(ctx, s.argv, getenv, out, s.log, environ...) }()
 	var url string
 	select {
-	case line := <-out.lines:
+	case line := <-out.Lines:
 		var ok bool
 		if url, ok = strings.CutPrefix(line, "tincan listening on "); !ok {
 			cancel()
@@ -293,56 +294,4 @@ func (e *endpoint) metric(t testing.TB, name string) float64 {
 	}
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
 	return v
-}
-
-// lineWriter passes whole lines written to it to a channel; a line that
-// finds the channel full is dropped.
-type lineWriter struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	lines chan string
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	for {
-		line, err := w.buf.ReadString('\n')
-		if err != nil {
-			w.buf.WriteString(line)
-			return len(p), nil
-		}
-		select {
-		case w.lines <- strings.TrimSpace(line):
-		default:
-		}
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
-// output of a process, the server's log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lastBytes is the end of a log, at most n bytes of it.
-func lastBytes(log string, n int) string {
-	if len(log) > n {
-		return "…" + log[len(log)-n:]
-	}
-	return log
 }

@@ -145,7 +145,7 @@ type Server struct {
 type Process struct {
 	Cmd    *exec.Cmd
 	lines  chan string // stdout, a line at a time
-	stderr *syncBuffer
+	stderr *SyncBuffer
 	done   chan struct{} // closed once it exited
 }
 
@@ -207,9 +207,9 @@ func (s *Server) Restart(t TB) {
 // see a second one refused, say).
 func (s *Server) Spawn(t TB) *Process {
 	t.Helper()
-	p := &Process{Cmd: exec.Command(s.bin, s.argv...), lines: make(chan string, 16), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Cmd: exec.Command(s.bin, s.argv...), lines: make(chan string, 16), stderr: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd.Env = s.env
-	p.Cmd.Stdout, p.Cmd.Stderr = &lineWriter{lines: p.lines}, p.stderr
+	p.Cmd.Stdout, p.Cmd.Stderr = &LineWriter{Lines: p.lines}, p.stderr
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func (s *Server) Spawn(t TB) *Process {
 		p.Cmd.Process.Kill()
 		<-p.done
 		if owner.Failed() {
-			owner.Logf("server (pid %d, %v) log:\n%s", p.Cmd.Process.Pid, p.Cmd.ProcessState, lastBytes(p.stderr.String(), 4000))
+			owner.Logf("server (pid %d, %v) log:\n%s", p.Cmd.Process.Pid, p.Cmd.ProcessState, LastBytes(p.stderr.String(), 4000))
 		}
 	})
 	return p
@@ -293,15 +293,16 @@ func WaitHealthy(t TB, hc *http.Client, url string) {
 	}
 }
 
-// lineWriter passes whole lines written to it to a channel; a line that
-// finds the channel full is dropped.
-type lineWriter struct {
+// LineWriter passes whole lines written to it, trimmed, to Lines; a line
+// that finds Lines full is dropped. For a process's stdout, whose first
+// line says where it listens.
+type LineWriter struct {
+	Lines chan string
 	mu    sync.Mutex
 	buf   bytes.Buffer
-	lines chan string
 }
 
-func (w *lineWriter) Write(p []byte) (int, error) {
+func (w *LineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(p)
@@ -312,32 +313,33 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		select {
-		case w.lines <- strings.TrimSpace(line):
+		case w.Lines <- strings.TrimSpace(line):
 		default:
 		}
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
+// output of a process, a server's log.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
-// lastBytes is the end of s, at most n bytes.
-func lastBytes(s string, n int) string {
+// LastBytes is the end of s, at most n bytes, for a log in a failure.
+func LastBytes(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
