@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -20,11 +22,14 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
+
+	tincan "github.com/tincan/tincan/client"
 )
 
 // TestWebRTCCall: two pion peers make a real call through the HTTP API on
 // loopback (host candidates only, trickle ICE), one receiving by SSE, the
-// other by long-poll, and a data channel echoes. Then one of them drops
+// other by long-poll (both with the Go client's Member.Receive, posting
+// with Member.Send), and a data channel echoes. Then one of them drops
 // everything, re-joins with its token (200, same id), resumes receiving from
 // its last id, and offers again; the other one drops its stale connection on
 // peer-joined {resumed:true}, answers, and the data channel echoes again.
@@ -48,7 +53,21 @@ func TestWebRTCCall(t *testing.T) {
 			errs := make(chan error, 16)
 			hc := &http.Client{Transport: &http.Transport{}}
 			t.Cleanup(hc.CloseIdleConnections)
-			peers := srv.via(hc) // the peers' own connections, closed at the end
+			peers, err := tincan.New(srv.URL(), tincan.WithHTTPClient(hc)) // the peers' own connections, closed at the end
+			if err != nil {
+				t.Fatal(err)
+			}
+			join := func(t *testing.T, opts tincan.JoinOptions, resumed bool) *tincan.Member {
+				t.Helper()
+				m, err := peers.Join(context.Background(), room, opts)
+				if err != nil {
+					t.Fatalf("join %s: %v", room, err)
+				}
+				if m.Resumed != resumed { // 200 for a resume, 201 for a new seat
+					t.Fatalf("join %s: resumed %v, want %v: %+v", room, m.Resumed, resumed, m)
+				}
+				return m
+			}
 			var a, b *rtcPeer
 			defer func() { // the sessions that the phases started
 				for _, p := range []*rtcPeer{a, b} {
@@ -59,19 +78,19 @@ func TestWebRTCCall(t *testing.T) {
 			}()
 
 			phase(t, "A joins first: not the initiator; it listens by SSE", func(t *testing.T) {
-				ca := peers.join(t, room, 201)
+				ca := join(t, tincan.JoinOptions{}, false)
 				if ca.Initiator {
-					t.Fatalf("first joiner is initiator: %+v", ca.joinAnswer)
+					t.Fatalf("first joiner is initiator: %+v", ca)
 				}
-				a = newRTCPeer("A", "sse", ca, errs)
+				a = newMemberPeer("A", tincan.EventStream, ca, errs)
 				a.start(0, false)
 			})
 			phase(t, "B joins second: the initiator, with A as its peer; it offers and long-polls", func(t *testing.T) {
-				cb := peers.join(t, room, 201)
+				cb := join(t, tincan.JoinOptions{}, false)
 				if !cb.Initiator || !slices.Equal(cb.Peers, []string{a.id}) {
-					t.Fatalf("second join answer %+v", cb.joinAnswer)
+					t.Fatalf("second join answer %+v", cb)
 				}
-				b = newRTCPeer("B", "poll", cb, errs)
+				b = newMemberPeer("B", tincan.LongPoll, cb, errs)
 				a.other.Store(b.id)
 				b.other.Store(a.id)
 				b.start(0, true)
@@ -97,10 +116,11 @@ func TestWebRTCCall(t *testing.T) {
 				if last = r.lastID.Load(); last == 0 {
 					t.Fatalf("%s received nothing before it dropped", r.name)
 				}
-				rc := r.member.resume(t)
+				rc := join(t, tincan.JoinOptions{Token: r.member.Token}, true)
 				if rc.ClientID != r.id || rc.Token != r.member.Token || !rc.Initiator || !slices.Equal(rc.Peers, []string{o.id}) {
-					t.Fatalf("resume answer %+v, want client %s, initiator, peers [%s]", rc.joinAnswer, r.id, o.id)
+					t.Fatalf("resume answer %+v, want client %s, initiator, peers [%s]", rc, r.id, o.id)
 				}
+				r.member = rc // the next session receives and sends as the resumed member
 			})
 			phase(t, "it offers again, the other drops its stale connection, and the call echoes again", func(t *testing.T) {
 				started := time.Now()
@@ -143,17 +163,18 @@ func rtcAPI() *webrtc.API {
 }
 
 // rtcPeer is one side of the call: a member of the room with a receiver
-// (SSE or long-poll), a handler that owns the PeerConnection, and a sender
-// that posts its signaling messages in order. Goroutines report failures on
-// errs, never through t.
+// (Member.Receive over SSE or long-poll), a handler that owns the
+// PeerConnection, and a sender that posts its signaling messages in order
+// (Member.Send). Goroutines report failures on errs, never through t.
 type rtcPeer struct {
-	name, transport string
-	member          *client      // its requests go through member's endpoint
-	id              string       // member's client id
-	other           atomic.Value // the other peer's client id (string); set once it joined
-	api             *webrtc.API
-	config          webrtc.Configuration // of every PeerConnection; none: host candidates only
-	errs            chan error
+	name      string
+	transport tincan.Transport
+	member    *tincan.Member // replaced by the resumed member between sessions
+	id        string         // member's client id
+	other     atomic.Value   // the other peer's client id (string); set once it joined
+	api       *webrtc.API
+	config    webrtc.Configuration // of every PeerConnection; none: host candidates only
+	errs      chan error
 
 	echoes   chan string         // what came back on the data channel this peer opened
 	presence chan map[string]any // server events
@@ -185,12 +206,66 @@ type localCandidate struct {
 	c  *webrtc.ICECandidate
 }
 
-func newRTCPeer(name, transport string, c *client, errs chan error) *rtcPeer {
+// newMemberPeer is a peer of the member m, receiving over transport.
+func newMemberPeer(name string, transport tincan.Transport, m *tincan.Member, errs chan error) *rtcPeer {
 	return &rtcPeer{
-		name: name, transport: transport, member: c, id: c.ClientID,
+		name: name, transport: transport, member: m, id: m.ClientID,
 		api: rtcAPI(), errs: errs,
 		echoes: make(chan string, 16), presence: make(chan map[string]any, 16), stale: map[string]bool{},
 	}
+}
+
+// newRTCPeer is a peer of a seat the harness joined (c; TestTURNRelayedCall's),
+// receiving over "sse" or "poll". The seat becomes a Member of the Go client
+// by adoptMember: joining it again would resume the member, and tell the
+// other one peer-joined again.
+func newRTCPeer(name, transport string, c *client, errs chan error) *rtcPeer {
+	m, err := adoptMember(c)
+	if err != nil {
+		panic(fmt.Sprintf("adopt %s: %v", c.ClientID, err)) // no server is asked: a bug of the test
+	}
+	t := tincan.EventStream
+	if transport == "poll" {
+		t = tincan.LongPoll
+	}
+	return newMemberPeer(name, t, m, errs)
+}
+
+// adoptMember is the Go client's Member for the seat c: the client's join
+// is answered here with c's join answer, and never reaches the server; its
+// other requests go through c's endpoint's HTTP client.
+func adoptMember(c *client) (*tincan.Member, error) {
+	answer, err := json.Marshal(c.joinAnswer)
+	if err != nil {
+		return nil, err
+	}
+	next := c.ep.hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	tc, err := tincan.New(c.ep.URL(), tincan.WithHTTPClient(&http.Client{Transport: joinAnswerer{answer, next}}))
+	if err != nil {
+		return nil, err
+	}
+	return tc.Join(context.Background(), c.Room, tincan.JoinOptions{Token: c.Token})
+}
+
+// joinAnswerer answers joins with answer (201) and passes everything else on.
+type joinAnswerer struct {
+	answer []byte
+	next   http.RoundTripper
+}
+
+func (j joinAnswerer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/join") {
+		return j.next.RoundTrip(r)
+	}
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{Status: "201 Created", StatusCode: http.StatusCreated, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(j.answer)),
+		ContentLength: int64(len(j.answer)), Request: r}, nil
 }
 
 func (p *rtcPeer) fail(format string, args ...any) {
@@ -209,14 +284,7 @@ func (p *rtcPeer) start(since uint64, offer bool) {
 	events := make(chan any, 1024)
 	out := make(chan map[string]any, 1024)
 	p.wg.Add(3)
-	go func() {
-		defer p.wg.Done()
-		if p.transport == "sse" {
-			p.receiveSSE(ctx, since, events)
-		} else {
-			p.receivePoll(ctx, since, events)
-		}
-	}()
+	go func() { defer p.wg.Done(); p.receive(ctx, since, events) }()
 	go func() { defer p.wg.Done(); p.send(ctx, out) }()
 	go func() { defer p.wg.Done(); p.handle(ctx, events, out, offer) }()
 }
@@ -263,92 +331,58 @@ func (p *rtcPeer) waitPresence(t *testing.T, errs chan error) map[string]any {
 	return nil
 }
 
-// deliver checks a received message against the cursor and passes it on.
-func (p *rtcPeer) deliver(ctx context.Context, m map[string]any, events chan<- any) bool {
-	id := idOf(m)
-	if last := p.lastID.Load(); id <= last {
-		p.fail("received id %d after %d: %v", id, last, m)
-		return false
-	}
-	if m["from"] == p.id || (m["to"] != nil && m["to"] != p.id) {
-		p.fail("received a message not meant for it: %v", m)
-		return false
-	}
-	p.lastID.Store(id)
-	select {
-	case events <- m:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// receiveSSE reads the event stream, resuming with Last-Event-ID.
-func (p *rtcPeer) receiveSSE(ctx context.Context, since uint64, events chan<- any) {
-	var header []string
-	if since > 0 {
-		header = []string{"Last-Event-ID", strconv.FormatUint(since, 10)}
-	}
-	s, err := p.member.openEvents(ctx, 1024, "", header...)
-	if err != nil {
-		if ctx.Err() == nil {
-			p.fail("events: %v", err)
-		}
-		return
-	}
-	defer s.close()
-	frames := 0
-	for f := range s.frames {
-		if f.Comment {
-			continue
-		}
-		frames++
-		if frames == 1 {
-			if f.Event != "ready" || f.ID != strconv.FormatUint(since, 10) || f.Data != fmt.Sprintf(`{"next":%d}`, since) {
-				p.fail("first frame %+v, want ready at %d", f, since)
-				return
-			}
-			continue
-		}
-		m, err := frameMessage(f)
+// receive delivers the member's messages after since to the handler,
+// with Member.Receive over the peer's transport, from since (the cursor
+// the client resumes from: Last-Event-ID, or since=). The session is one
+// connection: a message at or below the cursor, or a stream or poll loop
+// that ends or starts again before the session does, fails the test.
+func (p *rtcPeer) receive(ctx context.Context, since uint64, events chan<- any) {
+	var connects atomic.Int64
+	opts := &tincan.ReceiveOptions{Transport: p.transport, Since: since, Wait: 10 * time.Second,
+		Hooks: tincan.Hooks{
+			OnConnect: func(t tincan.Transport, cursor uint64) {
+				if n := connects.Add(1); t != p.transport || n > 1 {
+					p.fail("%v connection #%d at %d, want one %v connection", t, n, cursor, p.transport)
+				}
+			},
+			OnDisconnect: func(t tincan.Transport, err error) {
+				if err != nil && ctx.Err() == nil {
+					p.fail("%v ended: %v", t, err)
+				}
+			},
+			OnStale: func(id, cursor uint64) { p.fail("received id %d after %d", id, cursor) },
+		}}
+	for msg, err := range p.member.Receive(ctx, opts) {
 		if err != nil {
-			p.fail("bad message frame: %v", err)
+			p.fail("receive: %v", err)
 			return
 		}
-		if !p.deliver(ctx, m, events) {
+		var m map[string]any
+		if err := msg.Decode(&m); err != nil {
+			p.fail("message %s: %v", msg.Data, err)
+			return
+		}
+		if id := idOf(m); id != msg.ID {
+			p.fail("message %d carries id %d: %s", msg.ID, id, msg.Data)
+			return
+		}
+		if last := p.lastID.Load(); msg.ID <= last {
+			p.fail("received id %d after %d: %v", msg.ID, last, m)
+			return
+		}
+		if m["from"] == p.id || (m["to"] != nil && m["to"] != p.id) {
+			p.fail("received a message not meant for it: %v", m)
+			return
+		}
+		p.lastID.Store(msg.ID)
+		select {
+		case events <- m:
+		case <-ctx.Done():
 			return
 		}
 	}
 	if ctx.Err() == nil {
-		p.fail("event stream ended: %v", s.err)
-	}
-}
-
-// receivePoll long-polls from since on.
-func (p *rtcPeer) receivePoll(ctx context.Context, since uint64, events chan<- any) {
-	for ctx.Err() == nil {
-		a, err := p.member.longPoll(ctx, since, "10")
-		if err != nil {
-			if ctx.Err() == nil {
-				p.fail("poll: %v", err)
-			}
-			return
-		}
-		ans, err := a.decodePoll()
-		if a.Status != 200 || err != nil {
-			p.fail("poll: status %d: %s", a.Status, a.Body)
-			return
-		}
-		for _, m := range ans.Messages {
-			if !p.deliver(ctx, m, events) {
-				return
-			}
-		}
-		if ans.Next < since || (len(ans.Messages) > 0 && ans.Next != p.lastID.Load()) {
-			p.fail("poll since %d answered next %d after %d messages", since, ans.Next, len(ans.Messages))
-			return
-		}
-		since = ans.Next
+		p.fail("receive ended before the session")
 	}
 }
 
@@ -361,16 +395,10 @@ func (p *rtcPeer) send(ctx context.Context, out <-chan map[string]any) {
 		case <-ctx.Done():
 			return
 		}
-		body, _ := json.Marshal(m)
-		a, err := p.member.tryPost(ctx, string(body))
-		if err != nil {
+		if _, err := p.member.Send(ctx, m, nil); err != nil {
 			if ctx.Err() == nil {
-				p.fail("post: %v", err)
+				p.fail("post %v: %v", m, err)
 			}
-			return
-		}
-		if a.Status != 201 {
-			p.fail("post %s: status %d: %s", body, a.Status, a.Body)
 			return
 		}
 	}
