@@ -1,26 +1,23 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	tincan "github.com/tincan/tincan/client"
 )
 
 // relayConfig turns a join answer's ice_servers into a relay-only
 // configuration: the call can only connect through the TURN server.
-func relayConfig(t *testing.T, c *client) webrtc.Configuration {
-	t.Helper()
+func relayConfig(m *tincan.Member) webrtc.Configuration {
 	cfg := webrtc.Configuration{ICETransportPolicy: webrtc.ICETransportPolicyRelay}
-	for _, raw := range c.ICEServers {
-		var s webrtc.ICEServer
-		if err := json.Unmarshal(raw, &s); err != nil {
-			t.Fatalf("ice server %s: %v", raw, err)
-		}
-		cfg.ICEServers = append(cfg.ICEServers, s)
+	for _, s := range m.ICEServers {
+		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
 	return cfg
 }
@@ -34,22 +31,33 @@ func TestTURNRelayedCall(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(hc.CloseIdleConnections)
 
-	peers := srv.via(hc) // the peers' own connections, closed at the end
-	ca := peers.join(t, "relayed", 201)
-	cb := peers.join(t, "relayed", 201)
+	peers, err := tincan.New(srv.URL(), tincan.WithHTTPClient(hc)) // the peers' own connections, closed at the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := peers.Join(context.Background(), "relayed", tincan.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := peers.Join(context.Background(), "relayed", tincan.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var turnURLs int
-	for _, raw := range cb.ICEServers {
-		if strings.Contains(string(raw), "turn:127.0.0.1:") && strings.Contains(string(raw), `"credential"`) {
-			turnURLs++
+	for _, s := range cb.ICEServers {
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "turn:127.0.0.1:") && s.Credential != "" {
+				turnURLs++
+			}
 		}
 	}
-	if turnURLs != 1 {
-		t.Fatalf("join answer lacks the embedded TURN server with credentials: %s", cb.ICEServers)
+	if turnURLs != 2 { // ?transport=udp and ?transport=tcp
+		t.Fatalf("join answer lacks the embedded TURN server with credentials: %+v", cb.ICEServers)
 	}
-	a := newRTCPeer("A", "sse", ca, errs)
-	a.config = relayConfig(t, ca)
-	b := newRTCPeer("B", "poll", cb, errs)
-	b.config = relayConfig(t, cb)
+	a := newMemberPeer("A", tincan.EventStream, ca, errs)
+	a.config = relayConfig(ca)
+	b := newMemberPeer("B", tincan.LongPoll, cb, errs)
+	b.config = relayConfig(cb)
 	a.other.Store(b.id)
 	b.other.Store(a.id)
 	a.start(0, false)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -213,59 +210,6 @@ func newMemberPeer(name string, transport tincan.Transport, m *tincan.Member, er
 		api: rtcAPI(), errs: errs,
 		echoes: make(chan string, 16), presence: make(chan map[string]any, 16), stale: map[string]bool{},
 	}
-}
-
-// newRTCPeer is a peer of a seat the harness joined (c; TestTURNRelayedCall's),
-// receiving over "sse" or "poll". The seat becomes a Member of the Go client
-// by adoptMember: joining it again would resume the member, and tell the
-// other one peer-joined again.
-func newRTCPeer(name, transport string, c *client, errs chan error) *rtcPeer {
-	m, err := adoptMember(c)
-	if err != nil {
-		panic(fmt.Sprintf("adopt %s: %v", c.ClientID, err)) // no server is asked: a bug of the test
-	}
-	t := tincan.EventStream
-	if transport == "poll" {
-		t = tincan.LongPoll
-	}
-	return newMemberPeer(name, t, m, errs)
-}
-
-// adoptMember is the Go client's Member for the seat c: the client's join
-// is answered here with c's join answer, and never reaches the server; its
-// other requests go through c's endpoint's HTTP client.
-func adoptMember(c *client) (*tincan.Member, error) {
-	answer, err := json.Marshal(c.joinAnswer)
-	if err != nil {
-		return nil, err
-	}
-	next := c.ep.hc.Transport
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	tc, err := tincan.New(c.ep.URL(), tincan.WithHTTPClient(&http.Client{Transport: joinAnswerer{answer, next}}))
-	if err != nil {
-		return nil, err
-	}
-	return tc.Join(context.Background(), c.Room, tincan.JoinOptions{Token: c.Token})
-}
-
-// joinAnswerer answers joins with answer (201) and passes everything else on.
-type joinAnswerer struct {
-	answer []byte
-	next   http.RoundTripper
-}
-
-func (j joinAnswerer) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/join") {
-		return j.next.RoundTrip(r)
-	}
-	if r.Body != nil {
-		r.Body.Close()
-	}
-	return &http.Response{Status: "201 Created", StatusCode: http.StatusCreated, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(j.answer)),
-		ContentLength: int64(len(j.answer)), Request: r}, nil
 }
 
 func (p *rtcPeer) fail(format string, args ...any) {
