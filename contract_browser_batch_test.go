@@ -184,8 +184,12 @@ func TestBrowserCallBatchedCandidates(t *testing.T) {
 		call.candidatePosts += sent.candidatePosts
 		call.largest = max(call.largest, sent.largest)
 	}
-	if call.candidates < 20 {
-		t.Fatalf("the call gathered only %d candidates: too few to show batching (this machine has fewer network interfaces than the test expects)", call.candidates)
+	// How many candidates a call gathers depends on the machine's
+	// interfaces and on which TURN allocations finish in time (between 16
+	// and some 40 here); a handful is enough to tell batches from one POST
+	// per candidate.
+	if call.candidates < 8 {
+		t.Fatalf("the call gathered only %d candidates: too few to show batching", call.candidates)
 	}
 	if call.largest < 2 || call.candidatePosts*3 > call.candidates {
 		t.Errorf("the call's %d candidates took %d POSTs (at most %d in one), want a handful of batches",
