@@ -202,7 +202,8 @@ var _ store.Store = (*Store)(nil)
 
 // Open connects to the etcd cluster at opts.Endpoints and opens the engine
 // on opts.Prefix. It fails when etcd does not answer within
-// opts.RequestTimeout.
+// opts.RequestTimeout; when that is because the TLS handshake with an
+// endpoint fails, the error says so, naming the endpoint and the reason.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("etcdstore: no etcd endpoints")
@@ -221,6 +222,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s, err := open(ctx, c, opts, true)
 	if err != nil {
 		c.Close()
+		if unavailable(err) {
+			err = explainTLS(opts.Endpoints, opts.TLS, err)
+		}
 		return nil, err
 	}
 	return s, nil

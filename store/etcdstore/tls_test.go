@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,9 +58,65 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("b reads %v over TLS, want [%d]", idsOf(msgs), id)
 	}
 
-	if s, err := open(&tls.Config{RootCAs: roots}); err == nil {
-		s.Close()
+	s2, err := open(&tls.Config{RootCAs: roots})
+	if err == nil {
+		s2.Close()
 		t.Fatal("an etcd that requires client certificates took the engine without one")
+	}
+	checkTLSError(t, err, etcd.Endpoints(), "certificate")
+}
+
+// A TLS handshake that fails (etcd's certificate signed by another CA, or
+// checked against the system's roots for want of -etcd-ca) makes Open say
+// so, naming the endpoint and the reason, rather than only "context
+// deadline exceeded". Nothing here measures time: Open fails after its
+// RequestTimeout however fast the machine, and only its message is checked.
+func TestTLSHandshakeFailure(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, caKey := newCert(t, nil, nil, "test CA", true)
+	other, _ := newCert(t, nil, nil, "another CA", true)
+	server, serverKey := newCert(t, ca, caKey, "etcd", false)
+	writePEM(t, filepath.Join(dir, "server.pem"), "CERTIFICATE", server.Raw)
+	writeKey(t, filepath.Join(dir, "server-key.pem"), serverKey)
+	etcd := etcdtest.Start(t, etcdtest.Config{
+		Members:  1,
+		CertFile: filepath.Join(dir, "server.pem"),
+		KeyFile:  filepath.Join(dir, "server-key.pem"),
+	})
+	wrong := x509.NewCertPool()
+	wrong.AddCert(other)
+	for name, cfg := range map[string]*tls.Config{
+		"wrong CA": {RootCAs: wrong},
+		"no CA":    nil, // the system's roots
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(ctx0, 30*time.Second)
+			defer cancel()
+			s, err := Open(ctx, Options{Endpoints: etcd.Endpoints(), TLS: cfg, Prefix: "/tls/", RequestTimeout: time.Second})
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded with a CA that did not sign etcd's certificate")
+			}
+			checkTLSError(t, err, etcd.Endpoints(), "unknown authority")
+			if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Open's error %q no longer wraps the unavailability", err)
+			}
+		})
+	}
+}
+
+// checkTLSError fails t unless err says that the TLS handshake with each
+// endpoint failed, and why (reason).
+func checkTLSError(t *testing.T, err error, endpoints []string, reason string) {
+	t.Helper()
+	msg := err.Error()
+	t.Logf("Open: %v", msg)
+	for _, want := range append([]string{"TLS handshake", reason}, endpoints...) {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Open's error %q does not mention %q", msg, want)
+		}
 	}
 }
 
