@@ -235,6 +235,7 @@ type bench struct {
 	hooks0   metrics       // -webhook-listen: the scrape before the work
 	budget   atomic.Int64  // -count left; negative: no limit
 	keyN     atomic.Uint64 // Idempotency-Keys handed out
+	cpu      time.Duration // this process's CPU over the measured phase
 }
 
 func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
@@ -320,6 +321,12 @@ func (b *bench) finish(res *Result) {
 		if ops > 0 && (res.Workload == "joins" || res.Workload == "calls") {
 			res.ServerCPUPerOpUs = math.Round(s.CPUSeconds/float64(ops)*1e7) / 10
 		}
+	}
+	if s := res.Server; s != nil && res.Workload == "pingpong" && res.Messages > 0 {
+		n := float64(res.Messages)
+		res.ServerCPUPerMsgUs = math.Round(s.CPUSeconds/n*1e7) / 10
+		res.ServerAllocsPerMsg = math.Round(s.Mallocs/n*10) / 10
+		res.BenchCPUPerMsgUs = math.Round(b.cpu.Seconds()/n*1e7) / 10
 	}
 	res.Errors, res.ErrorKinds = c.errors.Load(), c.errorKinds()
 	res.Lost, res.Late, res.Duplicates = c.lost.Load(), c.late.Load(), c.dups.Load()
@@ -484,7 +491,8 @@ func (b *bench) measure(ctx context.Context, res *Result, extra func() string, w
 	close(stopProgress)
 	pw.Wait()
 	res.ElapsedSec = round2(elapsed.Seconds())
-	res.BenchCPUCores = cores(cpuTime()-cpu0, elapsed)
+	b.cpu = cpuTime() - cpu0
+	res.BenchCPUCores = cores(b.cpu, elapsed)
 	m1 := b.scrape(ctx)
 	res.Server = serverDelta(m0, m1, elapsed.Seconds())
 	return m1

@@ -27,6 +27,7 @@ const (
 	mHeapInuse         = "go_memstats_heap_inuse_bytes"
 	mStackInuse        = "go_memstats_stack_inuse_bytes"
 	mStreamsOpen       = "tincan_streams_open"
+	mMallocs           = "go_memstats_mallocs_total"
 )
 
 // scrape reads base's /metrics (not part of the client package: the
@@ -101,6 +102,9 @@ func serverDelta(before, after metrics, seconds float64) *Server {
 	}
 	if after.has(mCPU) {
 		s.CPUSeconds = after[mCPU] - before[mCPU]
+	}
+	if after.has(mMallocs) {
+		s.Mallocs = after[mMallocs] - before[mMallocs]
 	}
 	if seconds > 0 && after.has(mCPU) {
 		s.CPUCores = round2((after[mCPU] - before[mCPU]) / seconds)

@@ -187,12 +187,17 @@ type Result struct {
 	BenchCPUCores float64          `json:"bench_cpu_cores"` // CPU this load generator used
 	Server        *Server          `json:"server,omitempty"`
 	// joins (joins.go) and the apps options (-jwt, -webhook-listen)
-	Auth             string         `json:"auth,omitempty"` // joins: open, hs256 or es256
-	Joins            int64          `json:"joins,omitempty"`
-	JoinsPS          float64        `json:"joins_per_s,omitempty"`
-	Join             Latency        `json:"join"`                           // joins: POST join answered 201
-	ServerCPUPerOpUs float64        `json:"server_cpu_us_per_op,omitempty"` // joins: per join (and its leave); calls: per call
-	Webhooks         *WebhookResult `json:"webhooks,omitempty"`
+	Auth             string  `json:"auth,omitempty"` // joins: open, hs256 or es256
+	Joins            int64   `json:"joins,omitempty"`
+	JoinsPS          float64 `json:"joins_per_s,omitempty"`
+	Join             Latency `json:"join"`                           // joins: POST join answered 201
+	ServerCPUPerOpUs float64 `json:"server_cpu_us_per_op,omitempty"` // joins: per join (and its leave); calls: per call
+	// Per delivered message (pingpong): the server's CPU and heap
+	// allocations, and this load generator's CPU (issue 20's figures).
+	ServerCPUPerMsgUs  float64        `json:"server_cpu_us_per_msg,omitempty"`
+	ServerAllocsPerMsg float64        `json:"server_allocs_per_msg,omitempty"`
+	BenchCPUPerMsgUs   float64        `json:"bench_cpu_us_per_msg,omitempty"`
+	Webhooks           *WebhookResult `json:"webhooks,omitempty"`
 }
 
 // Server is what the server's /metrics said about the run.
@@ -205,6 +210,7 @@ type Server struct {
 	DBBytesAfter     float64 `json:"db_bytes_after"` // after teardown (rooms left)
 	CPUCores         float64 `json:"cpu_cores,omitempty"`
 	CPUSeconds       float64 `json:"cpu_seconds,omitempty"` // process_cpu_seconds_total over the measured phase
+	Mallocs          float64 `json:"mallocs,omitempty"`     // heap objects allocated over the measured phase
 	RSSBytes         float64 `json:"rss_bytes,omitempty"`
 	RSSPerStream     float64 `json:"rss_bytes_per_stream,omitempty"`
 	HeapPerStream    float64 `json:"heap_bytes_per_stream,omitempty"`  // Go heap in use
@@ -293,6 +299,9 @@ func (r *Result) Text() string {
 	}
 	if r.BenchCPUCores > 0 {
 		fmt.Fprintf(&b, "bench cpu    %.2f cores (this load generator)\n", r.BenchCPUCores)
+	}
+	if r.ServerCPUPerMsgUs > 0 {
+		fmt.Fprintf(&b, "per message  server cpu %.1f µs, %.1f allocs; bench cpu %.1f µs\n", r.ServerCPUPerMsgUs, r.ServerAllocsPerMsg, r.BenchCPUPerMsgUs)
 	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(&b, "server       %.0f writes in %.0f commits: %.1f writes/commit", s.Writes, s.Commits, s.WritesPerCommit)
