@@ -111,6 +111,7 @@ type eventStream struct {
 	// while it read.
 	pending    atomic.Int64
 	deliveries sync.WaitGroup
+	handover   chan struct{} // to a delivery goroutine that lingers (warmdelivery.go)
 	// Owned by the delivery goroutine of the moment (pending orders them).
 	last  uint64 // the last id sent, or where reading starts
 	ready bool   // the ready frame is out
@@ -119,7 +120,7 @@ type eventStream struct {
 // newEventStream returns a stream for m that starts after cursor. Nothing
 // is set up yet: admit it, then open and serve it, or close it.
 func (s *Server) newEventStream(m store.Member, cursor uint64) *eventStream {
-	return &eventStream{s: s, id: strconv.FormatUint(s.streamN.Add(1), 10), m: m, last: cursor}
+	return &eventStream{s: s, id: strconv.FormatUint(s.streamN.Add(1), 10), m: m, last: cursor, handover: make(chan struct{})}
 }
 
 // onClose registers f to be run by close, before everything registered
@@ -201,11 +202,11 @@ func (st *eventStream) kick() {
 	if st.pending.Add(1) != 1 {
 		return // the delivery goroutine will read again
 	}
-	st.deliveries.Add(1)
-	go st.run()
+	st.startDelivery()
 }
 
-// run is the delivery goroutine: it serves kicks until none is left.
+// run is the delivery goroutine: it serves kicks until none is left, then
+// lingers for the next one (warmdelivery.go).
 func (st *eventStream) run() {
 	defer st.deliveries.Done()
 	select {
@@ -213,13 +214,15 @@ func (st *eventStream) run() {
 	case <-st.ctx.Done():
 		return
 	}
+	t := time.NewTimer(deliveryLinger)
+	defer t.Stop()
 	for {
 		kicks := st.pending.Load()
 		if !st.deliver() {
 			st.end()
 			return
 		}
-		if st.pending.CompareAndSwap(kicks, 0) {
+		if st.pending.CompareAndSwap(kicks, 0) && !st.linger(t) {
 			return
 		}
 	}
