@@ -24,7 +24,7 @@ func parseBatch(body []byte) (msgs []message, batch bool, err error) {
 	}
 	i := skipSpace(body, 0)
 	if body[i] != '[' {
-		m, err := parseMessage(body)
+		m, err := parseValidMessage(body)
 		if err != nil {
 			return nil, false, err
 		}
@@ -36,7 +36,7 @@ func parseBatch(body []byte) (msgs []message, batch bool, err error) {
 			return nil, true, errorf(400, "bad_message", "a batch holds at most %d messages", maxBatch)
 		}
 		index := len(msgs)
-		m, err := parseMessage(body[i:end])
+		m, err := parseValidMessage(body[i:end])
 		if body[i] != '{' {
 			err = errorf(400, "bad_message", "an element of a batch must be a JSON object")
 		}
