@@ -103,6 +103,9 @@ func idemEntry(v []byte) (created time.Time, room, key string, n int, ok bool) {
 
 // idemInTx finds a key as the transaction being built sees it.
 func (s *Store) idemInTx(room, key string) (keyedPost, bool) {
+	if len(s.staged.idem) == 0 {
+		return s.idem.get(room, key)
+	}
 	if p, ok := s.staged.idem[room+"\x00"+key]; ok {
 		return p, true
 	}

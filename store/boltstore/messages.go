@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,8 +77,12 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		// Checks done; from here on, write.
 		out.IDs = make([]uint64, len(p.Messages))
 		for i, d := range p.Messages {
-			id, err := s.appendRecord(tx, room, to[i], len(to[i]) == 0, func(id uint64) []byte {
-				return fmt.Appendf(nil, `{"id":%d,"from":%q,%s}`, id, p.From.ID, d.Fields)
+			size := len(`{"id":18446744073709551615,"from":,}`) + 2 + len(p.From.ID) + len(d.Fields)
+			id, err := s.appendRecord(tx, room, to[i], len(to[i]) == 0, size, func(b []byte, id uint64) []byte {
+				// {"id":ID,"from":"FROM",FIELDS}; %q's quoting, without fmt.
+				b = strconv.AppendUint(append(b, `{"id":`...), id, 10)
+				b = strconv.AppendQuote(append(b, `,"from":`...), p.From.ID)
+				return append(append(append(b, ','), d.Fields...), '}')
 			})
 			if err != nil {
 				return err
@@ -103,21 +108,22 @@ func (s *Store) emit(tx *bolt.Tx, room string, recipients []string, fields []byt
 	if len(recipients) == 0 {
 		return nil
 	}
-	_, err := s.appendRecord(tx, room, recipients, false, func(id uint64) []byte {
-		return fmt.Appendf(nil, `{"id":%d,%s}`, id, fields)
+	_, err := s.appendRecord(tx, room, recipients, false, 0, func(b []byte, id uint64) []byte {
+		return fmt.Appendf(b, `{"id":%d,%s}`, id, fields)
 	})
 	return err
 }
 
 // appendRecord allocates the next id (global, so ids never repeat in a room,
-// not even after it was deleted and made again) and stores the record.
-func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool, data func(id uint64) []byte) (uint64, error) {
+// not even after it was deleted and made again) and stores the record,
+// whose data appends to b (the record so far, with room for size bytes).
+func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool, size int, data func(b []byte, id uint64) []byte) (uint64, error) {
 	id, err := tx.Bucket(bucketMeta).NextSequence()
 	if err != nil {
 		return 0, err
 	}
 	created := s.opts.Now()
-	rec := record{room: room, created: created, pending: pending, recipients: to, data: data(id)}.encode()
+	rec := data(record{room: room, created: created, pending: pending, recipients: to}.header(size), id)
 	msgs := tx.Bucket(bucketMsgs)
 	msgs.FillPercent = 1 // keys only ever grow: fill pages, do not split them in half
 	if err := msgs.Put(u64(id), rec); err != nil {

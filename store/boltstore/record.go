@@ -29,7 +29,14 @@ const flagPending = 1
 var errBadRecord = errors.New("corrupt message record")
 
 func (r record) encode() []byte {
-	n := 11 + len(r.room) + len(r.data)
+	return append(r.header(len(r.data)), r.data...)
+}
+
+// header encodes the record up to its data, in a slice with room for
+// dataLen more bytes: appendRecord appends the data in place, so that a
+// message's bytes are made once (issue 20: fewer allocations per message).
+func (r record) header(dataLen int) []byte {
+	n := 11 + len(r.room) + dataLen
 	for _, id := range r.recipients {
 		n += 1 + len(id)
 	}
@@ -46,7 +53,7 @@ func (r record) encode() []byte {
 		b = append(b, byte(len(id)))
 		b = append(b, id...)
 	}
-	return append(b, r.data...)
+	return b
 }
 
 // recordView is an encoded record read in place, without allocating: its

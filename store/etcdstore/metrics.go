@@ -14,6 +14,8 @@ type metrics struct {
 	leaseRenewals prometheus.Counter
 	leaseLapses   prometheus.Counter
 	reloads       prometheus.Counter
+	watchMoves    prometheus.Counter
+	suspects      prometheus.Counter
 	collectors    []prometheus.Collector
 }
 
@@ -33,8 +35,14 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tincan_etcd_reloads_total", Help: "Times the mirror was loaded again because its watch fell behind compaction.",
 		}),
+		watchMoves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_etcd_watch_moves_total", Help: "Times the watch did not follow the cluster and was opened again on another etcd member.",
+		}),
+		suspects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tincan_etcd_member_silences_total", Help: "Times an etcd member left a request without an answer for the member timeout, and requests went to the others.",
+		}),
 	}
-	m.collectors = []prometheus.Collector{m.seconds, m.leaseRenewals, m.leaseLapses, m.reloads,
+	m.collectors = []prometheus.Collector{m.seconds, m.leaseRenewals, m.leaseLapses, m.reloads, m.watchMoves, m.suspects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tincan_etcd_watch_lag_seconds",
 			Help: "How long ago the mirror was last known to hold every change committed in etcd.",

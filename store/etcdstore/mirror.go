@@ -231,6 +231,12 @@ func (mr *mirror) apply(events []*clientv3.Event) (wakes []wake, lapsed []store.
 	defer mr.mu.Unlock()
 	var rev int64
 	for _, ev := range events {
+		if ev.Kv.ModRevision <= mr.rev {
+			// Applied already: a watch that moved to another member
+			// replays nothing it is not asked to, but etcd has sent old
+			// events after such a move (etcd#20221).
+			continue
+		}
 		rev = max(rev, ev.Kv.ModRevision)
 		if ev.Type == clientv3.EventTypePut {
 			if mr.put(ev.Kv, &wakes) == kindOutbox {

@@ -159,7 +159,12 @@ type Options struct {
 	// StaleAfter is how long the mirror may go unconfirmed before
 	// Authenticate, Read and Ping first bring it up to date (default 5s).
 	StaleAfter time.Duration
-	AckFlush   time.Duration // how often acknowledgements are written (default 500ms)
+	// MemberTimeout is how long one etcd member may leave a request or
+	// the watch without an answer before the engine turns to another
+	// member (default 1s; failover.go, progress.go). Open only: a client
+	// given to OpenClient keeps its own behaviour, but for the watch.
+	MemberTimeout time.Duration
+	AckFlush      time.Duration // how often acknowledgements are written (default 500ms)
 	// Registerer takes the engine's metrics (etcd round trips, watch lag,
 	// lease renewals, members, rooms, pruning); nil registers none.
 	Registerer prometheus.Registerer
@@ -173,13 +178,16 @@ type Store struct {
 	opts      Options
 	client    *clientv3.Client
 	ownClient bool
+	nodes     *nodes // the clients pinned to each member; nil with OpenClient
 	keys      layout
 	log       *slog.Logger
 	self      string // this instance's random id
 
 	ctx       context.Context // ended by Close
 	cancel    context.CancelFunc
-	watchCtx  context.Context // the watch's, for progress requests on its stream
+	watchCtx  context.Context // what the watch's streams derive from
+	stream    atomic.Pointer[watchStream]
+	streams   atomic.Uint64 // streams opened, for their names
 	wg        sync.WaitGroup
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -208,20 +216,30 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("etcdstore: no etcd endpoints")
 	}
-	c, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:            opts.Endpoints,
 		TLS:                  opts.TLS,
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
-	})
+	}
+	c, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: connect to %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}
-	s, err := open(ctx, c, opts, true)
+	if opts.MemberTimeout == 0 {
+		opts.MemberTimeout = defaultMemberTimeout
+	}
+	ns, err := newNodes(cfg, opts.Endpoints, opts.MemberTimeout)
 	if err != nil {
 		c.Close()
+		return nil, fmt.Errorf("etcdstore: connect to %s: %w", strings.Join(opts.Endpoints, ","), err)
+	}
+	s, err := open(ctx, c, ns, opts)
+	if err != nil {
+		c.Close()
+		ns.close()
 		if unavailable(err) {
 			err = explainTLS(opts.Endpoints, opts.TLS, err)
 		}
@@ -233,10 +251,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // OpenClient opens the engine on a client the caller made (and closes,
 // after Close). opts.Endpoints and opts.TLS are not used.
 func OpenClient(ctx context.Context, c *clientv3.Client, opts Options) (*Store, error) {
-	return open(ctx, c, opts, false)
+	return open(ctx, c, nil, opts)
 }
 
-func open(ctx context.Context, c *clientv3.Client, opts Options, own bool) (*Store, error) {
+// open opens the engine on c; with ns (from Open), c is the engine's own,
+// and its calls go through ns.
+func open(ctx context.Context, c *clientv3.Client, ns *nodes, opts Options) (*Store, error) {
 	opts.Options = opts.Options.WithDefaults()
 	if opts.Prefix == "" {
 		opts.Prefix = "/tincan/"
@@ -250,6 +270,9 @@ func open(ctx context.Context, c *clientv3.Client, opts Options, own bool) (*Sto
 	if opts.StaleAfter == 0 {
 		opts.StaleAfter = 5 * time.Second
 	}
+	if opts.MemberTimeout == 0 {
+		opts.MemberTimeout = defaultMemberTimeout
+	}
 	if opts.AckFlush == 0 {
 		opts.AckFlush = 500 * time.Millisecond
 	}
@@ -261,13 +284,17 @@ func open(ctx context.Context, c *clientv3.Client, opts Options, own bool) (*Sto
 	s := &Store{
 		opts:      opts,
 		client:    c,
-		ownClient: own,
+		ownClient: ns != nil,
+		nodes:     ns,
 		keys:      layout{prefix: opts.Prefix},
 		log:       opts.Logger,
 		self:      hex.EncodeToString(self),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.watchCtx = clientv3.WithRequireLeader(s.ctx)
+	if ns != nil {
+		ns.install(s, c)
+	}
 	s.mirror = newMirror(s.keys)
 	s.acks.unsaved = map[store.Member]uint64{}
 	s.metrics = newMetrics(s, opts.Registerer)
@@ -285,7 +312,7 @@ func open(ctx context.Context, c *clientv3.Client, opts Options, own bool) (*Sto
 	// mirror.
 	s.wg.Add(2)
 	go s.watchLoop()
-	go s.heartbeatLoop()
+	go s.guardLoop()
 	if err := s.presence.start(ctx); err != nil {
 		return fail("presence", err)
 	}
@@ -310,6 +337,9 @@ func (s *Store) Close() error {
 		s.presence.stop(ctx) // this instance no longer counts as running
 		s.cancel()
 		s.wg.Wait()
+		if s.nodes != nil {
+			s.nodes.close()
+		}
 		if s.ownClient {
 			if cerr := s.client.Close(); cerr != nil && err == nil && !errors.Is(cerr, context.Canceled) {
 				err = cerr

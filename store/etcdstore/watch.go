@@ -3,11 +3,13 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/tincan/tincan/store"
 )
@@ -44,10 +46,17 @@ func (s *Store) Subscribe(m store.Member, f func(upto uint64)) (cancel func()) {
 // watchLoop runs the watch until Close.
 func (s *Store) watchLoop() {
 	defer s.wg.Done()
+	var last *node
 	for s.ctx.Err() == nil {
-		reload, err := s.follow()
+		reload, err := s.follow(last)
 		if s.ctx.Err() != nil {
 			return
+		}
+		if w := s.stream.Load(); w != nil {
+			last = w.node
+			if errors.Is(context.Cause(w.ctx), errStalled) {
+				continue // at once, on another member
+			}
 		}
 		if reload {
 			if err = s.reload(s.ctx); err == nil {
@@ -62,14 +71,40 @@ func (s *Store) watchLoop() {
 	}
 }
 
-// follow watches from the mirror's revision on until the watch ends. It
-// reports whether the mirror must be loaded again (the watch fell behind
-// compaction).
-func (s *Store) follow() (reload bool, err error) {
-	ctx, cancel := context.WithCancel(s.watchCtx)
-	defer cancel()
+// watchStream is one watch of the prefix: on one node's client (the
+// shared client without nodes), under a context of its own, which
+// progress requests carry too (clientv3 finds the stream by its
+// context's metadata).
+type watchStream struct {
+	node   *node
+	client *clientv3.Client
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// requestProgress asks the stream's member to say how far the stream is.
+func (w *watchStream) requestProgress() {
+	ctx, cancel := context.WithTimeout(w.ctx, 100*time.Millisecond)
+	w.client.RequestProgress(ctx)
+	cancel()
+}
+
+// follow watches from the mirror's revision on until the watch ends, on a
+// node other than avoid when there is one. It reports whether the mirror
+// must be loaded again (the watch fell behind compaction).
+func (s *Store) follow(avoid *node) (reload bool, err error) {
+	w := &watchStream{client: s.client}
+	if s.nodes != nil {
+		w.node = s.nodes.pick(avoid)
+		w.client = w.node.client
+	}
+	// A name of its own: a new gRPC stream, never one that is closing.
+	ctx := metadata.AppendToOutgoingContext(s.watchCtx, "tincan-watch", strconv.FormatUint(s.streams.Add(1), 10))
+	w.ctx, w.cancel = context.WithCancelCause(ctx)
+	defer w.cancel(nil)
+	s.stream.Store(w)
 	from := s.mirror.revision() + 1
-	for resp := range s.client.Watch(ctx, s.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(from)) {
+	for resp := range w.client.Watch(w.ctx, s.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(from)) {
 		switch {
 		case resp.CompactRevision != 0:
 			s.log.Warn("etcd watch fell behind compaction; loading the state again", "from", from, "compacted", resp.CompactRevision)
@@ -81,6 +116,9 @@ func (s *Store) follow() (reload bool, err error) {
 		case len(resp.Events) > 0:
 			s.applyEvents(resp.Events)
 		}
+	}
+	if cause := context.Cause(w.ctx); cause != nil {
+		return false, cause
 	}
 	return false, errors.New("watch channel closed")
 }
@@ -159,17 +197,16 @@ func (s *Store) rangeAll(ctx context.Context) ([]*mvccpb.KeyValue, int64, error)
 // catchUp brings the mirror up to the cluster's revision as of now.
 func (s *Store) catchUp(ctx context.Context) error {
 	start := time.Now()
-	resp, err := s.client.Get(clientv3.WithRequireLeader(ctx), s.keys.ping(), clientv3.WithCountOnly())
+	target, err := s.clusterRevision(ctx)
 	if err != nil {
 		return err
 	}
-	target := resp.Header.Revision
 	for !s.mirror.reached(target) {
 		// Nothing under the prefix may have changed for a while: ask the
 		// watch to say how far it is.
-		pctx, cancel := context.WithTimeout(s.watchCtx, 100*time.Millisecond)
-		s.client.RequestProgress(pctx)
-		cancel()
+		if w := s.stream.Load(); w != nil {
+			w.requestProgress()
+		}
 		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		s.mirror.wait(wctx, target)
 		cancel()
@@ -179,6 +216,16 @@ func (s *Store) catchUp(ctx context.Context) error {
 	}
 	s.markFresh(start)
 	return nil
+}
+
+// clusterRevision is the cluster's revision as of now: a linearizable
+// read, which a member answers only once it knows the leader's commit.
+func (s *Store) clusterRevision(ctx context.Context) (int64, error) {
+	resp, err := s.client.Get(clientv3.WithRequireLeader(ctx), s.keys.ping(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
 }
 
 // markFresh records that the mirror holds every change committed before t.
@@ -207,36 +254,6 @@ func (s *Store) ensureFresh(ctx context.Context) error {
 		return s.failure(ctx, "catch up", err)
 	}
 	return nil
-}
-
-// heartbeatLoop keeps the mirror known fresh while nothing else does.
-func (s *Store) heartbeatLoop() {
-	defer s.wg.Done()
-	every := s.opts.StaleAfter / 4
-	t := time.NewTicker(every)
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			return
-		}
-		if s.staleness() < every {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.opts.StaleAfter)
-		err := s.catchUp(ctx)
-		cancel()
-		switch {
-		case err != nil && !failing && s.ctx.Err() == nil:
-			s.log.Warn("etcd does not answer; the mirror may be stale", "err", err)
-			failing = true
-		case err == nil && failing:
-			s.log.Info("etcd answers again")
-			failing = false
-		}
-	}
 }
 
 // settle waits until the mirror shows this instance's own write of

@@ -1,0 +1,433 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+)
+
+// Which etcd member each request goes to, and what the engine does when
+// one stops answering.
+//
+// clientv3 spreads unary calls round-robin over its connections, one per
+// endpoint, and keeps a watch stream on the connection it opened it on.
+// Neither notices a member that stops answering without closing its
+// connections (its process stopped, its machine paused, the packets to it
+// dropped) before gRPC keepalive does, 10 s and more later: meanwhile a
+// share of every instance's requests waits out the request timeout, and a
+// watch through that member stays silent.
+//
+// So Open makes, besides the client the engine's calls go through, one
+// client pinned to each endpoint (a node: one member as this instance
+// reaches it), and routes through them what it can:
+//
+//   - Every KV call (Get, Put, Delete, Txn) goes to the next node in turn
+//     that is neither suspect nor known disconnected. A call without an
+//     answer after MemberTimeout makes the engine ask that node a
+//     serializable read (which the member answers alone, with its raft
+//     term), within MemberTimeout/2:
+//   - No answer: the node is suspect (no call goes there until it answers
+//     such a read again, tried every probeEvery) and the call ends. A read
+//     goes at once to another node. A write fails with codes.Unavailable
+//     and an unknown outcome, as when etcd times out: the caller sends it
+//     again only when it can tell whether the first attempt applied
+//     (Store.again's safe: the transaction compares an idempotency key or
+//     a record that the first attempt changed); then it goes to another
+//     node.
+//   - An answer in a later raft term: the leader changed while the call
+//     waited, and etcd never answers a proposal that the old leader
+//     dropped (nor one that a leader handing over refused). After a grace
+//     for a proposal that the new leader commits all the same, the call
+//     ends as above.
+//   - An answer in the same term: the member is alive and the cluster
+//     slow; the call waits on, and is checked again every MemberTimeout/4.
+//   - Lease grants and revocations likewise (both may be repeated: a
+//     repeated grant makes a lease nobody uses, which lapses).
+//   - The watch (watch.go) runs on one node; progress.go checks that it
+//     follows and moves it to another node when it does not.
+//
+// What stays on the shared client, round-robin: lease keep-alive streams,
+// the outbox claim's watch, compaction.
+//
+// OpenClient, on a caller's client, keeps that client's behaviour: no
+// pinned clients, calls unguarded; only the watch is checked, and
+// reopened on a new stream of the same client when it does not follow.
+
+// Defaults of the settings above.
+const (
+	defaultMemberTimeout = time.Second
+	probeEvery           = 250 * time.Millisecond
+	leaderChangeGrace    = 300 * time.Millisecond
+)
+
+// errNoAnswer is the cause of a call ended because its node did not
+// answer.
+var errNoAnswer = errors.New("etcd member did not answer")
+
+// node is one member as this instance reaches it: a client pinned to its
+// endpoint.
+type node struct {
+	url    string
+	client *clientv3.Client
+	kv     clientv3.KV    // the pinned client's own
+	lease  clientv3.Lease // the pinned client's own
+	term   atomic.Uint64  // the latest raft term seen in its answers
+	// suspect: it did not answer; no call goes to it until it answers a
+	// probe again.
+	suspect atomic.Bool
+}
+
+// saw records the raft term of an answer.
+func (n *node) saw(h *pb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	for {
+		old := n.term.Load()
+		if h.RaftTerm <= old || n.term.CompareAndSwap(old, h.RaftTerm) {
+			return
+		}
+	}
+}
+
+// usable reports whether calls may go to n: not suspect and not known
+// disconnected.
+func (n *node) usable() bool {
+	if n.suspect.Load() {
+		return false
+	}
+	switch n.client.ActiveConnection().GetState() {
+	case connectivity.TransientFailure, connectivity.Shutdown:
+		return false
+	}
+	return true
+}
+
+// nodes are the pinned clients of one Store, with the failover above.
+type nodes struct {
+	s       *Store
+	all     []*node
+	next    atomic.Uint64
+	timeout time.Duration // MemberTimeout
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // probes of suspect nodes
+}
+
+// newNodes makes a client pinned to each endpoint, configured as cfg.
+func newNodes(cfg clientv3.Config, endpoints []string, timeout time.Duration) (*nodes, error) {
+	ns := &nodes{timeout: timeout}
+	for _, ep := range endpoints {
+		cfg.Endpoints = []string{ep}
+		c, err := clientv3.New(cfg)
+		if err != nil {
+			ns.closeClients()
+			return nil, err
+		}
+		ns.all = append(ns.all, &node{url: ep, client: c, kv: c.KV, lease: c.Lease})
+	}
+	return ns, nil
+}
+
+// install routes c's KV calls and lease grants through the nodes, for s.
+func (ns *nodes) install(s *Store, c *clientv3.Client) {
+	ns.s = s
+	c.KV = failoverKV{KV: c.KV, ns: ns}
+	c.Lease = failoverLease{Lease: c.Lease, ns: ns}
+	for _, n := range ns.all {
+		ns.spawn(func() { ns.probe(s.ctx, n) }) // learn each node's term
+	}
+}
+
+// close ends the probes (after the store's context ended) and closes the
+// clients.
+func (ns *nodes) close() {
+	ns.mu.Lock()
+	ns.closed = true
+	ns.mu.Unlock()
+	ns.wg.Wait()
+	ns.closeClients()
+}
+
+func (ns *nodes) closeClients() {
+	for _, n := range ns.all {
+		n.client.Close()
+	}
+}
+
+// spawn runs f in a goroutine that close waits for, unless closed.
+func (ns *nodes) spawn(f func()) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.closed {
+		return
+	}
+	ns.wg.Go(f)
+}
+
+// pick chooses the node for a call: the next usable one in turn but
+// avoid; when none is usable, the next but avoid all the same (it may
+// have come back).
+func (ns *nodes) pick(avoid *node) *node {
+	k := len(ns.all)
+	start := int(ns.next.Add(1) % uint64(k))
+	var fallback *node
+	for i := range k {
+		n := ns.all[(start+i)%k]
+		if n == avoid && k > 1 {
+			continue
+		}
+		if n.usable() {
+			return n
+		}
+		if fallback == nil {
+			fallback = n
+		}
+	}
+	return fallback
+}
+
+// avoidKey marks a context whose calls should not go to a node.
+type avoidKey struct{}
+
+// avoiding makes the calls under ctx go to another node than n (unless
+// no other is usable).
+func avoiding(ctx context.Context, n *node) context.Context {
+	return context.WithValue(ctx, avoidKey{}, n)
+}
+
+// call runs f on a node as the comment at the top says; write says
+// whether f may change something (then it is not sent again here).
+func (ns *nodes) call(ctx context.Context, write bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) error {
+	avoid, _ := ctx.Value(avoidKey{}).(*node)
+	for tried := 0; ; tried++ {
+		n := ns.pick(avoid)
+		err, silent := ns.attempt(ctx, n, f)
+		if !silent || write || tried+1 >= len(ns.all) {
+			return err
+		}
+		avoid = n
+	}
+}
+
+// attempt runs f on n, overseen; silent reports that it ended because n
+// did not answer (or the leader changed), not the caller.
+func (ns *nodes) attempt(ctx context.Context, n *node, f func(context.Context, *node) (*pb.ResponseHeader, error)) (err error, silent bool) {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	term := n.term.Load()
+	t := time.AfterFunc(ns.timeout, func() {
+		for actx.Err() == nil {
+			switch ns.judge(actx, n, term) {
+			case answering:
+				ns.s.pause(actx, ns.timeout/4)
+			case silentNode:
+				cancel(fmt.Errorf("%w: %s, not within %v", errNoAnswer, n.url, ns.timeout))
+				return
+			case newLeader:
+				if ns.s.pause(actx, leaderChangeGrace) {
+					cancel(fmt.Errorf("%w: %s, the leader changed while it waited", errNoAnswer, n.url))
+				}
+				return
+			}
+		}
+	})
+	h, err := f(actx, n)
+	t.Stop()
+	n.saw(h)
+	if err != nil && ctx.Err() == nil {
+		if cause := context.Cause(actx); errors.Is(cause, errNoAnswer) {
+			return status.Error(codes.Unavailable, cause.Error()), true
+		}
+	}
+	return err, false
+}
+
+type verdict int
+
+const (
+	answering  verdict = iota // alive, same term: slow
+	silentNode                // no answer
+	newLeader                 // alive, and the term moved on since the call began
+)
+
+// judge asks n a serializable read: whether it answers, and in which term.
+func (ns *nodes) judge(ctx context.Context, n *node, term uint64) verdict {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ns.timeout/2)
+	defer cancel()
+	resp, err := n.kv.Get(pctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil {
+		if ctx.Err() == nil {
+			ns.suspect(n)
+		}
+		return silentNode
+	}
+	n.saw(resp.Header)
+	if term != 0 && resp.Header.RaftTerm > term {
+		return newLeader
+	}
+	return answering
+}
+
+// suspect marks n suspect and probes it until it answers again.
+func (ns *nodes) suspect(n *node) {
+	if !n.suspect.CompareAndSwap(false, true) {
+		return
+	}
+	ns.s.log.Warn("etcd member does not answer; requests go to the others", "member", n.url)
+	ns.s.metrics.suspects.Inc()
+	ns.spawn(func() {
+		for ns.s.pause(ns.s.ctx, probeEvery) {
+			if ns.probe(ns.s.ctx, n) {
+				n.suspect.Store(false)
+				ns.s.log.Info("etcd member answers again", "member", n.url)
+				return
+			}
+		}
+	})
+}
+
+// probe reports whether n answers a serializable read within
+// MemberTimeout/2.
+func (ns *nodes) probe(ctx context.Context, n *node) bool {
+	pctx, cancel := context.WithTimeout(ctx, ns.timeout/2)
+	defer cancel()
+	resp, err := n.kv.Get(pctx, "\x00", clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil {
+		return false
+	}
+	n.saw(resp.Header)
+	return true
+}
+
+// failoverKV is the shared client's KV with the calls the engine makes
+// routed through the nodes.
+type failoverKV struct {
+	clientv3.KV // the shared client's: GetStream, Compact
+	ns          *nodes
+}
+
+func (k failoverKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	r, err := k.Do(ctx, clientv3.OpPut(key, val, opts...))
+	return r.Put(), err
+}
+
+func (k failoverKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	r, err := k.Do(ctx, clientv3.OpGet(key, opts...))
+	return r.Get(), err
+}
+
+func (k failoverKV) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error) {
+	r, err := k.Do(ctx, clientv3.OpDelete(key, opts...))
+	return r.Del(), err
+}
+
+func (k failoverKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	var out clientv3.OpResponse
+	err := k.ns.call(ctx, writes(op), func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+		r, err := n.kv.Do(ctx, op)
+		out = r
+		switch {
+		case r.Get() != nil:
+			return r.Get().Header, err
+		case r.Put() != nil:
+			return r.Put().Header, err
+		case r.Del() != nil:
+			return r.Del().Header, err
+		case r.Txn() != nil:
+			return r.Txn().Header, err
+		}
+		return nil, err
+	})
+	return out, err
+}
+
+func (k failoverKV) Txn(ctx context.Context) clientv3.Txn { return &failoverTxn{kv: k, ctx: ctx} }
+
+// failoverTxn collects a transaction and commits it through the nodes.
+type failoverTxn struct {
+	kv              failoverKV
+	ctx             context.Context
+	cmps            []clientv3.Cmp
+	thenOps, elseOp []clientv3.Op
+}
+
+func (t *failoverTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	t.cmps = append(t.cmps, cs...)
+	return t
+}
+
+func (t *failoverTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.thenOps = append(t.thenOps, ops...)
+	return t
+}
+
+func (t *failoverTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.elseOp = append(t.elseOp, ops...)
+	return t
+}
+
+func (t *failoverTxn) Commit() (*clientv3.TxnResponse, error) {
+	r, err := t.kv.Do(t.ctx, clientv3.OpTxn(t.cmps, t.thenOps, t.elseOp))
+	return r.Txn(), err
+}
+
+// writes reports whether op may change something.
+func writes(op clientv3.Op) bool {
+	switch {
+	case op.IsGet():
+		return false
+	case op.IsTxn():
+		_, thenOps, elseOps := op.Txn()
+		for _, o := range append(thenOps, elseOps...) {
+			if writes(o) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// failoverLease is the shared client's Lease with grants and revocations
+// routed through the nodes (keep-alives stay on the shared client).
+type failoverLease struct {
+	clientv3.Lease
+	ns *nodes
+}
+
+func (l failoverLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
+	var out *clientv3.LeaseGrantResponse
+	err := l.ns.call(ctx, false, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+		r, err := n.lease.Grant(ctx, ttl)
+		if r == nil {
+			return nil, err
+		}
+		out = r
+		return r.ResponseHeader, err
+	})
+	return out, err
+}
+
+func (l failoverLease) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	var out *clientv3.LeaseRevokeResponse
+	err := l.ns.call(ctx, false, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+		r, err := n.lease.Revoke(ctx, id)
+		if r == nil {
+			return nil, err
+		}
+		out = r
+		return r.Header, err
+	})
+	return out, err
+}
