@@ -57,7 +57,8 @@ type room struct {
 	idem    map[string]idemRecord
 	// lastEntry is the newest entry's time this mirror saw (unix nanos):
 	// the room's last activity with info.Active; kept when entries go.
-	lastEntry int64
+	lastEntry  int64
+	seqVersion int64 // of the room's seq key (keys.go; messages.go)
 }
 
 // lastJoin is the revision of the room's latest join.
@@ -302,6 +303,10 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) kind {
 		}
 		if upto > 0 {
 			owe(wake{room: p.room, upto: upto, ids: []string{p.id}})
+		}
+	case kindSeq:
+		if r := mr.rooms[p.room]; r != nil {
+			r.seqVersion = kv.Version
 		}
 	case kindAck:
 		if m := mr.member(p.room, p.id); m != nil {

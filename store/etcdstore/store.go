@@ -70,11 +70,11 @@
 // instance that received it and within AckFlush plus the watch's latency
 // on the others (clients send their cursor anyway).
 //
-// MaxRoomMessages is checked against the mirror: racing posts on several
-// instances may exceed it by the number of racers; it bounds a room's
-// retention, it is no promise. Capacity, passwords, resume (by token or
-// identity), idempotency keys, room deletion with the last leave, Kick,
-// CloseRoom and MaxRooms are exact: each is decided inside a transaction.
+// Capacity, passwords, resume (by token or identity), idempotency keys,
+// MaxRoomMessages (messages.go: limit), room deletion with the last
+// leave, Kick, CloseRoom and MaxRooms are exact: each is decided inside a
+// transaction. Posts that arrive while one is in flight go to etcd
+// together in the next, each its own nested transaction (groupcommit.go).
 //
 // Retention: pruning (every PruneEvery, on every instance; deleting what
 // another instance deleted already costs nothing) deletes acknowledged and
@@ -198,6 +198,7 @@ type Store struct {
 	names    atomic.Uint64 // entries named by this instance
 
 	acks     acks
+	group    *groupCommit // sends posts to etcd together (groupcommit.go)
 	presence *presence
 	metrics  *metrics
 	pruned   atomic.Uint64 // entries deleted by this instance's pruning
@@ -299,6 +300,7 @@ func open(ctx context.Context, c *clientv3.Client, ns *nodes, opts Options) (*St
 	s.acks.unsaved = map[store.Member]uint64{}
 	s.metrics = newMetrics(s, opts.Registerer)
 	s.presence = newPresence(s)
+	s.group = newGroupCommit(s)
 
 	fail := func(what string, err error) (*Store, error) {
 		s.cancel()
@@ -316,9 +318,10 @@ func open(ctx context.Context, c *clientv3.Client, ns *nodes, opts Options) (*St
 	if err := s.presence.start(ctx); err != nil {
 		return fail("presence", err)
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.ackLoop()
 	go s.pruneLoop()
+	go s.group.run()
 	s.metrics.register(opts.Registerer)
 	return s, nil
 }
