@@ -23,6 +23,8 @@ import (
 //	P room/<room>/live/<id>           presence: attached to the member's lease ("shared": a restart's lease)
 //	P room/<room>/msg/<name>          an entry: message or server event (msgValue); id from its revision
 //	P room/<room>/idem/<id>/<key>     an idempotency key of member <id> (or "server"): its message's time and index
+//	P room/<room>/seq                 rewritten (empty) by every transaction that posts to the room, with
+//	                                  MaxRoomMessages: its version bounds what was posted since a count
 //	P room/<room>/listen/<id>/<inst>  instance <inst> saw member <id> listening within the client timeout;
 //	                                  on that instance's lease (admin's Listening)
 //	P token/<hex sha256 of token>     "<room>/<id>": finds the member a token belongs to; or, after Kick
@@ -46,6 +48,7 @@ func (l layout) ack(room, id string) string       { return l.room(room) + "ack/"
 func (l layout) live(room, id string) string      { return l.room(room) + "live/" + id }
 func (l layout) msg(room, name string) string     { return l.room(room) + "msg/" + name }
 func (l layout) idems(room, id string) string     { return l.room(room) + "idem/" + id + "/" }
+func (l layout) seq(room string) string           { return l.room(room) + "seq" }
 func (l layout) idem(room, id, key string) string { return l.idems(room, id) + key }
 func (l layout) token(hash [32]byte) string       { return l.prefix + "token/" + hex.EncodeToString(hash[:]) }
 func (l layout) listens(room, id string) string   { return l.room(room) + "listen/" + id + "/" }
@@ -75,6 +78,7 @@ const (
 	kindInstance
 	kindListen
 	kindOutbox
+	kindSeq
 )
 
 // parsed is a key taken apart: room and id where the kind has them; rest is
@@ -111,6 +115,8 @@ func (l layout) parse(key []byte) parsed {
 	switch part {
 	case "info":
 		return parsed{kind: kindInfo, room: room}
+	case "seq":
+		return parsed{kind: kindSeq, room: room}
 	case "member":
 		return parsed{kind: kindMember, room: room, id: k}
 	case "ack":
@@ -134,7 +140,13 @@ func (l layout) parse(key []byte) parsed {
 // in the whole cluster, across restarts, and whatever keys are deleted, so
 // ids are never reused, not even by a room made again under an old name.
 // A batch of up to idsPerRevision entries in one transaction still gets
-// increasing ids. At 2^53 / 64 revisions (JavaScript's exact integers) an
+// increasing ids: a post of several messages, or a group of posts sent
+// together (groupcommit.go), which takes at most idsPerRevision entries
+// and leaves the rest to the next group. 64 stays enough for that: group
+// commit's gain comes from the first few posts of a group (one fsync for
+// many), and a group of 64 one-message posts is one of 64; changing the
+// multiplier would change the id of every entry already stored and every
+// acknowledgement already written, so it stays. At 2^53 / 64 revisions (JavaScript's exact integers) an
 // etcd would have to commit 10,000 transactions a second for 400 years.
 const idsPerRevision = 64
 

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -10,11 +11,15 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// Append implements store.Store: one transaction that stores the post's
-// messages (and its idempotency key) if the room's membership is still the
-// one the recipients were taken from and the key is still unused. A post
-// with an Idempotency-Key that is repeated, on any instance, finds the key
-// in that transaction's comparison and answers the first post's ids.
+// Append implements store.Store: the post's messages (and its
+// idempotency key) are stored if the room's membership is still the one
+// the recipients were taken from and the key is still unused, in one
+// nested transaction of a group (groupcommit.go): posts that arrive while
+// a transaction is in flight go to etcd together, each with its own
+// comparison and outcome. A post with an Idempotency-Key that is
+// repeated, on any instance, finds the key in its comparison and answers
+// the first post's ids. With MaxRoomMessages the limit is decided inside
+// the transaction too (see limit).
 func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error) {
 	if s.closed.Load() {
 		return store.Appended{}, store.ErrClosed
@@ -31,103 +36,178 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 	return out, nil
 }
 
-func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error) {
-	room, from := p.From.Room, p.From.ID
-	synced := false
-	// refuse answers a refusal once the mirror has caught up (until then
-	// the refusal may be the mirror's delay only); nil means: caught up
-	// now, try again.
-	refuse := func(r *store.Error) error {
-		if synced {
-			return r
-		}
-		synced = true
-		return s.catchUp(ctx)
-	}
-	server := from == store.ServerID // the application's post: the room is enough
-	for attempt := 0; ; attempt++ {
-		v := s.mirror.view(room)
-		if server && !v.exists {
-			if err := refuse(store.Refusef(store.ErrNotFound, "no room %q", room)); err != nil {
-				return store.Appended{}, err
-			}
-			continue
-		}
-		if _, ok := v.find(from); !ok && !server {
-			if err := refuse(store.ErrUnauthorized); err != nil {
-				return store.Appended{}, err
-			}
-			continue
-		}
-		var seen idemRecord // the key's record if there is one, expired
-		if p.IdempotencyKey != "" {
-			if rec, ok := s.mirror.idemKey(room, from, p.IdempotencyKey); ok {
-				if !s.expired(rec.created) {
-					return store.Repeated(rec.id, rec.n), nil // whatever this post carries
-				}
-				seen = rec
-			}
-		}
-		to, unknown := s.recipients(v, from, p.Messages)
-		if unknown >= 0 {
-			r := store.RefuseMessage(store.ErrUnknownPeer, unknown, "message %d: no peer %q in room %q", unknown, p.Messages[unknown].To, room)
-			if err := refuse(r); err != nil {
-				return store.Appended{}, err
-			}
-			continue
-		}
-		if n := s.retained(room); s.opts.MaxRoomMessages > 0 && n+len(p.Messages) > s.opts.MaxRoomMessages {
-			r := store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, n)
-			if err := refuse(r); err != nil {
-				return store.Appended{}, err
-			}
-			continue
-		}
+// posting is one attempt of an Append: what its part's build found in
+// the mirror, for the caller to act on.
+type posting struct {
+	answer  store.Appended // without etcd: a repeat found in the mirror
+	refusal *store.Error   // without etcd: a refusal, final once the mirror caught up
+	to      [][]string     // each message's recipients
+	index   int            // of its first entry in the group's revision
+	seen    idemRecord     // the key's record if there is one, expired
+}
 
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)}
-		// One revision for the whole post: its messages take its ids in
-		// order (entryID), index 0 to len-1.
-		ops := make([]clientv3.Op, 0, len(p.Messages)+1)
-		for i, d := range p.Messages {
-			ops = append(ops, s.entryOp(room, to[i], len(to[i]) == 0, i, postTail(from, d.Fields)))
-		}
-		var orElse []clientv3.Op
-		idemKey := s.keys.idem(room, from, p.IdempotencyKey)
-		if p.IdempotencyKey != "" {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(idemKey), "=", seen.modRev))
-			ops = append(ops, clientv3.OpPut(idemKey, idemValue(s.opts.Now().UnixNano(), 0, len(p.Messages))))
-			orElse = append(orElse, clientv3.OpGet(idemKey))
-		}
-		start := time.Now()
-		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
-		s.metrics.observe("append", start)
-		if err != nil {
+func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error) {
+	synced := false // the mirror caught up since the call began
+	for attempt := 0; ; attempt++ {
+		var try posting
+		r := s.group.do(ctx, func(b *groupBatch) (*groupPart, error) {
+			try = posting{}
+			return s.postPart(b, p, &try)
+		})
+		switch {
+		case !r.sent && r.err != nil:
+			if errors.Is(r.err, errClosedGroup) {
+				return store.Appended{}, store.ErrClosed
+			}
+			return store.Appended{}, r.err
+		case !r.sent && try.refusal != nil:
+			// The refusal may be the mirror's delay only.
+			if synced {
+				return store.Appended{}, try.refusal
+			}
+			synced = true
+			if err := s.catchUp(ctx); err != nil {
+				return store.Appended{}, err
+			}
+			continue
+		case !r.sent:
+			return try.answer, nil
+		case r.err != nil:
 			// With a key the transaction itself finds out whether an
 			// earlier attempt was applied: it may be sent again.
-			if s.again(ctx, attempt, p.IdempotencyKey != "", err) {
+			if s.again(ctx, attempt, p.IdempotencyKey != "", r.err) {
 				continue
 			}
-			return store.Appended{}, err
-		}
-		s.settle(ctx, resp.Header.Revision, start)
-		if resp.Succeeded {
-			out := store.Appended{IDs: make([]uint64, len(p.Messages)), Recipients: store.Union(to)}
+			return store.Appended{}, r.err
+		case r.resp.Succeeded:
+			out := store.Appended{IDs: make([]uint64, len(p.Messages)), Recipients: store.Union(try.to)}
 			for i := range out.IDs {
-				out.IDs[i] = entryID(resp.Header.Revision, i)
+				out.IDs[i] = entryID(r.rev, try.index+i)
 			}
 			out.ID = out.IDs[0]
 			return out, nil
 		}
-		if p.IdempotencyKey != "" {
+		if p.IdempotencyKey != "" && len(r.resp.Responses) > 0 {
 			// Made meanwhile, on this instance or another: a repeat.
-			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision != seen.modRev {
+			if kvs := r.resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision != try.seen.modRev {
 				if created, index, n, ok := decodeIdem(kvs[0].Value); ok && !s.expired(created) {
 					return store.Repeated(entryID(kvs[0].ModRevision, index), n), nil
 				}
 			}
 		}
+		// The comparison failed: the mirror was behind, and shows now
+		// (the group waited for it) what changed. Try again.
 		synced = true
 	}
+}
+
+// postPart builds post p's part of group b from the mirror, or records in
+// try what p is answered without etcd.
+func (s *Store) postPart(b *groupBatch, p store.Post, try *posting) (*groupPart, error) {
+	room, from := p.From.Room, p.From.ID
+	server := from == store.ServerID // the application's post: the room is enough
+	v := s.mirror.view(room)
+	if server && !v.exists {
+		try.refusal = store.Refusef(store.ErrNotFound, "no room %q", room)
+		return nil, nil
+	}
+	if _, ok := v.find(from); !ok && !server {
+		try.refusal = store.ErrUnauthorized
+		return nil, nil
+	}
+	if p.IdempotencyKey != "" {
+		if rec, ok := s.mirror.idemKey(room, from, p.IdempotencyKey); ok {
+			if !s.expired(rec.created) {
+				try.answer = store.Repeated(rec.id, rec.n) // whatever this post carries
+				return nil, nil
+			}
+			try.seen = rec
+		}
+	}
+	to, unknown := s.recipients(v, from, p.Messages)
+	if unknown >= 0 {
+		try.refusal = store.RefuseMessage(store.ErrUnknownPeer, unknown, "message %d: no peer %q in room %q", unknown, p.Messages[unknown].To, room)
+		return nil, nil
+	}
+	try.to, try.index = to, b.index
+	part := &groupPart{
+		cmps:    []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)},
+		entries: len(p.Messages),
+	}
+	if s.opts.MaxRoomMessages > 0 {
+		cmp, err := s.limit(b, room, len(p.Messages), try)
+		if cmp == nil || err != nil {
+			return nil, err
+		}
+		part.cmps = append(part.cmps, *cmp)
+		part.guard, part.guardOp = s.keys.seq(room), s.seqOp(room)
+	}
+	// One revision for the whole post: its messages take its ids in order
+	// (entryID), from the group's next free index on.
+	part.then = make([]clientv3.Op, 0, len(p.Messages)+1)
+	for i, d := range p.Messages {
+		op, n := s.entry(room, to[i], len(to[i]) == 0, b.index+i, postTail(from, d.Fields))
+		part.then = append(part.then, op)
+		part.bytes += n
+	}
+	if p.IdempotencyKey != "" {
+		idemKey := s.keys.idem(room, from, p.IdempotencyKey)
+		part.cmps = append(part.cmps, clientv3.Compare(clientv3.ModRevision(idemKey), "=", try.seen.modRev))
+		part.then = append(part.then, clientv3.OpPut(idemKey, idemValue(s.opts.Now().UnixNano(), b.index, len(p.Messages))))
+		part.orElse = append(part.orElse, clientv3.OpGet(idemKey))
+		part.puts = append(part.puts, idemKey)
+		part.bytes += len(idemKey) + 10
+	}
+	return part, nil
+}
+
+// limit decides MaxRoomMessages for a post of n messages to room inside
+// its transaction, so that posts racing on several instances cannot take
+// the room past it. Every group that posts to a room rewrites the room's
+// seq key once (seqOp), and carries at most idsPerRevision entries; so
+// when the mirror counts retained entries at seq version V, a post that
+// finds the version at most V+k when it commits knows that at most
+// k*idsPerRevision entries came meanwhile. It compares for the largest k
+// that still leaves room for its own n (and for what the group's parts
+// before it add): far from the limit, racing posts do not conflict; near
+// it, they are ordered one by one. It answers the comparison; or nil with
+// try.refusal set (the room is full as the mirror shows it), or nil and
+// errNextGroup (it fits only without the group's other posts to room).
+func (s *Store) limit(b *groupBatch, room string, n int, try *posting) (*clientv3.Cmp, error) {
+	limit := s.opts.MaxRoomMessages
+	// The version first: entries counted after it was read are counted
+	// twice at worst (in held, and among those that came since).
+	version := s.mirror.seqVersion(room)
+	held := s.mirror.retained(room, s.opts.Now().Add(-s.opts.MessageTTL).UnixNano(), s.acks.get)
+	if held+n > limit {
+		try.refusal = store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, held)
+		return nil, nil
+	}
+	pending := b.pending[s.keys.seq(room)]
+	if held+pending+n > limit {
+		return nil, errNextGroup
+	}
+	k := int64((limit - held - pending - n) / idsPerRevision)
+	cmp := clientv3.Compare(clientv3.Version(s.keys.seq(room)), "<", version+k+1)
+	return &cmp, nil
+}
+
+// seqOp rewrites room's seq key, if the room still exists, so that a
+// group whose posts all failed because the room went leaves no key.
+func (s *Store) seqOp(room string) clientv3.Op {
+	return clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.keys.info(room)), ">", 0)},
+		[]clientv3.Op{clientv3.OpPut(s.keys.seq(room), "")}, nil)
+}
+
+// seqVersion is the version of room's seq key as the mirror shows it.
+func (mr *mirror) seqVersion(room string) int64 {
+	mr.mu.RLock()
+	defer mr.mu.RUnlock()
+	if r := mr.rooms[room]; r != nil {
+		return r.seqVersion
+	}
+	return 0
 }
 
 // recipients are, for each message of a post from from, the members it
@@ -149,20 +229,18 @@ func (s *Store) recipients(v roomView, from string, msgs []store.Draft) (to [][]
 	return to, -1
 }
 
-// retained is the number of room's entries someone will still receive,
-// counting the acknowledgements not yet written; 0 without a limit.
-func (s *Store) retained(room string) int {
-	if s.opts.MaxRoomMessages <= 0 {
-		return 0
-	}
-	return s.mirror.retained(room, s.opts.Now().Add(-s.opts.MessageTTL).UnixNano(), s.acks.get)
-}
-
 // entryOp stores an entry for room: a message or a server event whose
 // delivered form ends with tail, index-th of its transaction.
 func (s *Store) entryOp(room string, to []string, kept bool, index int, tail []byte) clientv3.Op {
+	op, _ := s.entry(room, to, kept, index, tail)
+	return op
+}
+
+// entry is entryOp, and the bytes of its key and value.
+func (s *Store) entry(room string, to []string, kept bool, index int, tail []byte) (clientv3.Op, int) {
 	v := msgValue{created: s.opts.Now().UnixNano(), index: index, kept: kept, recipients: to, tail: tail}
-	return clientv3.OpPut(s.keys.msg(room, s.newName()), v.encode())
+	key, value := s.keys.msg(room, s.newName()), v.encode()
+	return clientv3.OpPut(key, value), len(key) + len(value)
 }
 
 // expired reports whether something made at created (unix nanoseconds)
