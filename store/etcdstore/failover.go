@@ -47,7 +47,9 @@ import (
 //     waited, and etcd never answers a proposal that the old leader
 //     dropped (nor one that a leader handing over refused). After a grace
 //     for a proposal that the new leader commits all the same, the call
-//     ends as above.
+//     ends as above. Any answer of any node in a later term than a call
+//     began in does the same at once, without waiting for MemberTimeout:
+//     under traffic a leader transfer costs a call the grace, not more.
 //   - An answer in the same term: the member is alive and the cluster
 //     slow; the call waits on, and is checked again every MemberTimeout/4.
 //   - Lease grants and revocations likewise (both may be repeated: a
@@ -119,9 +121,50 @@ type nodes struct {
 	next    atomic.Uint64
 	timeout time.Duration // MemberTimeout
 
+	// term is the latest raft term seen in any node's answer. When it
+	// grows, the leader changed: the calls that began before may wait
+	// for good (see above), and end after a grace.
+	term     atomic.Uint64
+	inflight sync.Map // *attemptState -> true: the calls under way
+
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup // probes of suspect nodes
+}
+
+// attemptState is a call under way on a node.
+type attemptState struct {
+	n       *node
+	term    uint64 // ns.term when it began
+	cancel  context.CancelCauseFunc
+	flagged atomic.Bool // its end is scheduled
+}
+
+// saw records the raft term of an answer of n; a later term than any
+// seen ends, after a grace, the calls that began before it.
+func (ns *nodes) saw(n *node, h *pb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	n.saw(h)
+	for {
+		old := ns.term.Load()
+		if h.RaftTerm <= old {
+			return
+		}
+		if ns.term.CompareAndSwap(old, h.RaftTerm) {
+			break
+		}
+	}
+	ns.inflight.Range(func(k, _ any) bool {
+		a := k.(*attemptState)
+		if a.term != 0 && a.term < h.RaftTerm && a.flagged.CompareAndSwap(false, true) {
+			time.AfterFunc(leaderChangeGrace, func() {
+				a.cancel(fmt.Errorf("%w: %s, the leader changed while it waited", errNoAnswer, a.n.url))
+			})
+		}
+		return true
+	})
 }
 
 // newNodes makes a client pinned to each endpoint, configured as cfg.
@@ -225,6 +268,9 @@ func (ns *nodes) call(ctx context.Context, write bool, f func(context.Context, *
 func (ns *nodes) attempt(ctx context.Context, n *node, f func(context.Context, *node) (*pb.ResponseHeader, error)) (err error, silent bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	state := &attemptState{n: n, term: ns.term.Load(), cancel: cancel}
+	ns.inflight.Store(state, true)
+	defer ns.inflight.Delete(state)
 	term := n.term.Load()
 	t := time.AfterFunc(ns.timeout, func() {
 		for actx.Err() == nil {
@@ -244,7 +290,7 @@ func (ns *nodes) attempt(ctx context.Context, n *node, f func(context.Context, *
 	})
 	h, err := f(actx, n)
 	t.Stop()
-	n.saw(h)
+	ns.saw(n, h)
 	if err != nil && ctx.Err() == nil {
 		if cause := context.Cause(actx); errors.Is(cause, errNoAnswer) {
 			return status.Error(codes.Unavailable, cause.Error()), true
@@ -272,7 +318,7 @@ func (ns *nodes) judge(ctx context.Context, n *node, term uint64) verdict {
 		}
 		return silentNode
 	}
-	n.saw(resp.Header)
+	ns.saw(n, resp.Header)
 	if term != 0 && resp.Header.RaftTerm > term {
 		return newLeader
 	}
@@ -306,7 +352,7 @@ func (ns *nodes) probe(ctx context.Context, n *node) bool {
 	if err != nil {
 		return false
 	}
-	n.saw(resp.Header)
+	ns.saw(n, resp.Header)
 	return true
 }
 
