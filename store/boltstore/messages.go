@@ -76,9 +76,16 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 
 		// Checks done; from here on, write.
 		out.IDs = make([]uint64, len(p.Messages))
+		// The first message carries the key (idem.go), unless it is too
+		// long for a record.
+		inRecord := idemKey != "" && len(idemKey) <= maxRecordKey
 		for i, d := range p.Messages {
 			size := len(`{"id":18446744073709551615,"from":,}`) + 2 + len(p.From.ID) + len(d.Fields)
-			id, err := s.appendRecord(tx, room, to[i], len(to[i]) == 0, size, func(b []byte, id uint64) []byte {
+			head := record{room: room, pending: len(to[i]) == 0, recipients: to[i]}
+			if i == 0 && inRecord {
+				head.key, head.keyN = idemKey, len(p.Messages)
+			}
+			id, err := s.appendRecord(tx, head, size, func(b []byte, id uint64) []byte {
 				// {"id":ID,"from":"FROM",FIELDS}; %q's quoting, without fmt.
 				b = strconv.AppendUint(append(b, `{"id":`...), id, 10)
 				b = strconv.AppendQuote(append(b, `,"from":`...), p.From.ID)
@@ -91,8 +98,10 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		}
 		out.ID = out.IDs[0]
 		out.Recipients = store.Union(to)
-		if idemKey != "" {
-			return s.putIdem(tx, room, idemKey, keyedPost{first: out.ID, n: len(out.IDs)})
+		if post := (keyedPost{first: out.ID, n: len(out.IDs)}); inRecord {
+			s.stageIdem(room, idemKey, post)
+		} else if idemKey != "" {
+			return s.putIdem(tx, room, idemKey, post, s.opts.Now())
 		}
 		return nil
 	})
@@ -108,22 +117,25 @@ func (s *Store) emit(tx *bolt.Tx, room string, recipients []string, fields []byt
 	if len(recipients) == 0 {
 		return nil
 	}
-	_, err := s.appendRecord(tx, room, recipients, false, 0, func(b []byte, id uint64) []byte {
+	_, err := s.appendRecord(tx, record{room: room, recipients: recipients}, 0, func(b []byte, id uint64) []byte {
 		return fmt.Appendf(b, `{"id":%d,%s}`, id, fields)
 	})
 	return err
 }
 
 // appendRecord allocates the next id (global, so ids never repeat in a room,
-// not even after it was deleted and made again) and stores the record,
-// whose data appends to b (the record so far, with room for size bytes).
-func (s *Store) appendRecord(tx *bolt.Tx, room string, to []string, pending bool, size int, data func(b []byte, id uint64) []byte) (uint64, error) {
+// not even after it was deleted and made again) and stores the record head
+// (all but its time of creation, set here, and its data), whose data
+// appends to b (the record so far, with room for size bytes).
+func (s *Store) appendRecord(tx *bolt.Tx, head record, size int, data func(b []byte, id uint64) []byte) (uint64, error) {
 	id, err := tx.Bucket(bucketMeta).NextSequence()
 	if err != nil {
 		return 0, err
 	}
+	room, to, pending := head.room, head.recipients, head.pending
 	created := s.opts.Now()
-	rec := data(record{room: room, created: created, pending: pending, recipients: to}.header(size), id)
+	head.created = created
+	rec := data(head.header(size), id)
 	msgs := tx.Bucket(bucketMsgs)
 	msgs.FillPercent = 1 // keys only ever grow: fill pages, do not split them in half
 	if err := msgs.Put(u64(id), rec); err != nil {
@@ -423,8 +435,14 @@ func (s *Store) deleteMessages(tx *bolt.Tx, room string, ids []uint64) (int, err
 	msgs := tx.Bucket(bucketMsgs)
 	var deleted []uint64
 	for _, id := range ids {
-		if msgs.Get(u64(id)) == nil {
+		v := msgs.Get(u64(id))
+		if v == nil {
 			continue
+		}
+		if r, ok := viewRecord(v); ok && r.key != nil {
+			if err := s.keyOutlives(tx, room, id, r); err != nil {
+				return 0, err
+			}
 		}
 		if err := msgs.Delete(u64(id)); err != nil {
 			return 0, err

@@ -150,12 +150,7 @@ func TestDeletedRoomAcrossRestart(t *testing.T) {
 	if n, err := s.Prune(ctx); err != nil || n != 7 {
 		t.Fatalf("prune deleted %d (%v), want the 7 orphans", n, err)
 	}
-	var keys int
-	s.db.View(func(tx *bolt.Tx) error {
-		keys = tx.Bucket(bucketIdem).Stats().KeyN
-		return nil
-	})
-	if keys != 1 {
+	if keys := storedKeys(s); keys != 1 {
 		t.Fatalf("%d idempotency keys in the file, want the new room's one", keys)
 	}
 }

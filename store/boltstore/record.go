@@ -13,18 +13,32 @@ import (
 //	room     1 byte length + room name
 //	n        1 byte, number of recipients
 //	n times  1 byte length + client id
+//	key      only with flagKeyed: 1 byte length + the post's idempotency
+//	         key (client id \x00 key), then the number of the post's
+//	         messages as a uvarint
 //	data     the JSON object exactly as it is delivered, id and from included
 //
 // so that a delivery is a slice of the stored bytes, never a re-encoding.
+// The first message of a post with an Idempotency-Key carries the key
+// (idem.go says why and how it outlives the message).
 type record struct {
 	room       string
 	created    time.Time
 	pending    bool
 	recipients []string
+	key        string // client id \x00 idempotency key, or ""
+	keyN       int    // with key: the number of the post's messages
 	data       []byte
 }
 
-const flagPending = 1
+const (
+	flagPending = 1
+	flagKeyed   = 2
+)
+
+// maxRecordKey is the longest key a record carries; a longer one (a long
+// client id) goes to the idem bucket as before.
+const maxRecordKey = 255
 
 var errBadRecord = errors.New("corrupt message record")
 
@@ -46,12 +60,20 @@ func (r record) header(dataLen int) []byte {
 	if r.pending {
 		flags |= flagPending
 	}
+	if r.key != "" {
+		flags |= flagKeyed
+		n += 1 + len(r.key) + binary.MaxVarintLen64
+	}
 	b = append(b, flags, byte(len(r.room)))
 	b = append(b, r.room...)
 	b = append(b, byte(len(r.recipients)))
 	for _, id := range r.recipients {
 		b = append(b, byte(len(id)))
 		b = append(b, id...)
+	}
+	if r.key != "" {
+		b = append(append(b, byte(len(r.key))), r.key...)
+		b = binary.AppendUvarint(b, uint64(r.keyN))
 	}
 	return b
 }
@@ -64,6 +86,8 @@ type recordView struct {
 	pending    bool
 	room       []byte
 	recipients []byte // n times: 1 byte length + client id
+	key        []byte // client id \x00 idempotency key, or nil
+	keyN       int
 	data       []byte
 }
 
@@ -71,9 +95,10 @@ func viewRecord(b []byte) (recordView, bool) {
 	if len(b) < 11 || len(b) < 11+int(b[9]) {
 		return recordView{}, false
 	}
+	flags := b[8]
 	v := recordView{
 		created: int64(binary.BigEndian.Uint64(b)),
-		pending: b[8]&flagPending != 0,
+		pending: flags&flagPending != 0,
 		room:    b[10 : 10+b[9]],
 	}
 	b = b[10+b[9]:]
@@ -87,6 +112,17 @@ func viewRecord(b []byte) (recordView, bool) {
 		b = b[1+b[0]:]
 	}
 	v.recipients = start[:len(start)-len(b)]
+	if flags&flagKeyed != 0 {
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return recordView{}, false
+		}
+		v.key, b = b[1:1+b[0]], b[1+b[0]:]
+		keyN, k := binary.Uvarint(b)
+		if k <= 0 || keyN < 1 || keyN > 1<<16 {
+			return recordView{}, false
+		}
+		v.keyN, b = int(keyN), b[k:]
+	}
 	v.data = b
 	return v, true
 }
@@ -118,7 +154,7 @@ func decodeRecord(b []byte) (record, error) {
 	if !ok {
 		return record{}, errBadRecord
 	}
-	r := record{room: string(v.room), created: time.Unix(0, v.created), pending: v.pending, data: v.data}
+	r := record{room: string(v.room), created: time.Unix(0, v.created), pending: v.pending, key: string(v.key), keyN: v.keyN, data: v.data}
 	v.eachRecipient(func(id []byte) bool {
 		r.recipients = append(r.recipients, string(id))
 		return true

@@ -378,8 +378,11 @@ func (s *Store) loadIndex() error {
 			id, room := binary.BigEndian.Uint64(k), string(r.room)
 			if orphaned(firsts, room, id) {
 				s.orphans.add([]uint64{id}, nil)
-			} else {
-				s.index.addAt(room, id, r.pending, nil, r.created)
+				return nil
+			}
+			s.index.addAt(room, id, r.pending, nil, r.created)
+			if r.key != nil {
+				s.idem.set(room, string(r.key), keyedPost{first: id, n: r.keyN})
 			}
 			return nil
 		})

@@ -205,13 +205,7 @@ func TestPruneDeletesFromFile(t *testing.T) {
 		})
 		return found
 	}
-	keysInFile := func() (n int) {
-		s.db.View(func(tx *bolt.Tx) error {
-			n = tx.Bucket(bucketIdem).Stats().KeyN
-			return nil
-		})
-		return n
-	}
+	keysInFile := func() int { return storedKeys(s) }
 	prune := func() int {
 		t.Helper()
 		n, err := s.Prune(ctx)
@@ -302,4 +296,19 @@ func TestFileHeldByAnother(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another process holds this file") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("second Open: %v; want it to name the file and say another process holds it", err)
 	}
+}
+
+// storedKeys counts the idempotency keys in s's file: in the idem bucket and
+// in message records.
+func storedKeys(s *Store) (n int) {
+	s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketIdem).Stats().KeyN
+		return tx.Bucket(bucketMsgs).ForEach(func(_, v []byte) error {
+			if r, ok := viewRecord(v); ok && r.key != nil {
+				n++
+			}
+			return nil
+		})
+	})
+	return n
 }
