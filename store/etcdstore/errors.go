@@ -65,7 +65,7 @@ func unavailable(err error) bool {
 		// Raft's own errors reach the client as they are, when the member
 		// that took the request stops or drops it.
 		desc := rpctypes.ErrorDesc(err)
-		return desc == "raft: stopped" || desc == "raft: proposal dropped"
+		return desc == "raft: stopped" || desc == "raft: proposal dropped" || desc == "raft proposal dropped"
 	}
 	return false
 }

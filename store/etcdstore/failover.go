@@ -9,6 +9,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -52,6 +53,10 @@ import (
 //     under traffic a leader transfer costs a call the grace, not more.
 //   - An answer in the same term: the member is alive and the cluster
 //     slow; the call waits on, and is checked again every MemberTimeout/4.
+//   - A call that a member refuses with "raft proposal dropped" (a leader
+//     handing over refuses proposals; so does a member that knows no
+//     leader) was not acted on: it is sent again, after a short pause,
+//     writes included.
 //   - Lease grants and revocations likewise (both may be repeated: a
 //     repeated grant makes a lease nobody uses, which lapses).
 //   - The watch (watch.go) runs on one node; progress.go checks that it
@@ -253,14 +258,35 @@ func avoiding(ctx context.Context, n *node) context.Context {
 // whether f may change something (then it is not sent again here).
 func (ns *nodes) call(ctx context.Context, write bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) error {
 	avoid, _ := ctx.Value(avoidKey{}).(*node)
-	for tried := 0; ; tried++ {
+	for tried, dropped := 0, 0; ; {
 		n := ns.pick(avoid)
 		err, silent := ns.attempt(ctx, n, f)
-		if !silent || write || tried+1 >= len(ns.all) {
+		switch {
+		case proposalDropped(err) && ns.s.pause(ctx, min(10*time.Millisecond<<dropped, 200*time.Millisecond)):
+			// Refused before anything was written (the leader hands
+			// over, or the member knows no leader): sent again, writes
+			// too.
+			dropped++
+		case !silent || write:
 			return err
+		default:
+			if tried++; tried >= len(ns.all) {
+				return err
+			}
 		}
 		avoid = n
 	}
+}
+
+// proposalDropped reports whether err is raft's ErrProposalDropped, which
+// a member returns before it writes anything: while the leader hands its
+// leadership over, or when the member knows no leader.
+func proposalDropped(err error) bool {
+	if err == nil {
+		return false
+	}
+	desc := rpctypes.ErrorDesc(err)
+	return desc == "raft proposal dropped" || desc == "raft: proposal dropped"
 }
 
 // attempt runs f on n, overseen; silent reports that it ended because n
