@@ -78,7 +78,10 @@ type Join struct {
 	Silent bool
 }
 
-// Leave is one Member.Leave.
+// Leave is one leave. Outcome OK: answered 204, the member left by it;
+// Refused: answered 401 at the first try, the member was gone before
+// (removed at its timeout); Unknown: no answer, or a 401 after a try
+// without one.
 type Leave struct {
 	Room, ClientID string
 	Start, End     time.Duration
@@ -113,8 +116,9 @@ type Retained struct {
 // concurrently; Check reads it once the run is over.
 type History struct {
 	// Capacity and MaxRoomMessages are the servers' -room-capacity and
-	// -max-room-messages.
+	// -max-room-messages; ClientTimeout their -client-timeout.
 	Capacity, MaxRoomMessages int
+	ClientTimeout             time.Duration
 
 	began time.Time
 	mu    sync.Mutex
@@ -130,8 +134,8 @@ type History struct {
 }
 
 // NewHistory begins a history now.
-func NewHistory(capacity, maxRoomMessages int) *History {
-	return &History{Capacity: capacity, MaxRoomMessages: maxRoomMessages, began: time.Now()}
+func NewHistory(capacity, maxRoomMessages int, clientTimeout time.Duration) *History {
+	return &History{Capacity: capacity, MaxRoomMessages: maxRoomMessages, ClientTimeout: clientTimeout, began: time.Now()}
 }
 
 // Now is the time since the history began, on the monotonic clock.
@@ -359,22 +363,32 @@ func (c *checker) ids() {
 	}
 }
 
-// departures are the room's members that left: by a Leave answered 204,
-// or silent ones, removed at their timeout.
+// departure is how a member left: by a leave answered 204 ("left"), at
+// its timeout as a silent member ("timeout"), or before its leave (""),
+// and a moment it was gone by (the leave's start, the silent member's
+// join's end).
 type departure struct {
 	reason string
-	at     time.Duration // the leave's start; for a silent member its join's end
+	at     time.Duration
 }
 
 // capacity: every join's answer within capacity, and at no moment more
-// members certainly in a room (joined, not yet leaving) than it admits.
+// members certainly in a room than it admits. A member is certainly in
+// from its join's answer until its leave began (a leave answered 204), or
+// until the end for a reader that reached it; one that leaves otherwise
+// or falls silent, at least for the client timeout from its join's start
+// (the server cannot have removed it sooner).
 func (c *checker) capacity() {
 	h := c.h
 	leaveStart := map[string]time.Duration{}
 	for _, l := range h.Leaves {
-		if t, ok := leaveStart[l.ClientID]; !ok || l.Start < t {
+		if t, ok := leaveStart[l.ClientID]; l.Outcome == OK && (!ok || l.Start < t) {
 			leaveStart[l.ClientID] = l.Start
 		}
+	}
+	staying := map[string]bool{}
+	for _, r := range h.Readers {
+		staying[r.ClientID] = r.Drained
 	}
 	byRoom := map[string][]Join{}
 	for _, j := range h.Joins {
@@ -391,15 +405,18 @@ func (c *checker) capacity() {
 			c.figures.Unknown++
 		}
 	}
+	const forever = time.Duration(1<<63 - 1)
 	for room, js := range byRoom {
 		for _, at := range js {
 			n := 0
 			for _, j := range js {
-				until, leaves := leaveStart[j.ClientID]
-				if j.Silent {
-					until, leaves = j.End, true // gone at some unknown time after
+				until := j.Start + h.ClientTimeout
+				if t, ok := leaveStart[j.ClientID]; ok {
+					until = t
+				} else if staying[j.ClientID] {
+					until = forever
 				}
-				if j.End <= at.End && (!leaves || until >= at.End) {
+				if j.End <= at.End && until >= at.End {
 					n++
 				}
 			}
@@ -446,6 +463,10 @@ func (c *checker) presence() {
 			if d, ok := gone[l.ClientID]; !ok || l.Start < d.at {
 				gone[l.ClientID] = departure{"left", l.Start}
 			}
+		case Refused: // gone before its leave: removed at its timeout
+			if _, ok := gone[l.ClientID]; !ok {
+				gone[l.ClientID] = departure{"", l.Start}
+			}
 		case Unknown:
 			maybeGone[l.ClientID] = true
 		}
@@ -481,7 +502,7 @@ func (c *checker) presence() {
 				strangers++
 			case room != r.Room:
 				c.fail("peer-left", "reader %s in %s got peer-left for %s, a member of %s", r.ClientID, r.Room, peer, room)
-			case departed && ds[0].Reason != dep.reason:
+			case departed && dep.reason != "" && ds[0].Reason != dep.reason:
 				c.fail("peer-left", "reader %s in %s got peer-left for %s with reason %q, want %q", r.ClientID, r.Room, peer, ds[0].Reason, dep.reason)
 			case !departed && !maybeGone[peer]:
 				c.fail("peer-left", "reader %s in %s got peer-left (%s) for %s, which never left", r.ClientID, r.Room, ds[0].Reason, peer)
@@ -539,11 +560,12 @@ func (c *checker) webhooks() {
 		}
 	}
 	for _, l := range h.Leaves {
-		if l.Outcome != OK {
-			continue
-		}
-		if w, ok := got[key{"member.left", l.Room, l.ClientID}]; !ok || w.Reason != "left" {
+		w, ok := got[key{"member.left", l.Room, l.ClientID}]
+		switch {
+		case l.Outcome == OK && (!ok || w.Reason != "left"):
 			c.fail("webhook", "no member.left (left) for %s in %s (got %+v)", l.ClientID, l.Room, w)
+		case l.Outcome == Refused && !ok:
+			c.fail("webhook", "no member.left for %s in %s, gone before its leave", l.ClientID, l.Room)
 		}
 	}
 	strangers := map[string]int{}
@@ -567,15 +589,27 @@ func (c *checker) webhooks() {
 	}
 }
 
-// Summary is the violations, at most n of them, one a line.
+// Summary is the violations by kind: how many of each, and up to n of
+// each, one a line.
 func Summary(vs []Violation, n int) string {
-	var b strings.Builder
-	for i, v := range vs {
-		if i == n {
-			fmt.Fprintf(&b, "… and %d more\n", len(vs)-n)
-			break
+	count := map[string]int{}
+	var kinds []string
+	for _, v := range vs {
+		if count[v.Kind] == 0 {
+			kinds = append(kinds, v.Kind)
 		}
-		b.WriteString(v.String() + "\n")
+		count[v.Kind]++
+	}
+	var b strings.Builder
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "%s: %d\n", k, count[k])
+		shown := 0
+		for _, v := range vs {
+			if v.Kind == k && shown < n {
+				b.WriteString("  " + v.Detail + "\n")
+				shown++
+			}
+		}
 	}
 	return b.String()
 }

@@ -12,7 +12,7 @@ import (
 // that times out.
 func goodHistory() *History {
 	s := time.Second
-	h := NewHistory(4, 1000)
+	h := NewHistory(4, 1000, 10*time.Second)
 	h.Joins = []Join{
 		{Room: "r", ClientID: "P", Start: 0, End: s / 10, Outcome: OK, Occupants: 1, Capacity: 4},
 		{Room: "r", ClientID: "R", Start: s / 10, End: s / 5, Outcome: OK, Occupants: 2, Capacity: 4},
@@ -148,6 +148,16 @@ func TestCheckCatches(t *testing.T) {
 			func(h *History) { h.Webhooks = slices.Delete(h.Webhooks, 4, 5) }},
 		{"a timeout's webhook missing", "webhook", nil,
 			func(h *History) { h.Webhooks = slices.Delete(h.Webhooks, 5, 6) }},
+		{"a leave answered 204 whose webhook says timeout", "webhook", nil,
+			func(h *History) { h.Webhooks[4].Reason = "timeout" }},
+		{"a member gone before its leave without peer-left", "peer-left", nil,
+			func(h *History) {
+				h.Joins = append(h.Joins, Join{Room: "r", ClientID: "G", Start: 7 * s, End: 7 * s, Outcome: OK, Occupants: 3, Capacity: 4})
+				h.Leaves = append(h.Leaves, Leave{Room: "r", ClientID: "G", Start: 9 * s, End: 9 * s, Outcome: Refused})
+				h.Webhooks = append(h.Webhooks,
+					Webhook{ID: "w7", Type: "member.joined", Room: "r", ClientID: "G", Seq: 7},
+					Webhook{ID: "w8", Type: "member.left", Room: "r", ClientID: "G", Reason: "timeout", Seq: 8})
+			}},
 		{"webhooks out of room order", "webhook", nil,
 			func(h *History) { h.Webhooks[3], h.Webhooks[4] = h.Webhooks[4], h.Webhooks[3] }},
 		{"a webhook for a join that did not happen", "webhook", nil,
@@ -188,6 +198,13 @@ func TestCheckUnknownOutcomes(t *testing.T) {
 	h.Deliveries = append(h.Deliveries,
 		Delivery{Room: "r", Reader: "R", ID: 28, Type: "peer-left", Peer: "Z", Reason: "timeout", At: 12 * s})
 	h.Webhooks = append(h.Webhooks, Webhook{ID: "w7", Type: "member.joined", Room: "r", ClientID: "Z", Seq: 7})
+	// A member removed at its timeout before its leave (answered 401).
+	h.Joins = append(h.Joins, Join{Room: "r", ClientID: "G", Start: 7 * s, End: 7 * s, Outcome: OK, Occupants: 3, Capacity: 4})
+	h.Leaves = append(h.Leaves, Leave{Room: "r", ClientID: "G", Start: 9 * s, End: 9 * s, Outcome: Refused})
+	h.Deliveries = append(h.Deliveries, Delivery{Room: "r", Reader: "R", ID: 24, Type: "peer-left", Peer: "G", Reason: "timeout", At: 8 * s})
+	h.Webhooks = append(h.Webhooks,
+		Webhook{ID: "w8", Type: "member.joined", Room: "r", ClientID: "G", Seq: 8},
+		Webhook{ID: "w9", Type: "member.left", Room: "r", ClientID: "G", Reason: "timeout", Seq: 9})
 	// The post of unknown outcome stored after all.
 	h.Deliveries = append(h.Deliveries, Delivery{Room: "r", Reader: "R", ID: 29, Type: "load", From: "P", Key: "k3", At: 12 * s})
 	slices.SortFunc(h.Deliveries, func(a, b Delivery) int { return int(a.ID) - int(b.ID) })

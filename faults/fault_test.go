@@ -26,8 +26,8 @@ import (
 var (
 	stallLimit = flag.Duration("fault.stall", envDuration("TINCAN_FAULT_STALL", 4*time.Second), "fail a run whose watch stall exceeds this (env TINCAN_FAULT_STALL)")
 	p99Limit   = flag.Duration("fault.p99", envDuration("TINCAN_FAULT_P99", 3*time.Second), "fail a run whose p99 POST exceeds this (env TINCAN_FAULT_P99)")
-	before     = flag.Duration("fault.before", 4*time.Second, "traffic before the fault")
-	after      = flag.Duration("fault.after", 5*time.Second, "traffic after the fault ends")
+	before     = flag.Duration("fault.before", 3*time.Second, "traffic before the fault")
+	after      = flag.Duration("fault.after", 4*time.Second, "traffic after the fault ends")
 	soak       = flag.Duration("fault.soak", envDuration("TINCAN_FAULT_SOAK", 0), "TestFaultSoak: run the matrix over and over for this long (env TINCAN_FAULT_SOAK)")
 )
 
@@ -70,7 +70,7 @@ var matrix = []fault{
 	{"PartitionLeader", func(t *testing.T, c *cluster) { partition(t, c, c.leader(t)) }},
 	{"PartitionFollower", func(t *testing.T, c *cluster) { partition(t, c, (c.leader(t)+1)%3) }},
 	{"MoveLeader", func(t *testing.T, c *cluster) {
-		for range 3 {
+		for range 2 {
 			l := c.leader(t)
 			to := (l + 1) % 3
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -80,7 +80,7 @@ var matrix = []fault{
 				t.Fatalf("MoveLeader %d -> %d: %v", l, to, err)
 			}
 			t.Logf("leadership moved from member %d to %d", l, to)
-			time.Sleep(3 * time.Second)
+			time.Sleep(2 * time.Second)
 		}
 	}},
 	{"Compaction", func(t *testing.T, c *cluster) {
@@ -186,11 +186,15 @@ func runFault(t *testing.T, name string) {
 
 // run is one run: cluster, traffic, the fault, drain, check.
 func run(t *testing.T, f fault) {
-	h := NewHistory(capacity, maxRoomMessages)
+	h := NewHistory(capacity, maxRoomMessages, clientTimeout)
 	c := startCluster(t, h)
 	stop, stopTraffic := context.WithCancel(context.Background())
 	defer stopTraffic()
 	tr := startTraffic(t, c, stop)
+	// Members fall silent before the fault and during its first 2 s, so
+	// that they time out during it, and before the drain ends.
+	silence := time.AfterFunc(*before+2*time.Second, func() { tr.noMoreSilent.Store(true) })
+	defer silence.Stop()
 	time.Sleep(*before)
 	struck := h.Now()
 	f.strike(t, c)
@@ -198,7 +202,7 @@ func run(t *testing.T, f fault) {
 	time.Sleep(*after)
 	stopTraffic()
 	t.Logf("traffic stopped at %v", h.Now().Round(time.Millisecond))
-	tr.drain(clientTimeout + 15*time.Second)
+	tr.drain(clientTimeout + 15*time.Second) // a silent member is removed within the client timeout + 5 s
 	t.Logf("end messages posted at %v", h.Now().Round(time.Millisecond))
 	tr.finish(60 * time.Second)
 	t.Logf("readers done at %v", h.Now().Round(time.Millisecond))
@@ -217,7 +221,7 @@ func run(t *testing.T, f fault) {
 	t.Logf("fault %s from %v to %v: %s", f.name, struck.Round(time.Millisecond), over.Round(time.Millisecond), fig)
 	fmt.Printf("FAULT %-20s %s\n", f.name, fig)
 	if len(vs) > 0 {
-		t.Errorf("%d violations:\n%s", len(vs), Summary(vs, 30))
+		t.Errorf("%d violations:\n%s", len(vs), Summary(vs, 5))
 	}
 	if fig.WatchStall > *stallLimit {
 		t.Errorf("watch stall %v > -fault.stall %v (by %v)", fig.WatchStall.Round(time.Millisecond), *stallLimit, (fig.WatchStall - *stallLimit).Round(time.Millisecond))

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,8 @@ type traffic struct {
 	rwg     sync.WaitGroup  // the readers
 	kwg     sync.WaitGroup  // the hosts' keep-alive polls
 	cancel  context.CancelFunc
+
+	noMoreSilent atomic.Bool // set once silent members would time out too late for the drain
 
 	mu     sync.Mutex
 	hosts  map[string]*client.Member // room -> the member that posts its end message
@@ -110,14 +113,38 @@ func (tr *traffic) join(room string, silent bool) (*client.Member, bool) {
 	return m, err == nil
 }
 
-// leave leaves and records it.
+// leave leaves and records it. It speaks HTTP itself: the client's Leave
+// answers nil for a member already gone, and the history must tell a
+// departure by this leave (204) from one before it (401: a timeout).
+// Network failures and 5xx are retried; a 401 after such a failure is of
+// unknown outcome (the failed try may have been the leave).
 func (tr *traffic) leave(m *client.Member) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	l := Leave{Room: m.Room, ClientID: m.ClientID, Start: tr.h.Now()}
-	err := m.Leave(ctx)
+	l := Leave{Room: m.Room, ClientID: m.ClientID, Start: tr.h.Now(), Outcome: Unknown}
+	tried := false
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "POST", tr.c.url+"/rooms/"+m.Room+"/leave", nil)
+		req.Header.Set("Authorization", "Bearer "+m.Token)
+		resp, err := tr.hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == http.StatusNoContent:
+				l.Outcome = OK
+			case resp.StatusCode < 500 && !tried:
+				l.Outcome = Refused
+			case resp.StatusCode < 500:
+				l.Outcome = Unknown
+			}
+			if resp.StatusCode < 500 {
+				break
+			}
+		}
+		tried = true
+		time.Sleep(100 * time.Millisecond)
+	}
 	l.End = tr.h.Now()
-	l.Outcome, _ = outcome(err)
 	tr.h.AddLeave(l)
 }
 
@@ -209,10 +236,10 @@ func (tr *traffic) keepAlive(m *client.Member) {
 }
 
 // churn joins members into the churn room: three of four post once and
-// leave, the fourth falls silent.
+// leave, the fourth falls silent (until noMoreSilent).
 func (tr *traffic) churn() {
 	for i := 0; !tr.stopped(); i++ {
-		silent := i%4 == 3
+		silent := i%4 == 3 && !tr.noMoreSilent.Load()
 		m, ok := tr.join(churnRoom, silent)
 		if ok && silent {
 			tr.mu.Lock()
@@ -297,15 +324,13 @@ func (tr *traffic) retention() {
 			}
 			fill -= n
 		}
-		if fill == 0 {
-			yOne := tr.withClient(y, tr.one)
+		if yOne, ok := tr.resume(y, tr.one); fill == 0 && ok {
+			race, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			var wg sync.WaitGroup
 			for g := range 3 {
 				wg.Go(func() {
-					for i := range 20 {
-						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-						_, err := yOne.Send(ctx, map[string]string{"type": "fill"}, &client.SendOptions{IdempotencyKey: fmt.Sprintf("%s-race-%d-%d", room, g, i)})
-						cancel()
+					for i := 0; race.Err() == nil && i < 20; i++ {
+						_, err := yOne.Send(race, map[string]string{"type": "fill"}, &client.SendOptions{IdempotencyKey: fmt.Sprintf("%s-race-%d-%d", room, g, i)})
 						if errors.Is(err, client.ErrTooManyMessages) {
 							return
 						}
@@ -313,6 +338,7 @@ func (tr *traffic) retention() {
 				})
 			}
 			wg.Wait()
+			cancel()
 			if n, ok := tr.countRetained(x); ok {
 				tr.h.AddRetained(Retained{Room: room, Count: n, At: tr.h.Now()})
 			}
@@ -324,15 +350,19 @@ func (tr *traffic) retention() {
 	}
 }
 
-// withClient is m as seen through another client (its retries).
-func (tr *traffic) withClient(m *client.Member, c *client.Client) *client.Member {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	r, err := c.Join(ctx, m.Room, client.JoinOptions{Token: m.Token})
-	if err != nil || !r.Resumed {
-		return m
+// resume is m as seen through another client (with its retries): the
+// same member, resumed by its token.
+func (tr *traffic) resume(m *client.Member, c *client.Client) (*client.Member, bool) {
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r, err := c.Join(ctx, m.Room, client.JoinOptions{Token: m.Token})
+		cancel()
+		if err == nil {
+			return r, r.Resumed
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return r
+	return nil, false
 }
 
 // poll is one long-poll of m's messages after since that does not wait;
