@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -19,7 +18,7 @@ func parseBatch(body []byte) (msgs []message, batch bool, err error) {
 	if !utf8.Valid(body) {
 		return nil, false, errorf(400, "bad_json", "body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return nil, false, errorf(400, "bad_json", "body is not valid JSON")
 	}
 	i := skipSpace(body, 0)

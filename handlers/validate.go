@@ -88,7 +88,7 @@ func parseMessage(body []byte) (message, error) {
 	if !utf8.Valid(body) {
 		return message{}, errorf(400, "bad_json", "body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return message{}, errorf(400, "bad_json", "body is not valid JSON")
 	}
 	return parseValidMessage(body)
