@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -573,7 +572,9 @@ func peersOf(rb *bolt.Bucket, except string) ([]string, error) {
 		}
 		return nil
 	})
-	sort.Slice(all, func(i, j int) bool { return all[i].join < all[j].join })
+	if len(all) > 1 { // a room of two has one peer: nothing to sort
+		slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(a.join, b.join) })
+	}
 	ids := make([]string, len(all))
 	for i, e := range all {
 		ids[i] = e.id
