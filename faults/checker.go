@@ -76,6 +76,18 @@ type Join struct {
 	// Silent: the member never listens nor leaves, so the server must
 	// remove it at its client timeout.
 	Silent bool
+	// ResumeOf is the member whose token the join carried: the answer
+	// must be that member (resumed), not a new one.
+	ResumeOf string
+}
+
+// FailedJoin is one try of a join that the server or the balancer
+// answered 5xx, or that got no answer; the client retries a join after
+// 429 and 503 (answers that promise it did nothing).
+type FailedJoin struct {
+	Room   string
+	Status int // 0: no answer
+	At     time.Duration
 }
 
 // Leave is one leave. Outcome OK: answered 204, the member left by it;
@@ -102,6 +114,7 @@ type Reader struct {
 	Joined         time.Duration // its join's answer
 	Drained        bool
 	Err            string
+	Ended          time.Duration // when its Receive ended, drained or not
 }
 
 // Retained is a room's message count at one moment as a member that
@@ -123,14 +136,15 @@ type History struct {
 	began time.Time
 	mu    sync.Mutex
 
-	Posts      []Post
-	Deliveries []Delivery
-	Stale      []Stale
-	Joins      []Join
-	Leaves     []Leave
-	Webhooks   []Webhook
-	Readers    []Reader
-	Retained   []Retained
+	Posts       []Post
+	Deliveries  []Delivery
+	Stale       []Stale
+	Joins       []Join
+	Leaves      []Leave
+	Webhooks    []Webhook
+	Readers     []Reader
+	Retained    []Retained
+	FailedJoins []FailedJoin
 }
 
 // NewHistory begins a history now.
@@ -147,14 +161,15 @@ func record[T any](h *History, list *[]T, v T) {
 	h.mu.Unlock()
 }
 
-func (h *History) AddPost(p Post)         { record(h, &h.Posts, p) }
-func (h *History) AddDelivery(d Delivery) { record(h, &h.Deliveries, d) }
-func (h *History) AddStale(s Stale)       { record(h, &h.Stale, s) }
-func (h *History) AddJoin(j Join)         { record(h, &h.Joins, j) }
-func (h *History) AddLeave(l Leave)       { record(h, &h.Leaves, l) }
-func (h *History) AddWebhook(w Webhook)   { record(h, &h.Webhooks, w) }
-func (h *History) AddReader(r Reader)     { record(h, &h.Readers, r) }
-func (h *History) AddRetained(r Retained) { record(h, &h.Retained, r) }
+func (h *History) AddPost(p Post)             { record(h, &h.Posts, p) }
+func (h *History) AddDelivery(d Delivery)     { record(h, &h.Deliveries, d) }
+func (h *History) AddStale(s Stale)           { record(h, &h.Stale, s) }
+func (h *History) AddJoin(j Join)             { record(h, &h.Joins, j) }
+func (h *History) AddLeave(l Leave)           { record(h, &h.Leaves, l) }
+func (h *History) AddWebhook(w Webhook)       { record(h, &h.Webhooks, w) }
+func (h *History) AddReader(r Reader)         { record(h, &h.Readers, r) }
+func (h *History) AddRetained(r Retained)     { record(h, &h.Retained, r) }
+func (h *History) AddFailedJoin(f FailedJoin) { record(h, &h.FailedJoins, f) }
 
 // Violation is one broken promise found in a history.
 type Violation struct {
@@ -309,6 +324,9 @@ func (c *checker) messages() {
 			if p.Room != r.Room || p.Sender == r.ClientID || p.Start < r.Joined {
 				continue
 			}
+			if !r.Drained && p.Start > r.Ended {
+				continue // posted after the reader was refused: a "reader" violation, not a loss
+			}
 			d, ok := got[p.ID]
 			if !ok || d.Key != p.Key {
 				if !lost[p] {
@@ -374,15 +392,17 @@ type departure struct {
 
 // capacity: every join's answer within capacity, and at no moment more
 // members certainly in a room than it admits. A member is certainly in
-// from its join's answer until its leave began (a leave answered 204), or
-// until the end for a reader that reached it; one that leaves otherwise
-// or falls silent, at least for the client timeout from its join's start
-// (the server cannot have removed it sooner).
+// from its join's answer until the first try of its leave began, and no
+// longer than the client timeout from its join's start (the server may
+// remove a member that does not listen no sooner), or to the end for a
+// reader that reached it. (A leave's 204 proves nothing more: a member
+// already removed may be answered 204 by an instance that has not seen
+// it yet.)
 func (c *checker) capacity() {
 	h := c.h
 	leaveStart := map[string]time.Duration{}
 	for _, l := range h.Leaves {
-		if t, ok := leaveStart[l.ClientID]; l.Outcome == OK && (!ok || l.Start < t) {
+		if t, ok := leaveStart[l.ClientID]; !ok || l.Start < t {
 			leaveStart[l.ClientID] = l.Start
 		}
 	}
@@ -392,6 +412,13 @@ func (c *checker) capacity() {
 	}
 	byRoom := map[string][]Join{}
 	for _, j := range h.Joins {
+		if j.ResumeOf != "" && j.Outcome == OK {
+			if j.ClientID != j.ResumeOf {
+				c.fail("resume", "%s's join with its token in %s made a new member %s (at %v)", j.ResumeOf, j.Room, j.ClientID, j.End)
+			} else {
+				continue // the same member again
+			}
+		}
 		switch j.Outcome {
 		case OK:
 			c.figures.Joins++
@@ -408,20 +435,21 @@ func (c *checker) capacity() {
 	const forever = time.Duration(1<<63 - 1)
 	for room, js := range byRoom {
 		for _, at := range js {
-			n := 0
+			var in []string
 			for _, j := range js {
 				until := j.Start + h.ClientTimeout
-				if t, ok := leaveStart[j.ClientID]; ok {
-					until = t
-				} else if staying[j.ClientID] {
+				if staying[j.ClientID] {
 					until = forever
 				}
+				if t, ok := leaveStart[j.ClientID]; ok && t < until {
+					until = t
+				}
 				if j.End <= at.End && until >= at.End {
-					n++
+					in = append(in, fmt.Sprintf("%s (joined %v–%v, in until %v)", j.ClientID, j.Start, j.End, until))
 				}
 			}
-			if n > h.Capacity {
-				c.fail("capacity", "%s held %d members at once (at %v), capacity %d", room, n, at.End, h.Capacity)
+			if len(in) > h.Capacity {
+				c.fail("capacity", "%s held %d members at once (at %v), capacity %d: %s", room, len(in), at.End, h.Capacity, strings.Join(in, ", "))
 				break
 			}
 		}
@@ -574,9 +602,13 @@ func (c *checker) webhooks() {
 			strangers[k.room]++
 		}
 	}
+	failed := map[string][]int{}
+	for _, f := range h.FailedJoins {
+		failed[f.Room] = append(failed[f.Room], f.Status)
+	}
 	for room, n := range strangers {
 		if n > unknownJoins[room] {
-			c.fail("webhook", "%d member.joined in %s for members nobody joined (%d joins of unknown outcome)", n, room, unknownJoins[room])
+			c.fail("webhook", "%d member.joined in %s for members nobody joined (%d joins of unknown outcome; tries answered 5xx or not at all there, statuses %v)", n, room, unknownJoins[room], failed[room])
 		}
 	}
 	for room, ws := range seqs {

@@ -122,6 +122,11 @@ func TestCheckCatches(t *testing.T) {
 				}
 				h.Readers[0].Drained = false // A and B's peer-left are not the point
 			}},
+		{"a resume by token answered as a new member", "resume", nil,
+			func(h *History) {
+				h.Joins = append(h.Joins, Join{Room: "r", ClientID: "N", ResumeOf: "P", Start: 7 * s, End: 7 * s, Outcome: OK, Occupants: 4, Capacity: 4})
+				h.Webhooks = append(h.Webhooks, Webhook{ID: "w7", Type: "member.joined", Room: "r", ClientID: "N", Seq: 7})
+			}},
 		{"a room past -max-room-messages", "max-room-messages", nil,
 			func(h *History) { h.Retained[0].Count = 1001 }},
 		{"a departure without peer-left", "peer-left", nil,

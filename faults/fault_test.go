@@ -15,9 +15,11 @@ package faults
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ var (
 	p99Limit   = flag.Duration("fault.p99", envDuration("TINCAN_FAULT_P99", 3*time.Second), "fail a run whose p99 POST exceeds this (env TINCAN_FAULT_P99)")
 	before     = flag.Duration("fault.before", 3*time.Second, "traffic before the fault")
 	after      = flag.Duration("fault.after", 4*time.Second, "traffic after the fault ends")
+	dump       = flag.String("fault.history", "", "write each failed run's history as JSON into this directory")
 	soak       = flag.Duration("fault.soak", envDuration("TINCAN_FAULT_SOAK", 0), "TestFaultSoak: run the matrix over and over for this long (env TINCAN_FAULT_SOAK)")
 )
 
@@ -136,7 +139,9 @@ func stopMember(t *testing.T, c *cluster, i int) {
 func partition(t *testing.T, c *cluster, i int) {
 	t.Logf("cutting etcd member %d's peer links for %v", i, faultLength)
 	c.isolate(i)
-	time.Sleep(faultLength)
+	time.Sleep(faultLength / 2)
+	t.Logf("halfway, the members see leaders %v", c.leaders())
+	time.Sleep(faultLength / 2)
 	c.heal()
 }
 
@@ -231,6 +236,16 @@ func run(t *testing.T, f fault) {
 	}
 	if fig.Acked == 0 {
 		t.Error("no post was acknowledged")
+	}
+	if t.Failed() && *dump != "" {
+		h.mu.Lock()
+		b, err := json.Marshal(h)
+		h.mu.Unlock()
+		file := filepath.Join(*dump, fmt.Sprintf("%s-%d.json", strings.ReplaceAll(t.Name(), "/", "."), time.Now().Unix()))
+		if err == nil {
+			err = os.WriteFile(file, b, 0o644)
+		}
+		t.Logf("history: %s (%v)", file, err)
 	}
 }
 

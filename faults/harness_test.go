@@ -226,6 +226,25 @@ func (c *cluster) etcdAt(t *testing.T, i int) *clientv3.Client {
 	return cli
 }
 
+// leaders is what each member says of the leader now: the leader's
+// index, or -1 when it does not answer within a second or knows none.
+func (c *cluster) leaders() []int {
+	var out []int
+	for _, m := range c.etcd.Members {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := c.cli.Status(ctx, m.Client)
+		cancel()
+		l := -1
+		for j, o := range c.etcd.Members {
+			if err == nil && o.ID() == st.Leader {
+				l = j
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
 // revision is etcd's current revision, by a quorum read.
 func (c *cluster) revision(ctx context.Context) (int64, error) {
 	resp, err := c.cli.Get(ctx, "faults-revision-probe")

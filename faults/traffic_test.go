@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,7 +59,7 @@ var (
 // startTraffic joins the readers and hosts and starts every actor; the
 // actors stop starting new calls once stop is done.
 func startTraffic(t *testing.T, c *cluster, stop context.Context) *traffic {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	hc := &http.Client{Transport: joinTries{&http.Transport{MaxIdleConnsPerHost: 64}, c.h}}
 	t.Cleanup(hc.CloseIdleConnections)
 	api, err := client.New(c.url, client.WithHTTPClient(hc), client.WithRetries(1<<30, 50*time.Millisecond))
 	if err != nil {
@@ -86,6 +87,31 @@ func startTraffic(t *testing.T, c *cluster, stop context.Context) *traffic {
 	tr.wg.Go(tr.race)
 	tr.wg.Go(tr.retention)
 	return tr
+}
+
+// joinTries records each try of a join that got a 5xx or no answer.
+type joinTries struct {
+	next http.RoundTripper
+	h    *History
+}
+
+func (jt joinTries) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := jt.next.RoundTrip(req)
+	if req.Method == "POST" && strings.HasSuffix(req.URL.Path, "/join") && (err != nil || resp.StatusCode >= 500) {
+		room := strings.TrimSuffix(strings.TrimPrefix(req.URL.Path, "/rooms/"), "/join")
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		jt.h.AddFailedJoin(FailedJoin{Room: room, Status: status, At: jt.h.Now()})
+	}
+	return resp, err
+}
+
+func (jt joinTries) CloseIdleConnections() {
+	if c, ok := jt.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // mustJoin joins room for the run's lifetime (the test fails if it
@@ -219,6 +245,7 @@ func (tr *traffic) read(m *client.Member, transport client.Transport) {
 	if !r.Drained && r.Err == "" {
 		r.Err = "gave up waiting: " + fmt.Sprint(tr.readers.Err())
 	}
+	r.Ended = tr.h.Now()
 	tr.h.AddReader(r)
 }
 
@@ -355,9 +382,19 @@ func (tr *traffic) retention() {
 func (tr *traffic) resume(m *client.Member, c *client.Client) (*client.Member, bool) {
 	for range 10 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		j := Join{Room: m.Room, ResumeOf: m.ClientID, Start: tr.h.Now()}
 		r, err := c.Join(ctx, m.Room, client.JoinOptions{Token: m.Token})
 		cancel()
+		j.End = tr.h.Now()
+		j.Outcome, j.Code = outcome(err)
 		if err == nil {
+			j.ClientID, j.Occupants, j.Capacity = r.ClientID, len(r.Peers)+1, r.Capacity
+		}
+		tr.h.AddJoin(j)
+		if err == nil {
+			if !r.Resumed {
+				tr.leave(r) // a new member: do not leave it behind
+			}
 			return r, r.Resumed
 		}
 		time.Sleep(200 * time.Millisecond)
