@@ -8,6 +8,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tincan/tincan/store"
 )
 
 // Group commit. Every write to etcd is a raft proposal that a quorum of
@@ -17,27 +19,32 @@ import (
 // one instance pay it 100 times over (issue 19 measured tincan's cluster
 // at about a third of what the same etcd commits for the same writes).
 //
-// So posts that arrive while a transaction is in flight go to etcd
-// together in the next one: one request, one proposal, one fsync. Each
+// So posts, joins and leaves that arrive while a transaction is in flight
+// go to etcd together in the next one: one request, one proposal, one
+// fsync. Each
 // keeps its own condition and outcome: it is one nested transaction
 // (clientv3.OpTxn) of the group's, with its own comparisons, its own
 // operations when they hold and its own reads when they do not. etcd
 // evaluates every comparison of a transaction, nested ones included,
 // against the state before the transaction, so two parts never see each
 // other's writes: parts that write the same key are not sent together
-// (etcd refuses such a request whole), and a part that must count what
-// another part of the same group adds (the room's message limit) is given
-// the count (groupBatch.pending).
+// (etcd refuses such a request whole), a join or a leave shares its group
+// with no other write of its room (exclusive), and a part that must count
+// what another part of the same group adds (the room's message limit) is
+// given the count (groupBatch.pending).
 //
 // The target it serves (BENCHMARKS §11, issue 19): 3 instances on a
 // 3-member etcd reach at least single-node bbolt's pingpong messages a
 // second, and call setups at 5 at once within 1.5x of bbolt's latency.
 //
-// One transaction is in flight at a time per instance: the next group is
-// built from the mirror once the previous group's changes have reached
-// it (the committer waits for its own watch, as every write does), so
-// that a part is built from a mirror that shows this instance's writes
-// before it and does not fail its comparison for want of them.
+// Up to maxInFlight groups are in flight at once, and the writes of one
+// room go one group after another: a room's next write is built from the
+// mirror once the group before it has reached the mirror (the committer
+// waits for its own watch, as every write does), so that it sees this
+// instance's writes before it and does not fail its comparison for want
+// of them. So a post to a quiet room goes at once, without waiting for
+// another room's group, and under load each group carries what queued
+// while the others were in flight.
 //
 // Limits: a group holds at most idsPerRevision entries (ids are
 // revision*idsPerRevision + index, keys.go), maxTxnOps operations at its
@@ -55,26 +62,33 @@ const maxTxnOps = 128
 // goes alone (and etcd refuses it if it is over etcd's own limit).
 const maxGroupBytes = 1 << 20
 
+// maxInFlight is how many groups an instance has in flight at most. One
+// would make a post wait for an unrelated group before its own (about
+// twice the commit latency at low load); many would send groups of one.
+const maxInFlight = 2
+
 // errNextGroup is what a part's build answers when it does not fit in the
 // group being built: it is built again for the next one.
 var errNextGroup = errors.New("next group")
 
-// groupCommit queues writes and sends them to etcd in groups, one group
-// at a time, from one goroutine (run) until Close. Close waits for the
-// group in flight; writes still queued then answer store.ErrClosed with
-// nothing written.
+// groupCommit queues writes and sends them to etcd in groups, built by
+// one goroutine (run) until Close. Close waits for the groups in flight;
+// writes still queued then answer store.ErrClosed with nothing written.
 type groupCommit struct {
 	s    *Store
-	wake chan struct{} // a write was queued
+	wake chan struct{} // a write was queued, or a group came back
 
-	mu      sync.Mutex
-	queue   []*groupWrite
-	stopped bool
+	mu       sync.Mutex
+	queue    []*groupWrite
+	busy     map[string]bool // rooms with a write in a group in flight
+	inFlight int
+	stopped  bool
 }
 
 // groupWrite is one caller's write waiting for a group.
 type groupWrite struct {
-	ctx context.Context
+	ctx  context.Context
+	room string // writes of one room go one group after another
 	// build makes the write's part of group b, from the mirror as it is
 	// now. It answers the part to send; or nil and no error when the write
 	// is answered without etcd (build recorded the answer for its caller);
@@ -87,8 +101,14 @@ type groupWrite struct {
 type groupPart struct {
 	cmps         []clientv3.Cmp
 	then, orElse []clientv3.Op
-	entries      int      // ids it takes, from the index its build was given
+	op           string   // what it is, for the metrics: append, join, leave
+	entries      int      // ids (and outbox seqs) it takes, from the index its build was given
 	puts         []string // keys it writes that another part might write too
+	// exclusive: no other part of its room shares its group (a join or a
+	// leave rewrites the room record that posts compare, and a room's
+	// last leave deletes the room's keys, which etcd refuses beside
+	// another part's write under them).
+	exclusive bool
 	// guard names a write the group makes once, after its parts, for
 	// all the parts that name it ("" none): guardOp.
 	guard   string
@@ -114,6 +134,8 @@ type groupBatch struct {
 	puts     map[string]bool
 	guards   []string
 	guardOps []clientv3.Op
+	rooms    map[string]int  // parts per room
+	alone    map[string]bool // rooms with an exclusive part
 	parts    []*groupPart
 	writes   []*groupWrite
 	bytes    int
@@ -121,7 +143,14 @@ type groupBatch struct {
 }
 
 func newGroupCommit(s *Store) *groupCommit {
-	return &groupCommit{s: s, wake: make(chan struct{}, 1)}
+	return &groupCommit{s: s, wake: make(chan struct{}, 1), busy: map[string]bool{}}
+}
+
+func (g *groupCommit) poke() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
 }
 
 // do queues a write and waits for its outcome, or for ctx. When ctx ends
@@ -129,8 +158,8 @@ func newGroupCommit(s *Store) *groupCommit {
 // ctx's error; when it ends after, do answers ctx's error too (the write
 // may be applied: the caller cannot know, as with any write whose answer
 // it did not wait for) and build's records must not be read.
-func (g *groupCommit) do(ctx context.Context, build func(b *groupBatch) (*groupPart, error)) groupResult {
-	w := &groupWrite{ctx: ctx, build: build, done: make(chan groupResult, 1)}
+func (g *groupCommit) do(ctx context.Context, room string, build func(b *groupBatch) (*groupPart, error)) groupResult {
+	w := &groupWrite{ctx: ctx, room: room, build: build, done: make(chan groupResult, 1)}
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
@@ -138,10 +167,7 @@ func (g *groupCommit) do(ctx context.Context, build func(b *groupBatch) (*groupP
 	}
 	g.queue = append(g.queue, w)
 	g.mu.Unlock()
-	select {
-	case g.wake <- struct{}{}:
-	default:
-	}
+	g.poke()
 	select {
 	case r := <-w.done:
 		return r
@@ -167,13 +193,24 @@ func (g *groupCommit) do(ctx context.Context, build func(b *groupBatch) (*groupP
 // errClosedGroup answers writes queued when the store closes.
 var errClosedGroup = errors.New("etcdstore: closed")
 
-// run sends groups until Close, then answers what is still queued.
+// groupErr is a group's error as a write answers it.
+func groupErr(err error) error {
+	if errors.Is(err, errClosedGroup) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+// run sends groups until Close, then waits for those in flight and
+// answers what is still queued.
 func (g *groupCommit) run() {
 	defer g.s.wg.Done()
+	var flights sync.WaitGroup
 	for {
 		select {
 		case <-g.wake:
 		case <-g.s.ctx.Done():
+			flights.Wait()
 			g.mu.Lock()
 			g.stopped = true
 			queued := g.queue
@@ -184,30 +221,54 @@ func (g *groupCommit) run() {
 			}
 			return
 		}
-		for g.s.ctx.Err() == nil && g.commitNext() {
+		for g.s.ctx.Err() == nil {
+			b := g.next()
+			if b == nil {
+				break
+			}
+			flights.Go(func() {
+				g.commit(b)
+				g.mu.Lock()
+				g.inFlight--
+				for _, w := range b.writes {
+					delete(g.busy, w.room)
+				}
+				g.mu.Unlock()
+				g.poke()
+			})
 		}
 	}
 }
 
-// commitNext builds the next group from the queue and commits it. It
-// reports whether writes are still queued.
-func (g *groupCommit) commitNext() bool {
+// next builds the next group from the queued writes whose rooms have
+// nothing in flight, and marks their rooms busy. It answers nil when
+// maxInFlight groups are in flight, or none can be built now.
+func (g *groupCommit) next() *groupBatch {
 	g.mu.Lock()
-	queued := g.queue
-	g.queue = nil
-	g.mu.Unlock()
-	if len(queued) == 0 {
-		return false
+	if g.inFlight >= maxInFlight {
+		g.mu.Unlock()
+		return nil
 	}
-	b := &groupBatch{pending: map[string]int{}, puts: map[string]bool{}}
+	var ready, waiting []*groupWrite
+	for _, w := range g.queue {
+		if g.busy[w.room] {
+			waiting = append(waiting, w)
+		} else {
+			ready = append(ready, w)
+		}
+	}
+	g.queue = waiting
+	g.mu.Unlock()
+
+	b := &groupBatch{pending: map[string]int{}, puts: map[string]bool{}, rooms: map[string]int{}, alone: map[string]bool{}}
 	var later []*groupWrite
-	for i, w := range queued {
+	for i, w := range ready {
 		if w.ctx.Err() != nil {
 			w.done <- groupResult{err: w.ctx.Err()}
 			continue
 		}
 		if b.index >= idsPerRevision {
-			later = append(later, queued[i:]...)
+			later = append(later, ready[i:]...)
 			break
 		}
 		part, err := w.build(b)
@@ -222,31 +283,36 @@ func (g *groupCommit) commitNext() bool {
 			w.done <- groupResult{}
 			continue
 		}
-		if !b.fits(part) {
+		if !b.fits(w.room, part) {
 			later = append(later, w)
 			continue
 		}
 		b.add(w, part)
 	}
-	if len(later) > 0 {
-		g.mu.Lock()
-		g.queue = append(later, g.queue...)
-		g.mu.Unlock()
-	}
-	if len(b.parts) > 0 {
-		g.commit(b)
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.queue) > 0
+	if len(later) > 0 {
+		g.queue = append(later, g.queue...)
+	}
+	if len(b.parts) == 0 {
+		return nil
+	}
+	for _, w := range b.writes {
+		g.busy[w.room] = true
+	}
+	g.inFlight++
+	return b
 }
 
 // fits reports whether part can join the group: its entries, its
 // operations and its bytes within the limits (a part alone always fits:
 // etcd judges it), and none of its keys written by another part.
-func (b *groupBatch) fits(p *groupPart) bool {
+func (b *groupBatch) fits(room string, p *groupPart) bool {
 	if len(b.parts) == 0 {
 		return true
+	}
+	if b.alone[room] || (p.exclusive && b.rooms[room] > 0) {
+		return false
 	}
 	if b.index+p.entries > idsPerRevision || b.bytes+p.bytes > maxGroupBytes {
 		return false
@@ -281,6 +347,10 @@ func (b *groupBatch) add(w *groupWrite, p *groupPart) {
 	b.index += p.entries
 	b.bytes += p.bytes
 	b.widest = max(b.widest, p.ops())
+	b.rooms[w.room]++
+	if p.exclusive {
+		b.alone[w.room] = true
+	}
 	for _, k := range p.puts {
 		b.puts[k] = true
 	}
@@ -308,7 +378,13 @@ func (g *groupCommit) commit(b *groupBatch) {
 	ops = append(ops, b.guardOps...)
 	start := time.Now()
 	resp, err := s.client.Txn(ctx).Then(ops...).Commit()
-	s.metrics.observe("append", start)
+	observed := map[string]bool{}
+	for _, p := range b.parts {
+		if !observed[p.op] {
+			observed[p.op] = true
+			s.metrics.observe(p.op, start)
+		}
+	}
 	if err != nil {
 		for _, w := range b.writes {
 			w.done <- groupResult{sent: true, err: err}

@@ -218,7 +218,7 @@ func (r *roundTrips) take() map[string]int {
 }
 
 // The etcd round trips of each request, one at a time on a quiet
-// instance (no heartbeat, acknowledgement flush or prune meanwhile):
+// instance (no heartbeat, guard, acknowledgement flush or prune meanwhile):
 // logged for BENCHMARKS §11, and bounded so that one that comes back is
 // noticed. Run with -v to see them.
 func TestRoundTripsPerRequest(t *testing.T) {
@@ -234,7 +234,7 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	quiet := store.Options{ClientTimeout: time.Hour, PruneEvery: time.Hour}
 	prefix := testPrefix(t)
 	open := func() *Store {
-		s, err := OpenClient(ctx0, c, Options{Options: quiet, Prefix: prefix, StaleAfter: time.Hour, AckFlush: time.Hour})
+		s, err := OpenClient(ctx0, c, Options{Options: quiet, Prefix: prefix, StaleAfter: time.Hour, AckFlush: time.Hour, MemberTimeout: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +242,9 @@ func TestRoundTripsPerRequest(t *testing.T) {
 		return s
 	}
 	s, other := open(), open()
-	time.Sleep(200 * time.Millisecond) // the lease pools fill
+	full := func() bool {
+		return len(s.presence.pool) == cap(s.presence.pool) && len(other.presence.pool) == cap(other.presence.pool)
+	}
 	total := func(n map[string]int) int {
 		sum := 0
 		for _, v := range n {
@@ -251,7 +253,8 @@ func TestRoundTripsPerRequest(t *testing.T) {
 		return sum
 	}
 	measure := func(what string, max int, f func()) {
-		time.Sleep(100 * time.Millisecond) // the pool refills from the join before
+		eventually(t, "lease pools full", full) // the pool refills from the join before
+		time.Sleep(50 * time.Millisecond)
 		rt.take()
 		f()
 		n := rt.take()
@@ -263,7 +266,9 @@ func TestRoundTripsPerRequest(t *testing.T) {
 	var a, b store.Joined
 	measure("join (new room)", 2, func() { a = mustJoin(t, s, "r") })
 	measure("join (second member)", 2, func() { b = mustJoin(t, s, "r") })
-	measure("post", 1, func() { mustPost(t, s, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}}) })
+	measure("post", 1, func() {
+		mustPost(t, s, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
+	})
 	measure("post with idempotency key", 1, func() {
 		mustPost(t, s, store.Post{From: a.Member, IdempotencyKey: "k", Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
 	})
@@ -287,4 +292,45 @@ func TestRoundTripsPerRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// Joins and leaves in flight together in many rooms share transactions
+// too, each with its own outcome: everybody gets in, the peer-joined
+// events name the right members, and the leaves empty every room.
+func TestGroupCommitJoinsAndLeaves(t *testing.T) {
+	t.Parallel()
+	const rooms = 40
+	s := openN(t, 1, store.Options{ClientTimeout: time.Hour})[0]
+	first := make([]store.Joined, rooms)
+	for i := range first {
+		first[i] = mustJoin(t, s, fmt.Sprintf("r%d", i))
+	}
+	second := make([]store.Joined, rooms)
+	var wg sync.WaitGroup
+	for i := range second {
+		wg.Go(func() { second[i] = mustJoin(t, s, fmt.Sprintf("r%d", i)) })
+	}
+	wg.Wait()
+	revisions := map[int64]bool{}
+	for i, a := range first {
+		msgs := mustRead(t, s, a.Member, 0)
+		if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), second[i].ID) {
+			t.Fatalf("room %d: the first member reads %d entries %v; want the second's peer-joined", i, len(msgs), idsOf(msgs))
+		}
+		revisions[revisionOf(msgs[0].ID)] = true
+	}
+	t.Logf("%d joins in %d transactions", rooms, len(revisions))
+	for _, j := range slices.Concat(first, second) {
+		wg.Go(func() {
+			if _, err := s.Leave(ctx0, j.Member, store.ReasonLeft); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range rooms {
+		if n, _ := s.Occupants(ctx0, fmt.Sprintf("r%d", i)); n != 0 {
+			t.Fatalf("room %d has %d members after every leave", i, n)
+		}
+	}
 }

@@ -41,17 +41,19 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 type posting struct {
 	answer  store.Appended // without etcd: a repeat found in the mirror
 	refusal *store.Error   // without etcd: a refusal, final once the mirror caught up
+	fresh   bool           // the mirror it was found in held every change committed before the call
 	to      [][]string     // each message's recipients
 	index   int            // of its first entry in the group's revision
 	seen    idemRecord     // the key's record if there is one, expired
 }
 
 func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error) {
+	began := time.Now()
 	synced := false // the mirror caught up since the call began
 	for attempt := 0; ; attempt++ {
 		var try posting
-		r := s.group.do(ctx, func(b *groupBatch) (*groupPart, error) {
-			try = posting{}
+		r := s.group.do(ctx, p.From.Room, func(b *groupBatch) (*groupPart, error) {
+			try = posting{fresh: s.freshSince(began)}
 			return s.postPart(b, p, &try)
 		})
 		switch {
@@ -61,8 +63,9 @@ func (s *Store) append(ctx context.Context, p store.Post) (store.Appended, error
 			}
 			return store.Appended{}, r.err
 		case !r.sent && try.refusal != nil:
-			// The refusal may be the mirror's delay only.
-			if synced {
+			// The refusal may be the mirror's delay only, unless the
+			// mirror was known to hold everything from before the call.
+			if synced || try.fresh {
 				return store.Appended{}, try.refusal
 			}
 			synced = true
@@ -131,6 +134,7 @@ func (s *Store) postPart(b *groupBatch, p store.Post, try *posting) (*groupPart,
 	}
 	try.to, try.index = to, b.index
 	part := &groupPart{
+		op:      "append",
 		cmps:    []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.info(room)), "=", v.infoRev)},
 		entries: len(p.Messages),
 	}
@@ -249,8 +253,15 @@ func (s *Store) expired(created int64) bool {
 	return created <= s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
 }
 
+// freshSince reports whether the mirror is known to hold every change
+// committed before t: then a refusal found in it after this call is
+// final, with no catch-up (a round trip) first. Under load the instance's
+// own writes keep it so (settle).
+func (s *Store) freshSince(t time.Time) bool { return s.freshAt.Load() >= t.UnixNano() }
+
 // Read implements store.Store, from the mirror.
 func (s *Store) Read(ctx context.Context, m store.Member, q store.ReadRequest) ([]store.Message, uint64, error) {
+	began := time.Now()
 	if s.closed.Load() {
 		return nil, 0, store.ErrClosed
 	}
@@ -258,8 +269,9 @@ func (s *Store) Read(ctx context.Context, m store.Member, q store.ReadRequest) (
 		return nil, 0, err
 	}
 	oldest := s.opts.Now().Add(-s.opts.MessageTTL).UnixNano()
+	fresh := s.freshSince(began)
 	msgs, cursor, acked, ok := s.mirror.read(m, q.After, s.acks.get(m), oldest, q.Limit)
-	if !ok {
+	if !ok && !fresh {
 		// Perhaps a member that joined a moment ago on another instance.
 		octx, cancel := s.opContext(ctx)
 		err := s.catchUp(octx)
@@ -267,12 +279,13 @@ func (s *Store) Read(ctx context.Context, m store.Member, q store.ReadRequest) (
 		if err != nil {
 			return nil, 0, s.failure(ctx, "read", err)
 		}
-		if msgs, cursor, acked, ok = s.mirror.read(m, q.After, s.acks.get(m), oldest, q.Limit); !ok {
-			if kicked, ok := s.mirror.tombOf(m); ok {
-				return nil, 0, tombRefusal(kicked)
-			}
-			return nil, 0, store.ErrUnauthorized
+		msgs, cursor, acked, ok = s.mirror.read(m, q.After, s.acks.get(m), oldest, q.Limit)
+	}
+	if !ok {
+		if kicked, ok := s.mirror.tombOf(m); ok {
+			return nil, 0, tombRefusal(kicked)
 		}
+		return nil, 0, store.ErrUnauthorized
 	}
 	if q.Acknowledge && q.After > acked {
 		s.acks.add(m, q.After)

@@ -18,7 +18,8 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// Joins and leaves. Each is one transaction that compares the room
+// Joins and leaves. Each is one transaction (a nested one of a group,
+// groupcommit.go, but for resumes) that compares the room
 // record's mod revision with the one the mirror showed: every join and
 // every leave rewrites the record, so the comparison holds only if the
 // membership is still the one the transaction was built from. That makes
@@ -310,40 +311,47 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		info.Slot = &slot
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.keys.slot(slot)), "=", 0))
 	}
-	ops := []clientv3.Op{
-		clientv3.OpPut(s.keys.info(room), encodeInfo(info)),
-		// The member record before what hangs on it (the mirror applies in order).
-		clientv3.OpPut(s.keys.member(room, j.id), memberValue{token: tokenHash, claimFrom: claimFrom, joined: now.UnixNano(), profile: j.req.Profile}.encode()),
-		clientv3.OpPut(s.keys.ack(room, j.id), ackValue(0)),
-		clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, j.id)),
-		clientv3.OpPut(s.keys.live(room, j.id), "", clientv3.WithLease(j.lease)),
-	}
-	if slot >= 0 {
-		ops = append(ops, clientv3.OpPut(s.keys.slot(slot), room))
-	}
 	peers := v.others("")
-	if len(peers) > 0 {
-		event := store.PeerJoinedFields(j.id, j.req.Profile, false)
-		ops = append(ops, s.entryOp(room, peers, false, 0, eventTail(event)))
+	// Built in the group (groupcommit.go) that takes it, from its next
+	// free index: the entry first, then the webhook events (so that seqs
+	// and ids of one transaction differ).
+	build := func(b *groupBatch) (*groupPart, error) {
+		if s.mirror.changed(room, v) {
+			return nil, nil // doomed: start over from the mirror as it is now
+		}
+		ops := []clientv3.Op{
+			clientv3.OpPut(s.keys.info(room), encodeInfo(info)),
+			// The member record before what hangs on it (the mirror applies in order).
+			clientv3.OpPut(s.keys.member(room, j.id), memberValue{token: tokenHash, claimFrom: claimFrom, joined: now.UnixNano(), profile: j.req.Profile}.encode()),
+			clientv3.OpPut(s.keys.ack(room, j.id), ackValue(0)),
+			clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, j.id)),
+			clientv3.OpPut(s.keys.live(room, j.id), "", clientv3.WithLease(j.lease)),
+		}
+		part := &groupPart{op: "join", cmps: cmps, entries: 3, exclusive: true, bytes: 512}
+		if slot >= 0 {
+			ops = append(ops, clientv3.OpPut(s.keys.slot(slot), room))
+			part.puts = append(part.puts, s.keys.slot(slot))
+		}
+		if len(peers) > 0 {
+			event := store.PeerJoinedFields(j.id, j.req.Profile, false)
+			ops = append(ops, s.entryOp(room, peers, false, b.index, eventTail(event)))
+		}
+		if !v.exists {
+			ops = s.eventOp(ops, b.index+1, store.EventData{Type: store.EventRoomCreated, Time: now, Room: room, Occupants: 1})
+		}
+		ops = s.eventOp(ops, b.index+2, store.EventData{Type: store.EventMemberJoined, Time: now, Room: room, ClientID: j.id, Profile: j.req.Profile, Occupants: len(peers) + 1})
+		part.then = ops
+		return part, nil
 	}
-	// The webhook events, in the same transaction (indexes after the
-	// entry's, so that seqs and ids of one transaction differ).
-	if !v.exists {
-		ops = s.eventOp(ops, 1, store.EventData{Type: store.EventRoomCreated, Time: now, Room: room, Occupants: 1})
-	}
-	ops = s.eventOp(ops, 2, store.EventData{Type: store.EventMemberJoined, Time: now, Room: room, ClientID: j.id, Profile: j.req.Profile, Occupants: len(peers) + 1})
-	start := time.Now()
 	j.sent = true
-	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	s.metrics.observe("join", start)
-	if err != nil {
-		if notApplied(err) {
+	r := s.group.do(ctx, room, build)
+	if r.err != nil {
+		if !r.sent || notApplied(r.err) {
 			j.sent = false
 		}
-		return store.Joined{}, false, err
+		return store.Joined{}, false, groupErr(r.err)
 	}
-	s.settle(ctx, resp.Header.Revision, start)
-	if !resp.Succeeded {
+	if !r.sent || !r.resp.Succeeded {
 		j.sent = false
 		return store.Joined{}, false, nil
 	}
@@ -424,49 +432,57 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 		}
 		now := s.opts.Now()
 		others := v.others(m.ID)
-		var ops []clientv3.Op
-		if len(others) == 0 {
-			// The last member: the room goes, with everything in it.
-			ops = []clientv3.Op{
-				clientv3.OpDelete(s.keys.room(m.Room), clientv3.WithPrefix()),
-				tokenOp,
+		// Built in the group (groupcommit.go) that takes it, from its
+		// next free index.
+		build := func(b *groupBatch) (*groupPart, error) {
+			if s.mirror.changed(m.Room, v) {
+				return nil, nil // doomed: start over from the mirror as it is now
 			}
-			if v.info.Slot != nil {
-				ops = append(ops, clientv3.OpDelete(s.keys.slot(*v.info.Slot)))
+			part := &groupPart{op: "leave", cmps: cmps, entries: 3, exclusive: true, bytes: 512}
+			var ops []clientv3.Op
+			if len(others) == 0 {
+				// The last member: the room goes, with everything in it.
+				ops = []clientv3.Op{
+					clientv3.OpDelete(s.keys.room(m.Room), clientv3.WithPrefix()),
+					tokenOp,
+				}
+				if v.info.Slot != nil {
+					ops = append(ops, clientv3.OpDelete(s.keys.slot(*v.info.Slot)))
+					part.puts = append(part.puts, s.keys.slot(*v.info.Slot))
+				}
+			} else {
+				info := v.info
+				info.LastJoin = v.lastJoin
+				info.Active = now.UnixNano()
+				event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, how.reason)
+				ops = []clientv3.Op{
+					clientv3.OpDelete(s.keys.member(m.Room, m.ID)),
+					clientv3.OpDelete(s.keys.ack(m.Room, m.ID)),
+					clientv3.OpDelete(s.keys.live(m.Room, m.ID)),
+					clientv3.OpDelete(s.keys.idems(m.Room, m.ID), clientv3.WithPrefix()),
+					clientv3.OpDelete(s.keys.listens(m.Room, m.ID), clientv3.WithPrefix()),
+					tokenOp,
+					clientv3.OpPut(s.keys.info(m.Room), encodeInfo(info)),
+					s.entryOp(m.Room, others, false, b.index, eventTail(event)),
+				}
 			}
-		} else {
-			info := v.info
-			info.LastJoin = v.lastJoin
-			info.Active = now.UnixNano()
-			event := fmt.Appendf(nil, `"type":"peer-left","peer":%q,"reason":%q`, m.ID, how.reason)
-			ops = []clientv3.Op{
-				clientv3.OpDelete(s.keys.member(m.Room, m.ID)),
-				clientv3.OpDelete(s.keys.ack(m.Room, m.ID)),
-				clientv3.OpDelete(s.keys.live(m.Room, m.ID)),
-				clientv3.OpDelete(s.keys.idems(m.Room, m.ID), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.keys.listens(m.Room, m.ID), clientv3.WithPrefix()),
-				tokenOp,
-				clientv3.OpPut(s.keys.info(m.Room), encodeInfo(info)),
-				s.entryOp(m.Room, others, false, 0, eventTail(event)),
+			ops = s.eventOp(ops, b.index+1, store.EventData{Type: store.EventMemberLeft, Time: now, Room: m.Room, ClientID: m.ID,
+				Profile: mv.value.profile, Reason: string(how.reason), Occupants: len(others)})
+			if len(others) == 0 {
+				ops = s.eventOp(ops, b.index+2, store.EventData{Type: store.EventRoomClosed, Time: now, Room: m.Room, Reason: "empty"})
 			}
+			part.then = ops
+			return part, nil
 		}
-		ops = s.eventOp(ops, 1, store.EventData{Type: store.EventMemberLeft, Time: now, Room: m.Room, ClientID: m.ID,
-			Profile: mv.value.profile, Reason: string(how.reason), Occupants: len(others)})
-		if len(others) == 0 {
-			ops = s.eventOp(ops, 2, store.EventData{Type: store.EventRoomClosed, Time: now, Room: m.Room, Reason: "empty"})
-		}
-		start := time.Now()
-		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		s.metrics.observe("leave", start)
-		if err != nil {
-			if s.again(ctx, attempt, true, err) {
-				maybe = maybe || !notApplied(err)
+		r := s.group.do(ctx, m.Room, build)
+		if r.err != nil {
+			if r.sent && s.again(ctx, attempt, true, r.err) {
+				maybe = maybe || !notApplied(r.err)
 				continue
 			}
-			return false, false, err
+			return false, false, groupErr(r.err)
 		}
-		s.settle(ctx, resp.Header.Revision, start)
-		if resp.Succeeded {
+		if r.sent && r.resp.Succeeded {
 			if !mv.shared {
 				s.presence.revoke(clientv3.LeaseID(mv.lease))
 			}
@@ -475,6 +491,18 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 		}
 		synced = true
 	}
+}
+
+// changed reports whether room's record is no longer the one v shows: a
+// write built from v would fail its comparison.
+func (mr *mirror) changed(room string, v roomView) bool {
+	mr.mu.RLock()
+	defer mr.mu.RUnlock()
+	r := mr.rooms[room]
+	if r == nil {
+		return v.exists
+	}
+	return !v.exists || r.infoRev != v.infoRev
 }
 
 // forget drops what this instance holds for a member that is gone.
@@ -490,12 +518,17 @@ func (s *Store) Authenticate(ctx context.Context, token string) (store.Member, e
 	if s.closed.Load() {
 		return store.Member{}, store.ErrClosed
 	}
+	began := time.Now()
 	if err := s.ensureFresh(ctx); err != nil {
 		return store.Member{}, err
 	}
 	hash := sha256.Sum256([]byte(token))
+	fresh := s.freshSince(began) // then the mirror's no is final (messages.go)
 	if m, ok := s.mirror.lookup(hash); ok {
 		return m, nil
+	}
+	if fresh {
+		return store.Member{}, s.unknownToken(hash)
 	}
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
@@ -505,10 +538,15 @@ func (s *Store) Authenticate(ctx context.Context, token string) (store.Member, e
 	if m, ok := s.mirror.lookup(hash); ok {
 		return m, nil
 	}
+	return store.Member{}, s.unknownToken(hash)
+}
+
+// unknownToken is the refusal of a token the mirror does not know.
+func (s *Store) unknownToken(hash [32]byte) error {
 	if kicked, ok := s.mirror.tombOfToken(hash); ok {
-		return store.Member{}, tombRefusal(kicked)
+		return tombRefusal(kicked)
 	}
-	return store.Member{}, store.ErrUnauthorized
+	return store.ErrUnauthorized
 }
 
 // Occupants implements store.Store, from the mirror.
