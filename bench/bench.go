@@ -12,6 +12,8 @@
 //	fill      R rooms x 2 peers, K messages per room left unread (for restart tests)
 //	joins     R workers join a room of their own and leave it, again and again
 //	          (-jwt hs256|es256: with join tokens minted beforehand)
+//	etcd      R writers send the etcd at -etcd a post's transaction, one after
+//	          another: etcd's own figure beside tincan's cluster (etcdload.go)
 //
 // -webhook-listen adds a webhook receiver to any workload (webhooks.go).
 package bench
@@ -66,6 +68,8 @@ type config struct {
 	jwtKey          string        // -jwt es256: PEM file of the P-256 private key
 	webhookListen   string        // address of the bench's webhook receiver; "" = none
 	webhookDrain    time.Duration // after the work, wait this long at most for the outbox to drain
+	etcd            string        // -workload etcd: the etcd client URLs (etcdload.go)
+	etcdWatch       bool          // -workload etcd: each write waits for a watch to deliver it
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -80,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the tincan server")
-	fs.StringVar(&c.workload, "workload", "pingpong", "pingpong | calls | idle | fill | joins")
+	fs.StringVar(&c.workload, "workload", "pingpong", "pingpong | calls | idle | fill | joins | etcd")
 	fs.StringVar(&c.transport, "transport", "sse", "receive by sse | poll")
 	fs.IntVar(&c.rooms, "rooms", 100, "rooms (pingpong, idle, fill); concurrent calls (calls); concurrent joiners (joins)")
 	fs.IntVar(&c.k, "k", 1000, "round trips per room (pingpong); messages per room (fill)")
@@ -107,6 +111,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.jwtKey, "jwt-key", "", "-jwt es256: PEM file of the P-256 private key whose public key the server has (-jwt-public-key)")
 	fs.StringVar(&c.webhookListen, "webhook-listen", "", "run a webhook receiver on this address (e.g. 127.0.0.1:18090; start the server with -webhook-url http://ADDR/) answering 204, and report events/s and lag")
 	fs.DurationVar(&c.webhookDrain, "webhook-drain", 15*time.Second, "with -webhook-listen: after the work, wait at most this long for tincan_webhook_events_pending to reach 0")
+	fs.StringVar(&c.etcd, "etcd", "", "-workload etcd: the etcd client URLs, comma-separated (tincan is not involved)")
+	fs.BoolVar(&c.etcdWatch, "etcd-watch", false, "-workload etcd: each write also waits until a watch delivers it, as tincan's cluster engine does")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -114,9 +120,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch c.workload {
-	case "pingpong", "calls", "idle", "fill", "joins":
+	case "pingpong", "calls", "idle", "fill", "joins", "etcd":
 	default:
-		return c, fmt.Errorf("-workload %q: want pingpong, calls, idle, fill or joins", c.workload)
+		return c, fmt.Errorf("-workload %q: want pingpong, calls, idle, fill, joins or etcd", c.workload)
 	}
 	switch c.jwt {
 	case "":
@@ -290,6 +296,12 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*Result, error) {
 	case "joins":
 		res.Transport = "none"
 		err = b.joins(ctx, res)
+	case "etcd":
+		res.Transport, res.Size = "etcd", cfg.size
+		if cfg.etcdWatch {
+			res.Transport = "etcd+watch"
+		}
+		err = b.etcd(ctx, res)
 	}
 	if hooks != nil {
 		res.Webhooks = b.drainHooks(ctx, hooks, res)
