@@ -172,9 +172,34 @@ func TestFaultSoak(t *testing.T) {
 		t.Skip("-fault.soak (or TINCAN_FAULT_SOAK) is zero: no soak")
 	}
 	end := time.Now().Add(*soak)
+	type worst struct {
+		runs, acked, lost, duplicated, violations int
+		stall, p99                                time.Duration
+	}
+	by := map[string]*worst{}
 	for i := 0; time.Now().Before(end); i++ {
 		f := matrix[i%len(matrix)]
-		t.Run(fmt.Sprintf("%d-%s", i, f.name), func(t *testing.T) { run(t, f) })
+		t.Run(fmt.Sprintf("%d-%s", i, f.name), func(t *testing.T) {
+			fig := run(t, f)
+			w := by[f.name]
+			if w == nil {
+				w = &worst{}
+				by[f.name] = w
+			}
+			w.runs++
+			w.acked += fig.Acked
+			w.lost += fig.Lost
+			w.duplicated += fig.Duplicated
+			w.violations += fig.Violations
+			w.stall, w.p99 = max(w.stall, fig.WatchStall), max(w.p99, fig.P99Post)
+		})
+	}
+	fmt.Printf("SOAK %v: fault, runs, acked, lost, duplicated, violations, worst watch stall, worst p99 POST\n", *soak)
+	for _, f := range matrix {
+		if w := by[f.name]; w != nil {
+			fmt.Printf("SOAK %-20s %d runs, acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v\n",
+				f.name, w.runs, w.acked, w.lost, w.duplicated, w.violations, w.stall.Round(time.Millisecond), w.p99.Round(time.Millisecond))
+		}
 	}
 }
 
@@ -189,8 +214,9 @@ func runFault(t *testing.T, name string) {
 	t.Fatalf("no fault %q", name)
 }
 
-// run is one run: cluster, traffic, the fault, drain, check.
-func run(t *testing.T, f fault) {
+// run is one run: cluster, traffic, the fault, drain, check; it returns
+// the run's figures.
+func run(t *testing.T, f fault) Figures {
 	h := NewHistory(capacity, maxRoomMessages, clientTimeout)
 	c := startCluster(t, h)
 	stop, stopTraffic := context.WithCancel(context.Background())
@@ -247,6 +273,7 @@ func run(t *testing.T, f fault) {
 		}
 		t.Logf("history: %s (%v)", file, err)
 	}
+	return fig
 }
 
 // onlyWebhooks counts the violations that are webhook ones when all are.
