@@ -173,7 +173,7 @@ func (h *History) AddFailedJoin(f FailedJoin) { record(h, &h.FailedJoins, f) }
 
 // Violation is one broken promise found in a history.
 type Violation struct {
-	Kind   string // "lost", "duplicated", "order", "invented", "ids", "capacity", "max-room-messages", "peer-left", "webhook", "reader"
+	Kind   string // "lost", "duplicated", "order", "invented", "ids", "capacity", "max-room-messages", "peer-left", "peer-joined", "resume", "webhook", "reader"
 	Detail string
 }
 
@@ -182,6 +182,7 @@ func (v Violation) String() string { return v.Kind + ": " + v.Detail }
 // Figures are a run's numbers.
 type Figures struct {
 	Acked      int // posts answered 201
+	Delivered  int // load messages the readers received
 	Lost       int // acknowledged posts some reader never received
 	Duplicated int // messages delivered twice to a reader, or stored twice
 	Violations int // every violation, the two above included
@@ -197,9 +198,9 @@ type Figures struct {
 }
 
 func (f Figures) String() string {
-	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
+	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (delivered %d, joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
 		f.Acked, f.Lost, f.Duplicated, f.Violations, f.WatchStall.Round(time.Millisecond), f.P99Post.Round(time.Millisecond),
-		f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
+		f.Delivered, f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
 }
 
 // Check judges a finished history: every acknowledged message delivered
@@ -272,6 +273,7 @@ func (c *checker) messages() {
 		if d.Type != "load" {
 			continue
 		}
+		c.figures.Delivered++
 		k := d.Room + "/" + d.Key
 		p := posts[k]
 		switch {
@@ -506,7 +508,15 @@ func (c *checker) presence() {
 	}
 	c.figures.Departures = len(gone)
 	peerLefts := map[readerKey]map[string][]Delivery{}
+	joinedStrangers := map[readerKey]map[string]bool{}
 	for _, d := range h.Deliveries {
+		if _, known := members[d.Peer]; d.Type == "peer-joined" && !known {
+			rk := readerKey{d.Room, d.Reader}
+			if joinedStrangers[rk] == nil {
+				joinedStrangers[rk] = map[string]bool{}
+			}
+			joinedStrangers[rk][d.Peer] = true
+		}
 		if d.Type != "peer-left" {
 			continue
 		}
@@ -535,6 +545,9 @@ func (c *checker) presence() {
 			case !departed && !maybeGone[peer]:
 				c.fail("peer-left", "reader %s in %s got peer-left (%s) for %s, which never left", r.ClientID, r.Room, ds[0].Reason, peer)
 			}
+		}
+		if n := len(joinedStrangers[readerKey{r.Room, r.ClientID}]); n > unknownJoins[r.Room] {
+			c.fail("peer-joined", "reader %s in %s got peer-joined for %d members nobody joined (%d joins of unknown outcome)", r.ClientID, r.Room, n, unknownJoins[r.Room])
 		}
 		if strangers > unknownJoins[r.Room] {
 			c.fail("peer-left", "reader %s in %s got peer-left for %d members nobody joined (%d joins of unknown outcome)", r.ClientID, r.Room, strangers, unknownJoins[r.Room])

@@ -53,7 +53,7 @@ func TestCheckGoodHistory(t *testing.T) {
 	if len(vs) > 0 {
 		t.Fatalf("violations in a good history:\n%s", Summary(vs, 20))
 	}
-	want := Figures{Acked: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
+	want := Figures{Acked: 2, Delivered: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
 	if fig != want {
 		t.Fatalf("figures %+v, want %+v", fig, want)
 	}
@@ -146,6 +146,10 @@ func TestCheckCatches(t *testing.T) {
 		{"peer-left for a member nobody joined", "peer-left", nil,
 			func(h *History) {
 				deliver(h, Delivery{Room: "r", Reader: "R", ID: 26, Type: "peer-left", Peer: "Z", Reason: "timeout", At: 7 * s})
+			}},
+		{"peer-joined for a member nobody joined", "peer-joined", nil,
+			func(h *History) {
+				deliver(h, Delivery{Room: "r", Reader: "R", ID: 26, Type: "peer-joined", Peer: "Z", At: 7 * s})
 			}},
 		{"a join's webhook missing", "webhook", nil,
 			func(h *History) { h.Webhooks = slices.Delete(h.Webhooks, 2, 3) }},
