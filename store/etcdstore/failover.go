@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,32 +32,35 @@ import (
 // client pinned to each endpoint (a node: one member as this instance
 // reaches it), and routes through them what it can:
 //
-//   - Every KV call (Get, Put, Delete, Txn) goes to the next node in turn
-//     that is neither suspect nor known disconnected. A call without an
-//     answer after MemberTimeout makes the engine ask that node a
-//     serializable read (which the member answers alone, with its raft
-//     term), within MemberTimeout/2:
-//   - No answer: the node is suspect (no call goes there until it answers
-//     such a read again, tried every probeEvery) and the call ends. A read
-//     goes at once to another node. A write fails with codes.Unavailable
-//     and an unknown outcome, as when etcd times out: the caller sends it
-//     again only when it can tell whether the first attempt applied
-//     (Store.again's safe: the transaction compares an idempotency key or
-//     a record that the first attempt changed); then it goes to another
-//     node.
-//   - An answer in a later raft term: the leader changed while the call
-//     waited, and etcd never answers a proposal that the old leader
-//     dropped (nor one that a leader handing over refused). After a grace
-//     for a proposal that the new leader commits all the same, the call
-//     ends as above. Any answer of any node in a later term than a call
-//     began in does the same at once, without waiting for MemberTimeout:
-//     under traffic a leader transfer costs a call the grace, not more.
-//   - An answer in the same term: the member is alive and the cluster
-//     slow; the call waits on, and is checked again every MemberTimeout/4.
-//   - A call that a member refuses with "raft proposal dropped" (a leader
-//     handing over refuses proposals; so does a member that knows no
-//     leader) was not acted on: it is sent again, after a short pause,
-//     writes included.
+//   - Every KV call (Get, Put, Delete, Txn) goes to a node that is neither
+//     suspect nor known disconnected. A write goes to the leader's node
+//     (learnt from the members' status at start and whenever an answer
+//     shows a new raft term): no member forwards it, and a leader handing
+//     over refuses it at once rather than drop it unanswered. A read, or
+//     a write while the leader is unknown, goes to the next node in turn.
+//   - A call refused with "raft proposal dropped" (by a leader handing
+//     over, or a member that knows no leader) was not acted on: it is
+//     sent again after a short pause, writes included.
+//   - A call without an answer after MemberTimeout makes the engine ask
+//     its node a serializable read (which the member answers alone, with
+//     its raft term), within MemberTimeout/2. No answer: the node is
+//     suspect, no call goes there until it answers such a read again
+//     (tried every probeEvery), and the call ends. An answer in a later
+//     raft term: the leader changed while the call waited, and etcd never
+//     answers a proposal that the old leader dropped; after a grace for a
+//     proposal that the new leader commits all the same, the call ends.
+//     Any node's answer in a later term than a call began in does the
+//     same at once. An answer in the same term: the member is alive and
+//     the cluster slow; the call waits on, checked every MemberTimeout/4.
+//   - A call ended so: a read goes at once to another node. A write fails
+//     with codes.Unavailable, its outcome unknown as when etcd times out,
+//     and the caller sends it again when it can tell whether the first
+//     attempt applied (Store.again's safe); it then goes to another node.
+//     Only repeatable writes are ended so (a transaction that compares
+//     what it writes: an idempotency key, a record's revision; see
+//     repeatable): any other waits for its answer or its deadline, since
+//     nobody could tell what a second attempt would do, and a member
+//     slow rather than silent still answers it.
 //   - Lease grants and revocations likewise (both may be repeated: a
 //     repeated grant makes a lease nobody uses, which lapses).
 //   - The watch (watch.go) runs on one node; progress.go checks that it
@@ -88,6 +92,7 @@ type node struct {
 	kv     clientv3.KV    // the pinned client's own
 	lease  clientv3.Lease // the pinned client's own
 	term   atomic.Uint64  // the latest raft term seen in its answers
+	id     atomic.Uint64  // its member id, from its answers
 	// suspect: it did not answer; no call goes to it until it answers a
 	// probe again.
 	suspect atomic.Bool
@@ -98,6 +103,7 @@ func (n *node) saw(h *pb.ResponseHeader) {
 	if h == nil {
 		return
 	}
+	n.id.Store(h.MemberId)
 	for {
 		old := n.term.Load()
 		if h.RaftTerm <= old || n.term.CompareAndSwap(old, h.RaftTerm) {
@@ -131,6 +137,10 @@ type nodes struct {
 	// for good (see above), and end after a grace.
 	term     atomic.Uint64
 	inflight sync.Map // *attemptState -> true: the calls under way
+	// leader is the node of the member that leads, as last asked (nil:
+	// unknown); finding is set while it is being asked.
+	leader  atomic.Pointer[node]
+	finding atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -161,6 +171,12 @@ func (ns *nodes) saw(n *node, h *pb.ResponseHeader) {
 			break
 		}
 	}
+	// Writes go on to the node that led until the members tell which
+	// leads now: if it still leads, or follows a leader it knows, all is
+	// well; if it lost its leader, it refuses them at once. A follower
+	// picked instead could forward them to a leader handing over, which
+	// would drop them unanswered.
+	ns.findLeader()
 	ns.inflight.Range(func(k, _ any) bool {
 		a := k.(*attemptState)
 		if a.term != 0 && a.term < h.RaftTerm && a.flagged.CompareAndSwap(false, true) {
@@ -192,9 +208,50 @@ func (ns *nodes) install(s *Store, c *clientv3.Client) {
 	ns.s = s
 	c.KV = failoverKV{KV: c.KV, ns: ns}
 	c.Lease = failoverLease{Lease: c.Lease, ns: ns}
-	for _, n := range ns.all {
-		ns.spawn(func() { ns.probe(s.ctx, n) }) // learn each node's term
+	ns.spawn(func() {
+		// Learn each node's member id and term, then the leader.
+		var wg sync.WaitGroup
+		for _, n := range ns.all {
+			wg.Go(func() { ns.probe(s.ctx, n) })
+		}
+		wg.Wait()
+		ns.findLeader()
+	})
+}
+
+// findLeader asks the members which one leads, unless that is being
+// asked already, until one knows (an election may be under way).
+func (ns *nodes) findLeader() {
+	if !ns.finding.CompareAndSwap(false, true) {
+		return
 	}
+	ns.spawn(func() {
+		defer ns.finding.Store(false)
+		for attempt := 0; attempt < 50; attempt++ {
+			if attempt > 0 && !ns.s.pause(ns.s.ctx, 100*time.Millisecond) {
+				return
+			}
+			for _, n := range ns.all {
+				if !n.usable() {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(ns.s.ctx, ns.timeout/2)
+				resp, err := pb.NewMaintenanceClient(n.client.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
+				cancel()
+				if err != nil || resp.Leader == 0 {
+					continue
+				}
+				n.saw(resp.Header)
+				for _, l := range ns.all {
+					if l.id.Load() == resp.Leader {
+						ns.leader.Store(l)
+						return
+					}
+				}
+			}
+		}
+		ns.leader.Store(nil)
+	})
 }
 
 // close ends the probes (after the store's context ended) and closes the
@@ -223,10 +280,14 @@ func (ns *nodes) spawn(f func()) {
 	ns.wg.Go(f)
 }
 
-// pick chooses the node for a call: the next usable one in turn but
-// avoid; when none is usable, the next but avoid all the same (it may
-// have come back).
-func (ns *nodes) pick(avoid *node) *node {
+// pick chooses the node for a call: for a write the leader's, when it
+// is known, usable and not avoid; otherwise the next usable one in turn
+// but avoid; when none is usable, the next but avoid all the same (it
+// may have come back).
+func (ns *nodes) pick(avoid *node, write bool) *node {
+	if l := ns.leader.Load(); write && l != nil && l != avoid && l.usable() {
+		return l
+	}
 	k := len(ns.all)
 	start := int(ns.next.Add(1) % uint64(k))
 	var fallback *node
@@ -254,13 +315,16 @@ func avoiding(ctx context.Context, n *node) context.Context {
 	return context.WithValue(ctx, avoidKey{}, n)
 }
 
-// call runs f on a node as the comment at the top says; write says
-// whether f may change something (then it is not sent again here).
-func (ns *nodes) call(ctx context.Context, write bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) error {
+// call runs f on a node as the comment at the top says. write says
+// whether f may change something (then it is not sent again here, and
+// goes to the leader); repeatable, whether it may all the same be ended
+// when its node is silent (its outcome can be learnt by sending it
+// again; see repeatable).
+func (ns *nodes) call(ctx context.Context, write, repeatable bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) error {
 	avoid, _ := ctx.Value(avoidKey{}).(*node)
 	for tried, dropped := 0, 0; ; {
-		n := ns.pick(avoid)
-		err, silent := ns.attempt(ctx, n, f)
+		n := ns.pick(avoid, write)
+		err, silent := ns.attempt(ctx, n, !write || repeatable, f)
 		switch {
 		case proposalDropped(err) && ns.s.pause(ctx, min(10*time.Millisecond<<dropped, 200*time.Millisecond)):
 			// Refused before anything was written (the leader hands
@@ -290,13 +354,20 @@ func proposalDropped(err error) bool {
 }
 
 // attempt runs f on n, overseen; silent reports that it ended because n
-// did not answer (or the leader changed), not the caller.
-func (ns *nodes) attempt(ctx context.Context, n *node, f func(context.Context, *node) (*pb.ResponseHeader, error)) (err error, silent bool) {
+// did not answer (or the leader changed), not the caller. Unless
+// endable, a call on a silent node is not ended (nobody could tell
+// whether it applied): it waits for its answer or its deadline.
+func (ns *nodes) attempt(ctx context.Context, n *node, endable bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) (err error, silent bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if !endable {
+		cancel = func(error) {}
+	}
 	state := &attemptState{n: n, term: ns.term.Load(), cancel: cancel}
-	ns.inflight.Store(state, true)
-	defer ns.inflight.Delete(state)
+	if endable {
+		ns.inflight.Store(state, true)
+		defer ns.inflight.Delete(state)
+	}
 	term := n.term.Load()
 	t := time.AfterFunc(ns.timeout, func() {
 		for actx.Err() == nil {
@@ -406,7 +477,7 @@ func (k failoverKV) Delete(ctx context.Context, key string, opts ...clientv3.OpO
 
 func (k failoverKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
 	var out clientv3.OpResponse
-	err := k.ns.call(ctx, writes(op), func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+	err := k.ns.call(ctx, writes(op), k.ns.repeatable(op), func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
 		r, err := n.kv.Do(ctx, op)
 		out = r
 		switch {
@@ -471,6 +542,51 @@ func writes(op clientv3.Op) bool {
 	return true
 }
 
+// repeatable reports whether op, applied twice, changes nothing more
+// than applied once, so that a caller can send it again when it does not
+// know whether it applied (the second attempt then tells, by its
+// comparison failing): it reads only, or each of its writes is in a
+// transaction that compares, for equality (or a value for "less than"),
+// a key that it writes; and what such a transaction does when the
+// comparison fails is repeatable too. A post with an idempotency key is
+// (it compares and writes the key); one without is not. A room's seq key
+// (keys.go) counts posts for MaxRoomMessages: rewriting it once more only
+// makes a later post compare again, so its rewrite counts as repeatable.
+func (ns *nodes) repeatable(op clientv3.Op) bool {
+	switch {
+	case op.IsGet():
+		return true
+	case op.IsPut() && ns.s != nil && ns.s.keys.parse(op.KeyBytes()).kind == kindSeq:
+		return true
+	case !op.IsTxn():
+		return false // a put or delete alone
+	}
+	cmps, thenOps, elseOps := op.Txn()
+	written := map[string]bool{}
+	for _, o := range thenOps {
+		if o.IsPut() || o.IsDelete() {
+			written[string(o.KeyBytes())] = true
+		}
+	}
+	guarded := false
+	for _, c := range cmps {
+		pc := c.GetCompare()
+		if written[string(pc.Key)] && (pc.Result == pb.Compare_EQUAL || (pc.Result == pb.Compare_LESS && pc.Target == pb.Compare_VALUE)) {
+			guarded = true
+		}
+	}
+	check := elseOps
+	if !guarded {
+		check = append(slices.Clip(thenOps), elseOps...)
+	}
+	for _, o := range check {
+		if !ns.repeatable(o) {
+			return false
+		}
+	}
+	return true
+}
+
 // failoverLease is the shared client's Lease with grants and revocations
 // routed through the nodes (keep-alives stay on the shared client).
 type failoverLease struct {
@@ -480,7 +596,7 @@ type failoverLease struct {
 
 func (l failoverLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
 	var out *clientv3.LeaseGrantResponse
-	err := l.ns.call(ctx, false, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+	err := l.ns.call(ctx, false, true, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
 		r, err := n.lease.Grant(ctx, ttl)
 		if r == nil {
 			return nil, err
@@ -493,7 +609,7 @@ func (l failoverLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGra
 
 func (l failoverLease) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
 	var out *clientv3.LeaseRevokeResponse
-	err := l.ns.call(ctx, false, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
+	err := l.ns.call(ctx, false, true, func(ctx context.Context, n *node) (*pb.ResponseHeader, error) {
 		r, err := n.lease.Revoke(ctx, id)
 		if r == nil {
 			return nil, err

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,25 +45,7 @@ func TestFaultFigures(t *testing.T) {
 		y := openAt(t, prefix, Options{Options: store.Options{Capacity: 16}})
 		z := openAt(t, prefix, Options{Options: store.Options{Capacity: 16}})
 		tr := startTraffic(t, []*Store{x, y, z})
-		// The proxy the watch of x goes through is the one that carries
-		// a large post of y's to x.
-		big := mustJoin(t, y, "big")
-		mustJoin(t, x, "big")
-		before := make([]int64, len(ps))
-		for i, p := range ps {
-			before[i] = p.down.Load()
-		}
-		mustPost(t, y, store.Post{From: big.Member, Messages: []store.Draft{{Fields: []byte(`"pad":"` + strings.Repeat("x", 200_000) + `"`)}}})
-		var watched *silentProxy
-		eventually(t, "the large post reaches x through one proxy", func() bool {
-			for i, p := range ps {
-				if p.down.Load()-before[i] >= 200_000 {
-					watched = p
-					return true
-				}
-			}
-			return false
-		})
+		watched := ps[watchedBy(t, x, y, ps)]
 		time.Sleep(2 * time.Second)
 		watched.silence()
 		tr.mark()
@@ -82,6 +67,61 @@ func TestFaultFigures(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		tr.stop(t).report(t, -1)
 	})
+	t.Run("leader stopped (SIGSTOP), 10s", func(t *testing.T) {
+		bin := os.Getenv("TINCAN_ETCD_MEMBER")
+		if bin == "" {
+			t.Skip("needs etcd members as processes: set TINCAN_ETCD_MEMBER to an etcd binary (or go build ./faults/cmd/etcdmember)")
+		}
+		procs, endpoints := startProcesses(t, bin, 3)
+		// Instance 0 reaches the members through proxies that tell which
+		// member its watch goes through; that member is made the leader
+		// (a graceful transfer, before the measurement), then stopped.
+		var ps []*silentProxy
+		var eps []string
+		for _, ep := range endpoints {
+			p := newSilentProxy(t, ep)
+			ps, eps = append(ps, p), append(eps, p.endpoint())
+		}
+		ss := []*Store{openAt(t, "/figures/", Options{Options: store.Options{Capacity: 16}, Endpoints: eps})}
+		for range 2 {
+			ss = append(ss, openAt(t, "/figures/", Options{Options: store.Options{Capacity: 16}, Endpoints: endpoints}))
+		}
+		watched := watchedBy(t, ss[0], ss[1], ps)
+		cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if leader := processLeader(t, endpoints); leader != watched {
+			st, err := cl.Status(ctx0, endpoints[watched])
+			if err != nil {
+				t.Fatal(err)
+			}
+			mcl, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoints[leader]}, Logger: zap.NewNop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = mcl.MoveLeader(ctx0, st.Header.MemberId)
+			mcl.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		tr := startTraffic(t, ss)
+		time.Sleep(2 * time.Second)
+		if leader := processLeader(t, endpoints); leader != watched {
+			t.Fatalf("member %d leads, not %d", leader, watched)
+		}
+		if now := watchedBy(t, ss[0], ss[1], ps); now != watched {
+			t.Fatalf("instance 0 watches through member %d now, not %d", now, watched)
+		}
+		tr.mark()
+		procs[watched].Process.Signal(syscall.SIGSTOP)
+		time.Sleep(10 * time.Second)
+		procs[watched].Process.Signal(syscall.SIGCONT)
+		time.Sleep(3 * time.Second)
+		tr.stop(t).report(t, 0)
+	})
 	t.Run("leader killed, back after 5s", func(t *testing.T) {
 		c := ownCluster(t)
 		ss := ownStores(t, c, 3)
@@ -97,6 +137,92 @@ func TestFaultFigures(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		tr.stop(t).report(t, -1)
 	})
+}
+
+// startProcesses starts an n-member etcd cluster of processes of bin
+// (etcd's own flags), stopped at the end of t.
+func startProcesses(t *testing.T, bin string, n int) ([]*exec.Cmd, []string) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var initial, endpoints []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i]))
+		endpoints = append(endpoints, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]))
+	}
+	dir := t.TempDir()
+	var procs []*exec.Cmd
+	for i := range n {
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[2*i])
+		cmd := exec.Command(bin, "--name", fmt.Sprintf("m%d", i), "--data-dir", filepath.Join(dir, fmt.Sprint(i)),
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--listen-client-urls", endpoints[i], "--advertise-client-urls", endpoints[i],
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", "figures", "--initial-cluster-state", "new")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGCONT)
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		procs = append(procs, cmd)
+	}
+	cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	eventually(t, "the etcd processes serve", func() bool {
+		ctx, cancel := context.WithTimeout(ctx0, time.Second)
+		defer cancel()
+		_, err := cl.Get(ctx, "ready")
+		return err == nil
+	})
+	return procs, endpoints
+}
+
+// processLeader is the index of the endpoint whose member leads.
+func processLeader(t *testing.T, endpoints []string) int {
+	cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i, ep := range endpoints {
+		st, err := cl.Status(ctx0, ep)
+		if err == nil && st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("no leader")
+	return -1
+}
+
+// watchedBy is the index of the proxy among ps (one per member, all of
+// x's endpoints) that x's watch goes through: the one that carries a large
+// post of y's to x.
+func watchedBy(t *testing.T, x, y *Store, ps []*silentProxy) int {
+	room := fmt.Sprint("big-", time.Now().UnixNano())
+	big := mustJoin(t, y, room)
+	mustJoin(t, x, room)
+	before := make([]int64, len(ps))
+	for i, p := range ps {
+		before[i] = p.down.Load()
+	}
+	mustPost(t, y, store.Post{From: big.Member, Messages: []store.Draft{{Fields: []byte(`"pad":"` + strings.Repeat("x", 200_000) + `"`)}}})
+	watched := -1
+	eventually(t, "the large post reaches x through one proxy", func() bool {
+		for i, p := range ps {
+			if p.down.Load()-before[i] >= 200_000 {
+				watched = i
+				return true
+			}
+		}
+		return false
+	})
+	return watched
 }
 
 func ownCluster(t *testing.T) *etcdCluster {

@@ -121,9 +121,9 @@ func TestSilentWatchedMember(t *testing.T) {
 }
 
 // A graceful leader transfer (etcd's MoveLeader, as a rolling upgrade
-// does), several times over, while three instances post with
-// Idempotency-Keys and a reader on each follows: no post fails, and every
-// post is delivered once, in order.
+// does), several times over, while three instances post (half of the
+// posts with Idempotency-Keys, half without) and a reader on each
+// follows: no post fails, and every post is delivered once, in order.
 func TestMoveLeaderWrites(t *testing.T) {
 	t.Parallel() // on a cluster of its own
 	c, err := startCluster(3)
@@ -151,7 +151,10 @@ func TestMoveLeaderWrites(t *testing.T) {
 				if i == 5 {
 					startOnce.Do(func() { close(started) })
 				}
-				p := store.Post{From: members[w].Member, IdempotencyKey: fmt.Sprint(i), Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}}}
+				p := store.Post{From: members[w].Member, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"x","w":%d,"i":%d`, w, i))}}}
+				if i%2 == 0 { // half of them without: the engine cannot repeat those
+					p.IdempotencyKey = fmt.Sprint(i)
+				}
 				t0 := time.Now()
 				r, err := ss[w].Append(ctx0, p)
 				if err != nil {
@@ -179,6 +182,13 @@ func TestMoveLeaderWrites(t *testing.T) {
 	readers.Wait()
 	if t.Failed() {
 		t.FailNow()
+	}
+	leader := c.leader()
+	for i, s := range ss {
+		eventually(t, fmt.Sprintf("instance %d sends its writes to the new leader", i), func() bool {
+			l := s.nodes.leader.Load()
+			return l != nil && l.url == c.endpoints[leader]
+		})
 	}
 	all := slices.Concat(latencies...)
 	slices.Sort(all)
@@ -216,5 +226,41 @@ func moveLeader(t testing.TB, c *etcdCluster) {
 	defer cl.Close()
 	if _, err := cl.MoveLeader(ctx0, to); err != nil {
 		t.Fatalf("move the leader from member %d to %d: %v", leader, next, err)
+	}
+}
+
+// What the engine may end on a silent member and send again: reads, and
+// writes whose transaction compares what it writes.
+func TestRepeatable(t *testing.T) {
+	keys := layout{prefix: "/p/"}
+	ns := &nodes{s: &Store{keys: keys}}
+	info, idem, msg, ack := keys.info("r"), keys.idem("r", "a", "k"), keys.msg("r", "n"), keys.ack("r", "a")
+	keyed := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(info), "=", 5), clientv3.Compare(clientv3.ModRevision(idem), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(msg, "m"), clientv3.OpPut(idem, "i")},
+		[]clientv3.Op{clientv3.OpGet(idem)})
+	unkeyed := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(info), "=", 5)},
+		[]clientv3.Op{clientv3.OpPut(msg, "m")}, nil)
+	seq := clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(info), ">", 0)}, []clientv3.Op{clientv3.OpPut(keys.seq("r"), "")}, nil)
+	acked := clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ack), "<", "9")}, []clientv3.Op{clientv3.OpPut(ack, "9")}, nil)
+	for _, c := range []struct {
+		name string
+		op   clientv3.Op
+		want bool
+	}{
+		{"a read", clientv3.OpGet(info), true},
+		{"a put alone", clientv3.OpPut(msg, "m"), false},
+		{"a delete alone", clientv3.OpDelete(msg), false},
+		{"a post with a key", keyed, true},
+		{"a post without", unkeyed, false},
+		{"a group of posts with keys and a seq rewrite", clientv3.OpTxn(nil, []clientv3.Op{keyed, keyed, seq}, nil), true},
+		{"a group with a post without a key", clientv3.OpTxn(nil, []clientv3.Op{keyed, unkeyed}, nil), false},
+		{"acknowledgements raised", clientv3.OpTxn(nil, []clientv3.Op{acked, acked}, nil), true},
+		{"an else branch that writes", clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(idem), "=", 0)}, []clientv3.Op{clientv3.OpPut(idem, "i")}, []clientv3.Op{clientv3.OpPut(msg, "m")}), false},
+	} {
+		if got := ns.repeatable(c.op); got != c.want {
+			t.Errorf("%s: repeatable %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -95,7 +95,7 @@ func (w *watchStream) requestProgress() {
 func (s *Store) follow(avoid *node) (reload bool, err error) {
 	w := &watchStream{client: s.client}
 	if s.nodes != nil {
-		w.node = s.nodes.pick(avoid)
+		w.node = s.nodes.pick(avoid, false)
 		w.client = w.node.client
 	}
 	// A name of its own: a new gRPC stream, never one that is closing.
