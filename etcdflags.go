@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // The cluster mode's settings: -etcd and the flags that go with it, checked,
@@ -46,6 +47,11 @@ func (c *config) parseEtcd() error {
 				return fmt.Errorf("-etcd %q: TLS to etcd (-etcd-ca, -etcd-cert) needs https:// URLs", u)
 			}
 		}
+	}
+	if c.etcdMember < 100*time.Millisecond || c.etcdMember > 4*time.Second {
+		// Below, a busy member would pass for a silent one; above, a
+		// silent one would cost more than the 4 s a watch may stall.
+		return fmt.Errorf("-etcd-member-timeout %v: want 100ms to 4s", c.etcdMember)
 	}
 	if c.etcdPrefix == "" || !strings.HasPrefix(c.etcdPrefix, "/") {
 		return fmt.Errorf("-etcd-prefix %q: must begin with /", c.etcdPrefix)

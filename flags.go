@@ -22,6 +22,7 @@ type config struct {
 	etcdCA          string
 	etcdCert        string
 	etcdKey         string
+	etcdMember      time.Duration // -etcd-member-timeout
 	tlsCert, tlsKey string
 	capacity        int
 	clientTimeout   time.Duration
@@ -118,6 +119,7 @@ Flags:
 	fs.StringVar(&c.etcdCA, "etcd-ca", "", "with -etcd: CA certificate file (PEM) that etcd's certificates are checked against (default: the system's)")
 	fs.StringVar(&c.etcdCert, "etcd-cert", "", "with -etcd: client certificate file (PEM) for etcd (with -etcd-key)")
 	fs.StringVar(&c.etcdKey, "etcd-key", "", "with -etcd: client key file (PEM)")
+	fs.DurationVar(&c.etcdMember, "etcd-member-timeout", time.Second, "with -etcd: how long one etcd member may leave a request or the watch unanswered before tincan turns to another (100ms-4s)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file: serve HTTPS (with -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file")
 	fs.IntVar(&c.capacity, "room-capacity", 2, "members per room (2-16)")

@@ -286,12 +286,13 @@ func openStore(ctx context.Context, cfg config, recent int, reg prometheus.Regis
 	}
 	// Open fails when etcd does not answer within its RequestTimeout (5 s).
 	st, err := etcdstore.Open(ctx, etcdstore.Options{
-		Options:    rules,
-		Endpoints:  cfg.etcdEndpoints,
-		TLS:        tlsConfig,
-		Prefix:     cfg.etcdPrefix,
-		Registerer: reg,
-		Logger:     log,
+		Options:       rules,
+		Endpoints:     cfg.etcdEndpoints,
+		TLS:           tlsConfig,
+		Prefix:        cfg.etcdPrefix,
+		MemberTimeout: cfg.etcdMember,
+		Registerer:    reg,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, err

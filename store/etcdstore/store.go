@@ -50,6 +50,20 @@
 // Authenticate, Read or Ping, or answers store.ErrUnavailable. So no
 // instance authenticates a departed member for longer than StaleAfter.
 //
+// Silent members (failover.go, progress.go): a member that stops
+// answering without closing its connections (a stopped process, a paused
+// machine, a network that drops packets) is left within about
+// MemberTimeout (default 1 s) and a half. Open keeps a client pinned to
+// each member besides the shared one; writes go to the leader, reads
+// round the members, and a call without an answer after MemberTimeout
+// makes the engine ask its member: a member that does not answer gets no
+// calls until it does again, and a call it held is ended and sent
+// elsewhere when that is safe (reads, and transactions that compare what
+// they write, such as posts with an idempotency key). The watch is
+// checked every MemberTimeout/2 against a quorum read of the cluster's
+// revision, and opened again on another member when it does not move for
+// MemberTimeout.
+//
 // Presence is decided once for the whole cluster: each member has a lease
 // of the client timeout (rounded up to whole seconds, and at least etcd's
 // minimum lease TTL) holding its live key (presence.go). Whichever instance

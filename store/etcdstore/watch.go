@@ -30,8 +30,9 @@ import (
 // freshAt. A linearizable read tells the cluster's current revision; once
 // the watch has delivered up to it (events, or a progress notification
 // asked for), everything committed before that read began is in the
-// mirror. The heartbeat does that every StaleAfter/4 when nothing else has
-// (each of this instance's own writes does it too). Authenticate and Read
+// mirror. The guard (progress.go) does that every MemberTimeout/2 when
+// nothing else has (each of this instance's own writes does it too), and
+// moves the watch to another member when it does not follow. Authenticate and Read
 // refuse with store.ErrUnavailable when the mirror cannot be brought up to
 // date within the request timeout after being stale for StaleAfter: an
 // instance that cannot follow etcd answers 503 rather than authenticate a
