@@ -59,7 +59,7 @@ func init() {
 // appendAll posts b.N messages from conc goroutines spread over nrooms
 // rooms, and reports writes per commit, commits per second, and the bytes
 // the process wrote to disk per message.
-func appendAll(b *testing.B, s *Store, conc, nrooms int) {
+func appendAll(b *testing.B, s *Store, conc, nrooms int, keyed bool) {
 	rooms := benchRooms(b, s, nrooms)
 	c0, w0 := s.Stats()
 	io0 := diskWritten()
@@ -71,8 +71,12 @@ func appendAll(b *testing.B, s *Store, conc, nrooms int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				if _, err := appendID(s, context.Background(), store.Post{From: rooms[g%nrooms][0], Messages: []store.Draft{{Fields: benchFields}}}); err != nil {
+			for n := next.Add(1); n <= int64(b.N); n = next.Add(1) {
+				p := store.Post{From: rooms[g%nrooms][0], Messages: []store.Draft{{Fields: benchFields}}}
+				if keyed { // as the bench's and the clients' posts are
+					p.IdempotencyKey = strconv.FormatInt(n, 36)
+				}
+				if _, err := appendID(s, context.Background(), p); err != nil {
 					b.Error(err)
 					return
 				}
@@ -114,23 +118,26 @@ func diskWritten() int64 {
 // them (group commit). MaxBatch=1 is the store without group commit. The
 // writers post to rooms of their own, as in the pingpong workload, except in
 // oneroom, where all post to one room: the difference is what each room a
-// commit touches costs (pages rewritten, fsync'd).
+// commit touches costs (pages rewritten, fsync'd). In keyed, every post
+// carries an Idempotency-Key, as the clients' do.
 func BenchmarkAppend(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
 		conc     int
 		rooms    int
 		maxBatch int
+		keyed    bool
 	}{
-		{"conc=1", 1, 1, 0},
-		{"conc=16", 16, 16, 0},
-		{"conc=128", 128, 128, 0},
-		{"conc=128/oneroom", 128, 1, 0},
-		{"conc=128/nogroup", 128, 128, 1},
+		{"conc=1", 1, 1, 0, false},
+		{"conc=16", 16, 16, 0, false},
+		{"conc=128", 128, 128, 0, false},
+		{"conc=128/keyed", 128, 128, 0, true},
+		{"conc=128/oneroom", 128, 1, 0, false},
+		{"conc=128/nogroup", 128, 128, 1, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			s := benchStore(b, Options{MaxBatch: tc.maxBatch})
-			appendAll(b, s, tc.conc, tc.rooms)
+			appendAll(b, s, tc.conc, tc.rooms, tc.keyed)
 		})
 	}
 }
