@@ -60,18 +60,18 @@ var matrix = []fault{
 		c.tincan[0].Restart(t)
 	}},
 	{"KillLeader", func(t *testing.T, c *cluster) { killMember(t, c, c.leader(t)) }},
-	{"KillFollower", func(t *testing.T, c *cluster) { killMember(t, c, (c.leader(t)+1)%3) }},
+	{"KillFollower", func(t *testing.T, c *cluster) { killMember(t, c, c.follower(t)) }},
 	{"StopLeader", func(t *testing.T, c *cluster) { stopMember(t, c, c.leader(t)) }},
-	{"StopFollower", func(t *testing.T, c *cluster) { stopMember(t, c, (c.leader(t)+1)%3) }},
+	{"StopFollower", func(t *testing.T, c *cluster) { stopMember(t, c, c.follower(t)) }},
 	{"BlackholeClientPath", func(t *testing.T, c *cluster) {
-		j := c.busiestPath(0)
+		j := c.watched()[0]
 		t.Logf("blackholing instance 0's path to member %d for %v", j, faultLength)
 		c.path[0][j].Blackhole()
 		time.Sleep(faultLength)
 		c.heal()
 	}},
 	{"PartitionLeader", func(t *testing.T, c *cluster) { partition(t, c, c.leader(t)) }},
-	{"PartitionFollower", func(t *testing.T, c *cluster) { partition(t, c, (c.leader(t)+1)%3) }},
+	{"PartitionFollower", func(t *testing.T, c *cluster) { partition(t, c, c.follower(t)) }},
 	{"MoveLeader", func(t *testing.T, c *cluster) {
 		for range 2 {
 			l := c.leader(t)

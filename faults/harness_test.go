@@ -199,21 +199,42 @@ func (r *receiver) failures() []string {
 	return append([]string(nil), r.bad...)
 }
 
-// busiestPath is the member whose client path from instance i carries the
-// most bytes over a second: the one its watch streams through.
-func (c *cluster) busiestPath(i int) int {
-	before := make([]int64, len(c.path[i]))
-	for j, p := range c.path[i] {
-		before[j] = p.Bytes()
-	}
-	time.Sleep(time.Second)
-	best, most := 0, int64(-1)
-	for j, p := range c.path[i] {
-		if d := p.Bytes() - before[j]; d > most {
-			best, most = j, d
+// watched is, for each instance, the member whose client path from it
+// carried the most bytes over a second: the one its watch streams
+// through.
+func (c *cluster) watched() []int {
+	before := make([][]int64, len(c.path))
+	for i, ps := range c.path {
+		for _, p := range ps {
+			before[i] = append(before[i], p.Bytes())
 		}
 	}
-	return best
+	time.Sleep(time.Second)
+	var out []int
+	for i, ps := range c.path {
+		best, most := 0, int64(-1)
+		for j, p := range ps {
+			if d := p.Bytes() - before[i][j]; d > most {
+				best, most = j, d
+			}
+		}
+		out = append(out, best)
+	}
+	return out
+}
+
+// follower picks a follower that an instance watches through (instance
+// 0's first), or else the one after the leader.
+func (c *cluster) follower(t *testing.T) int {
+	l := c.leader(t)
+	w := c.watched()
+	for _, j := range w {
+		if j != l {
+			t.Logf("the leader is member %d; the instances watch through members %v", l, w)
+			return j
+		}
+	}
+	return (l + 1) % 3
 }
 
 // etcdAt is a client of member i alone.
