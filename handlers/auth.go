@@ -29,7 +29,7 @@ func bearer(r *http.Request, allowQuery bool) string {
 		return strings.TrimSpace(token)
 	}
 	if allowQuery {
-		return r.URL.Query().Get("token")
+		return query(r, "token")
 	}
 	return ""
 }

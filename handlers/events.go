@@ -54,7 +54,7 @@ func (s *Server) handleEvents() http.Handler {
 		// carries the first since, so the header wins.
 		raw := r.Header.Get("Last-Event-ID")
 		if raw == "" {
-			raw = r.URL.Query().Get("since")
+			raw = query(r, "since")
 		}
 		cursor, err := parseCursor(raw)
 		if err != nil {

@@ -84,13 +84,12 @@ func (s *Server) handlePoll() http.Handler {
 			fail(w, err)
 			return
 		}
-		q := r.URL.Query()
-		since, err := parseCursor(q.Get("since"))
+		since, err := parseCursor(query(r, "since"))
 		if err != nil {
 			fail(w, err)
 			return
 		}
-		wait, err := parseWait(q.Get("wait"), s.cfg.DefaultWait, s.cfg.MaxWait)
+		wait, err := parseWait(query(r, "wait"), s.cfg.DefaultWait, s.cfg.MaxWait)
 		if err != nil {
 			fail(w, err)
 			return
