@@ -122,7 +122,33 @@ func TestFaultFigures(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		tr.stop(t).report(t, 0)
 	})
-	t.Run("leader killed, back after 5s", func(t *testing.T) {
+	t.Run("leader killed (SIGKILL), back after 5s", func(t *testing.T) {
+		bin := os.Getenv("TINCAN_ETCD_MEMBER")
+		if bin == "" {
+			t.Skip("needs etcd members as processes: set TINCAN_ETCD_MEMBER")
+		}
+		procs, endpoints := startProcesses(t, bin, 3)
+		var ss []*Store
+		for range 3 {
+			ss = append(ss, openAt(t, "/figures/", Options{Options: store.Options{Capacity: 16}, Endpoints: endpoints}))
+		}
+		tr := startTraffic(t, ss)
+		time.Sleep(2 * time.Second)
+		leader := processLeader(t, endpoints)
+		tr.mark()
+		old := procs[leader]
+		old.Process.Kill()
+		old.Wait()
+		time.Sleep(5 * time.Second)
+		again := exec.Command(old.Path, old.Args[1:]...)
+		if err := again.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { again.Process.Kill(); again.Wait() })
+		time.Sleep(3 * time.Second)
+		tr.stop(t).report(t, -1)
+	})
+	t.Run("leader stopped hard in process, back after 5s", func(t *testing.T) {
 		c := ownCluster(t)
 		ss := ownStores(t, c, 3)
 		tr := startTraffic(t, ss)
