@@ -34,14 +34,16 @@ import (
 // limit off.
 
 // limiter is one kind of limit, per key (an address, a member): a token
-// bucket of requests, and a cap on what is open at once.
-type limiter struct {
+// bucket of requests, and a cap on what is open at once. A member is its
+// own key, not a string made of it: a string per call was an allocation
+// per request (issue 20).
+type limiter[K comparable] struct {
 	rate    rate.Limit
 	burst   int
 	maxOpen int
 
 	mu   sync.Mutex
-	keys map[string]*limitState
+	keys map[K]*limitState
 }
 
 type limitState struct {
@@ -52,14 +54,14 @@ type limitState struct {
 
 // newLimiter is a limiter of perSecond requests, burst at once (at least
 // one second's worth when not positive), and maxOpen open at once.
-func newLimiter(perSecond float64, burst, maxOpen int) *limiter {
+func newLimiter[K comparable](perSecond float64, burst, maxOpen int) *limiter[K] {
 	if burst <= 0 {
 		burst = max(1, int(math.Ceil(perSecond)))
 	}
-	return &limiter{rate: rate.Limit(perSecond), burst: burst, maxOpen: maxOpen, keys: map[string]*limitState{}}
+	return &limiter[K]{rate: rate.Limit(perSecond), burst: burst, maxOpen: maxOpen, keys: map[K]*limitState{}}
 }
 
-func (l *limiter) state(key string, now time.Time) *limitState {
+func (l *limiter[K]) state(key K, now time.Time) *limitState {
 	st, ok := l.keys[key]
 	if !ok {
 		st = &limitState{bucket: rate.NewLimiter(l.rate, l.burst)}
@@ -71,7 +73,7 @@ func (l *limiter) state(key string, now time.Time) *limitState {
 
 // allow takes one request from key's bucket; when it is empty it says how
 // long to wait.
-func (l *limiter) allow(key string, now time.Time) (ok bool, retryAfter time.Duration) {
+func (l *limiter[K]) allow(key K, now time.Time) (ok bool, retryAfter time.Duration) {
 	if l.rate <= 0 {
 		return true, 0
 	}
@@ -88,7 +90,7 @@ func (l *limiter) allow(key string, now time.Time) (ok bool, retryAfter time.Dur
 
 // open counts one more open thing of key until release is called; ok is
 // false, and nothing counted, when key has maxOpen open already.
-func (l *limiter) open(key string, now time.Time) (release func(), ok bool) {
+func (l *limiter[K]) open(key K, now time.Time) (release func(), ok bool) {
 	if l.maxOpen <= 0 {
 		return func() {}, true
 	}
@@ -110,7 +112,7 @@ func (l *limiter) open(key string, now time.Time) (release func(), ok bool) {
 }
 
 // sweep forgets the keys idle since before cutoff with nothing open.
-func (l *limiter) sweep(cutoff time.Time) {
+func (l *limiter[K]) sweep(cutoff time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for key, st := range l.keys {
@@ -138,9 +140,6 @@ func (s *Server) clientIP(r *http.Request) string {
 	return host
 }
 
-// memberKey is m's key in the member limits.
-func memberKey(m store.Member) string { return m.Room + "/" + m.ID }
-
 // limitAddress counts a call without a member's token against its
 // address: nil, or 429 rate_limited once the address has made too many.
 func (s *Server) limitAddress(r *http.Request) error {
@@ -153,7 +152,7 @@ func (s *Server) limitAddress(r *http.Request) error {
 // limitMember counts a call made with m's token against m: nil, or 429
 // rate_limited once m has made too many.
 func (s *Server) limitMember(m store.Member) error {
-	if ok, wait := s.members.allow(memberKey(m), s.cfg.Now()); !ok {
+	if ok, wait := s.members.allow(m, s.cfg.Now()); !ok {
 		return rateLimited(wait, "too many calls from this member")
 	}
 	return nil
@@ -169,7 +168,7 @@ func rateLimited(wait time.Duration, what string) *apiError {
 // is false, and the 429 sent, when either cap is reached.
 func (s *Server) openListener(w http.ResponseWriter, r *http.Request, m store.Member) (release func(), ok bool) {
 	now := s.cfg.Now()
-	releaseMember, ok := s.members.open(memberKey(m), now)
+	releaseMember, ok := s.members.open(m, now)
 	if !ok {
 		fail(w, errorf(http.StatusTooManyRequests, "rate_limited",
 			"this member has %d event streams and long-polls open already: end one first", s.members.maxOpen).retryIn(5*time.Second))

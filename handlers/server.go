@@ -99,8 +99,8 @@ type Server struct {
 	store     store.Store
 	log       *slog.Logger
 	metrics   *metrics
-	addresses *limiter // per client IP
-	members   *limiter // per member
+	addresses *limiter[string]       // per client IP
+	members   *limiter[store.Member] // per member
 	guesses   *guessLimiter
 	adminKeys *guessLimiter // wrong admin keys, per address
 	events    *sse.Server
@@ -121,8 +121,8 @@ func New(cfg Config, st store.Store) *Server {
 		log:       cfg.Logger,
 		streams:   newStreamRegistry(),
 		hangups:   newHangups(),
-		addresses: newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP),
-		members:   newLimiter(cfg.MemberRateLimit, cfg.MemberRateBurst, cfg.MaxOpenPerMember),
+		addresses: newLimiter[string](cfg.RateLimit, cfg.RateBurst, cfg.MaxOpenPerIP),
+		members:   newLimiter[store.Member](cfg.MemberRateLimit, cfg.MemberRateBurst, cfg.MaxOpenPerMember),
 		guesses:   newGuessLimiter(cfg.PasswordGuesses, cfg.RoomPasswordGuesses, cfg.PasswordGuessWindow),
 		adminKeys: newGuessLimiter(cfg.PasswordGuesses, 0, cfg.PasswordGuessWindow),
 	}
