@@ -193,14 +193,17 @@ type Figures struct {
 	// P99Post is the 99th percentile of the posts' times to 201 (the
 	// client's retries included).
 	P99Post time.Duration
+	// MaxPost is the slowest post's (few posts are in flight when a
+	// fault strikes: p99 may not show them).
+	MaxPost time.Duration
 	// Joins, Departures and Webhooks count what the run did.
 	Joins, Refused, Unknown, Departures, Webhooks int
 }
 
 func (f Figures) String() string {
-	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (delivered %d, joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
+	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (max %v; delivered %d, joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
 		f.Acked, f.Lost, f.Duplicated, f.Violations, f.WatchStall.Round(time.Millisecond), f.P99Post.Round(time.Millisecond),
-		f.Delivered, f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
+		f.MaxPost.Round(time.Millisecond), f.Delivered, f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
 }
 
 // Check judges a finished history: every acknowledged message delivered
@@ -261,6 +264,7 @@ func (c *checker) messages() {
 	if len(took) > 0 {
 		slices.Sort(took)
 		c.figures.P99Post = took[(len(took)*99+99)/100-1]
+		c.figures.MaxPost = took[len(took)-1]
 	}
 
 	// Each reader's deliveries in the order it got them.

@@ -53,7 +53,7 @@ func TestCheckGoodHistory(t *testing.T) {
 	if len(vs) > 0 {
 		t.Fatalf("violations in a good history:\n%s", Summary(vs, 20))
 	}
-	want := Figures{Acked: 2, Delivered: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
+	want := Figures{Acked: 2, Delivered: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, MaxPost: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
 	if fig != want {
 		t.Fatalf("figures %+v, want %+v", fig, want)
 	}
