@@ -132,6 +132,9 @@ type History struct {
 	// -max-room-messages; ClientTimeout their -client-timeout.
 	Capacity, MaxRoomMessages int
 	ClientTimeout             time.Duration
+	// FaultFrom and FaultTo are when the fault struck and when it was
+	// over (a process restarted, a cut healed); zero when unknown.
+	FaultFrom, FaultTo time.Duration
 
 	began time.Time
 	mu    sync.Mutex
@@ -196,14 +199,17 @@ type Figures struct {
 	// MaxPost is the slowest post's (few posts are in flight when a
 	// fault strikes: p99 may not show them).
 	MaxPost time.Duration
+	// P99Fault is the 99th percentile of the posts begun while the
+	// fault lasted (P99Post when the history does not say when).
+	P99Fault time.Duration
 	// Joins, Departures and Webhooks count what the run did.
 	Joins, Refused, Unknown, Departures, Webhooks int
 }
 
 func (f Figures) String() string {
-	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (max %v; delivered %d, joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
+	return fmt.Sprintf("acked %d, lost %d, duplicated %d, violations %d, watch stall %v, p99 POST %v (during the fault %v, max %v; delivered %d, joins %d ok / %d refused / %d unknown, departures %d, webhooks %d)",
 		f.Acked, f.Lost, f.Duplicated, f.Violations, f.WatchStall.Round(time.Millisecond), f.P99Post.Round(time.Millisecond),
-		f.MaxPost.Round(time.Millisecond), f.Delivered, f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
+		f.P99Fault.Round(time.Millisecond), f.MaxPost.Round(time.Millisecond), f.Delivered, f.Joins, f.Refused, f.Unknown, f.Departures, f.Webhooks)
 }
 
 // Check judges a finished history: every acknowledged message delivered
@@ -247,7 +253,7 @@ func (c *checker) messages() {
 	// The posts by room and key (a key is unique within a run).
 	posts := map[string]*Post{} // room/key
 	var acked []*Post
-	var took []time.Duration
+	var took, during []time.Duration
 	for i := range h.Posts {
 		p := &h.Posts[i]
 		k := p.Room + "/" + p.Key
@@ -258,14 +264,14 @@ func (c *checker) messages() {
 		if p.Outcome == OK {
 			acked = append(acked, p)
 			took = append(took, p.End-p.Start)
+			if h.FaultTo == 0 || p.Start >= h.FaultFrom && p.Start <= h.FaultTo {
+				during = append(during, p.End-p.Start)
+			}
 		}
 	}
 	c.figures.Acked = len(acked)
-	if len(took) > 0 {
-		slices.Sort(took)
-		c.figures.P99Post = took[(len(took)*99+99)/100-1]
-		c.figures.MaxPost = took[len(took)-1]
-	}
+	c.figures.P99Post, c.figures.MaxPost = percentile(took, 99), percentile(took, 100)
+	c.figures.P99Fault = percentile(during, 99)
 
 	// Each reader's deliveries in the order it got them.
 	byReader := map[readerKey][]Delivery{}
@@ -349,6 +355,16 @@ func (c *checker) messages() {
 		}
 	}
 	c.figures.Lost = len(lost)
+}
+
+// percentile is the p-th percentile of ds (nearest rank; it sorts ds),
+// 0 for none.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[(len(ds)*p+99)/100-1]
 }
 
 // ids: within a room, a post answered before another began has the

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestCheckGoodHistory(t *testing.T) {
 	if len(vs) > 0 {
 		t.Fatalf("violations in a good history:\n%s", Summary(vs, 20))
 	}
-	want := Figures{Acked: 2, Delivered: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, MaxPost: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
+	want := Figures{Acked: 2, Delivered: 2, WatchStall: 200 * time.Millisecond, P99Post: time.Second, MaxPost: time.Second, P99Fault: time.Second, Joins: 4, Refused: 1, Departures: 2, Webhooks: 6}
 	if fig != want {
 		t.Fatalf("figures %+v, want %+v", fig, want)
 	}
@@ -61,6 +62,19 @@ func TestCheckGoodHistory(t *testing.T) {
 
 // TestCheckCatches feeds the checker histories that each break one
 // promise and expects it to say which.
+func TestCheckPercentiles(t *testing.T) {
+	h := NewHistory(4, 0, time.Second)
+	for i := range 200 {
+		h.Posts = append(h.Posts, Post{Room: "r", Sender: "P", Key: fmt.Sprint(i), Start: time.Duration(i) * time.Second,
+			End: time.Duration(i)*time.Second + time.Duration(i%100+1)*time.Millisecond, Outcome: OK, ID: uint64(i + 1)})
+	}
+	h.FaultFrom, h.FaultTo = 100*time.Second, 109*time.Second // posts 100-109: 1-10 ms
+	_, fig := Check(h)
+	if fig.P99Post != 99*time.Millisecond || fig.MaxPost != 100*time.Millisecond || fig.P99Fault != 10*time.Millisecond {
+		t.Fatalf("p99 %v, max %v, p99 during the fault %v; want 99ms, 100ms, 10ms", fig.P99Post, fig.MaxPost, fig.P99Fault)
+	}
+}
+
 func TestCheckCatches(t *testing.T) {
 	s := time.Second
 	deliver := func(h *History, d Delivery) {
