@@ -176,7 +176,7 @@ func (h *History) AddFailedJoin(f FailedJoin) { record(h, &h.FailedJoins, f) }
 
 // Violation is one broken promise found in a history.
 type Violation struct {
-	Kind   string // "lost", "duplicated", "order", "invented", "ids", "capacity", "max-room-messages", "peer-left", "peer-joined", "resume", "webhook", "reader"
+	Kind   string // "lost", "duplicated", "order", "invented", "ids", "capacity", "max-room-messages", "peer-left", "ghost", "resume", "webhook", "reader"
 	Detail string
 }
 
@@ -567,7 +567,7 @@ func (c *checker) presence() {
 			}
 		}
 		if n := len(joinedStrangers[readerKey{r.Room, r.ClientID}]); n > unknownJoins[r.Room] {
-			c.fail("peer-joined", "reader %s in %s got peer-joined for %d members nobody joined (%d joins of unknown outcome)", r.ClientID, r.Room, n, unknownJoins[r.Room])
+			c.fail("ghost", "reader %s in %s got peer-joined for %d members no join was answered (%d joins of unknown outcome)", r.ClientID, r.Room, n, unknownJoins[r.Room])
 		}
 		if strangers > unknownJoins[r.Room] {
 			c.fail("peer-left", "reader %s in %s got peer-left for %d members nobody joined (%d joins of unknown outcome)", r.ClientID, r.Room, strangers, unknownJoins[r.Room])
@@ -641,7 +641,7 @@ func (c *checker) webhooks() {
 	}
 	for room, n := range strangers {
 		if n > unknownJoins[room] {
-			c.fail("webhook", "%d member.joined in %s for members nobody joined (%d joins of unknown outcome; tries answered 5xx or not at all there, statuses %v)", n, room, unknownJoins[room], failed[room])
+			c.fail("ghost", "%d member.joined in %s for members no join was answered (%d joins of unknown outcome); join tries there answered 5xx or nothing: %v (the client retries a 503 as a join that did nothing)", n, room, unknownJoins[room], failed[room])
 		}
 	}
 	for room, ws := range seqs {

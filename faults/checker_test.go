@@ -161,7 +161,7 @@ func TestCheckCatches(t *testing.T) {
 			func(h *History) {
 				deliver(h, Delivery{Room: "r", Reader: "R", ID: 26, Type: "peer-left", Peer: "Z", Reason: "timeout", At: 7 * s})
 			}},
-		{"peer-joined for a member nobody joined", "peer-joined", nil,
+		{"peer-joined for a member nobody joined", "ghost", nil,
 			func(h *History) {
 				deliver(h, Delivery{Room: "r", Reader: "R", ID: 26, Type: "peer-joined", Peer: "Z", At: 7 * s})
 			}},
@@ -183,7 +183,7 @@ func TestCheckCatches(t *testing.T) {
 			}},
 		{"webhooks out of room order", "webhook", nil,
 			func(h *History) { h.Webhooks[3], h.Webhooks[4] = h.Webhooks[4], h.Webhooks[3] }},
-		{"a webhook for a join that did not happen", "webhook", nil,
+		{"a webhook for a join that did not happen", "ghost", nil,
 			func(h *History) {
 				h.Webhooks = append(h.Webhooks, Webhook{ID: "w7", Type: "member.joined", Room: "r", ClientID: "Z", Seq: 7})
 			}},
