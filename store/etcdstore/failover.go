@@ -36,8 +36,12 @@ import (
 //     suspect nor known disconnected. A write goes to the leader's node
 //     (learnt from the members' status at start and whenever an answer
 //     shows a new raft term): no member forwards it, and a leader handing
-//     over refuses it at once rather than drop it unanswered. A read, or
-//     a write while the leader is unknown, goes to the next node in turn.
+//     over refuses it at once rather than drop it unanswered. While the
+//     leader's node cannot be reached, a write waits (2×MemberTimeout
+//     at most) until the members name a new leader, unless the others
+//     answer a linearizable read (the leader works; this instance alone
+//     cannot reach it). A read, or a write while the leader is unknown,
+//     goes to the next node in turn.
 //   - A call refused with "raft proposal dropped" (by a leader handing
 //     over, or a member that knows no leader) was not acted on: it is
 //     sent again after a short pause, writes included.
@@ -139,8 +143,10 @@ type nodes struct {
 	inflight sync.Map // *attemptState -> true: the calls under way
 	// leader is the node of the member that leads, as last asked (nil:
 	// unknown); finding is set while it is being asked.
-	leader  atomic.Pointer[node]
-	finding atomic.Bool
+	leader    atomic.Pointer[node]
+	finding   atomic.Bool
+	leaderMu  sync.Mutex
+	leaderSet chan struct{} // closed and replaced by setLeader
 
 	mu     sync.Mutex
 	closed bool
@@ -190,7 +196,7 @@ func (ns *nodes) saw(n *node, h *pb.ResponseHeader) {
 
 // newNodes makes a client pinned to each endpoint, configured as cfg.
 func newNodes(cfg clientv3.Config, endpoints []string, timeout time.Duration) (*nodes, error) {
-	ns := &nodes{timeout: timeout}
+	ns := &nodes{timeout: timeout, leaderSet: make(chan struct{})}
 	for _, ep := range endpoints {
 		cfg.Endpoints = []string{ep}
 		c, err := clientv3.New(cfg)
@@ -220,38 +226,122 @@ func (ns *nodes) install(s *Store, c *clientv3.Client) {
 }
 
 // findLeader asks the members which one leads, unless that is being
-// asked already, until one knows (an election may be under way).
+// asked already, until one knows (an election may be under way) and its
+// node can be reached. A leader that cannot be reached is waited out for
+// 2×MemberTimeout (it is probably gone, and the members will elect
+// another); after that the leader counts as unknown, and writes go round
+// the members, which forward them.
 func (ns *nodes) findLeader() {
 	if !ns.finding.CompareAndSwap(false, true) {
 		return
 	}
 	ns.spawn(func() {
 		defer ns.finding.Store(false)
+		giveUp := time.Now().Add(2 * ns.timeout)
+		asked := false // whether the others answer without the leader's node
 		for attempt := 0; attempt < 50; attempt++ {
 			if attempt > 0 && !ns.s.pause(ns.s.ctx, 100*time.Millisecond) {
 				return
 			}
-			for _, n := range ns.all {
-				if !n.usable() {
-					continue
-				}
-				ctx, cancel := context.WithTimeout(ns.s.ctx, ns.timeout/2)
-				resp, err := pb.NewMaintenanceClient(n.client.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
-				cancel()
-				if err != nil || resp.Leader == 0 {
-					continue
-				}
-				n.saw(resp.Header)
-				for _, l := range ns.all {
-					if l.id.Load() == resp.Leader {
-						ns.leader.Store(l)
-						return
-					}
-				}
+			l := ns.askLeader()
+			switch {
+			case l == nil:
+			case l.usable():
+				ns.setLeader(l)
+				return
+			case time.Now().After(giveUp) || (!asked && ns.quorumAnswers(l)):
+				// Reachable through the others: they forward writes.
+				ns.setLeader(nil)
+				return
+			default:
+				asked = true
 			}
 		}
-		ns.leader.Store(nil)
+		ns.setLeader(nil)
 	})
+}
+
+// askLeader asks the members' status for the leader's node; nil when no
+// member that answers knows.
+func (ns *nodes) askLeader() *node {
+	for _, n := range ns.all {
+		if !n.usable() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ns.s.ctx, ns.timeout/2)
+		resp, err := pb.NewMaintenanceClient(n.client.ActiveConnection()).Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil || resp.Leader == 0 {
+			continue
+		}
+		n.saw(resp.Header)
+		for _, l := range ns.all {
+			if l.id.Load() == resp.Leader {
+				return l
+			}
+		}
+	}
+	return nil
+}
+
+// quorumAnswers reports whether a member other than except's answers a
+// linearizable read within MemberTimeout/2: then the leader works, though
+// this instance cannot reach it.
+func (ns *nodes) quorumAnswers(except *node) bool {
+	var answered atomic.Bool
+	var wg sync.WaitGroup
+	for _, n := range ns.all {
+		if n == except || !n.usable() {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ns.s.ctx), ns.timeout/2)
+			defer cancel()
+			if _, err := n.kv.Get(ctx, "\x00", clientv3.WithCountOnly()); err == nil {
+				answered.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return answered.Load()
+}
+
+// setLeader records the leader's node (nil: unknown) and wakes the writes
+// waiting for it.
+func (ns *nodes) setLeader(l *node) {
+	ns.leader.Store(l)
+	ns.leaderMu.Lock()
+	defer ns.leaderMu.Unlock()
+	close(ns.leaderSet)
+	ns.leaderSet = make(chan struct{})
+}
+
+// awaitLeader holds a write while the leader's node cannot be reached,
+// until the members tell which leads (see findLeader): sent to a follower
+// meanwhile, it would be forwarded to the lost leader and wait there
+// unanswered.
+func (ns *nodes) awaitLeader(ctx context.Context) {
+	limit := time.NewTimer(3 * ns.timeout)
+	defer limit.Stop()
+	for {
+		l := ns.leader.Load()
+		if l == nil || l.usable() {
+			return
+		}
+		ns.leaderMu.Lock()
+		set := ns.leaderSet
+		ns.leaderMu.Unlock()
+		ns.findLeader()
+		select {
+		case <-set:
+		case <-limit.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-ns.s.ctx.Done():
+			return
+		}
+	}
 }
 
 // close ends the probes (after the store's context ended) and closes the
@@ -322,6 +412,9 @@ func avoiding(ctx context.Context, n *node) context.Context {
 // again; see repeatable).
 func (ns *nodes) call(ctx context.Context, write, repeatable bool, f func(context.Context, *node) (*pb.ResponseHeader, error)) error {
 	avoid, _ := ctx.Value(avoidKey{}).(*node)
+	if write {
+		ns.awaitLeader(ctx)
+	}
 	for tried, dropped := 0, 0; ; {
 		n := ns.pick(avoid, write)
 		err, silent := ns.attempt(ctx, n, !write || repeatable, f)
@@ -434,6 +527,7 @@ func (ns *nodes) suspect(n *node) {
 			if ns.probe(ns.s.ctx, n) {
 				n.suspect.Store(false)
 				ns.s.log.Info("etcd member answers again", "member", n.url)
+				ns.findLeader()
 				return
 			}
 		}

@@ -26,10 +26,28 @@ import (
 // behind, the watch is dropped and opened again on another member, from
 // the revision after the mirror's: nothing is skipped, nothing applied
 // twice. A mirror that moves but slowly (a busy cluster) is waited for.
+// A write of this instance that waits for its own change to reach the
+// mirror (settle, watch.go) does the same with the revision etcd gave it.
 // Meanwhile requests are answered as before: a write waits for its own
 // change to reach the mirror, a refusal waits for a catch-up, and
 // Authenticate, Read and Ping first catch up (or answer
 // store.ErrUnavailable) once the mirror is StaleAfter old.
+
+// moveWatch drops w, the watch that stays at revision at while the
+// cluster is at target, so that it is opened again on another member;
+// unless w is gone already.
+func (s *Store) moveWatch(w *watchStream, at, target int64, stalled time.Duration) {
+	if w == nil || w != s.stream.Load() || !w.dropped.CompareAndSwap(false, true) {
+		return
+	}
+	where := "etcd"
+	if w.node != nil {
+		where = w.node.url
+	}
+	s.log.Warn("etcd watch does not follow; opening it on another member", "member", where, "at", at, "cluster", target, "stalled", stalled)
+	s.metrics.watchMoves.Inc()
+	w.cancel(errStalled)
+}
 
 // errStalled is the cause of a watch dropped by the guard.
 var errStalled = errors.New("the etcd watch did not follow the cluster")
@@ -96,14 +114,8 @@ func (s *Store) check() error {
 			at, moved = now, time.Now()
 			continue
 		}
-		if stalled := time.Since(moved); stalled >= s.opts.MemberTimeout && w != nil && w == s.stream.Load() {
-			where := "etcd"
-			if w.node != nil {
-				where = w.node.url
-			}
-			s.log.Warn("etcd watch does not follow; opening it on another member", "member", where, "at", at, "cluster", target, "stalled", stalled)
-			s.metrics.watchMoves.Inc()
-			w.cancel(errStalled)
+		if stalled := time.Since(moved); stalled >= s.opts.MemberTimeout {
+			s.moveWatch(w, at, target, stalled)
 			moved = time.Now()
 		}
 	}

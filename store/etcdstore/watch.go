@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -77,10 +78,11 @@ func (s *Store) watchLoop() {
 // progress requests carry too (clientv3 finds the stream by its
 // context's metadata).
 type watchStream struct {
-	node   *node
-	client *clientv3.Client
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	node    *node
+	client  *clientv3.Client
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	dropped atomic.Bool // by moveWatch
 }
 
 // requestProgress asks the stream's member to say how far the stream is.
@@ -260,13 +262,27 @@ func (s *Store) ensureFresh(ctx context.Context) error {
 // settle waits until the mirror shows this instance's own write of
 // revision rev, sent at sent. The write is durable already: if the watch
 // is broken the wait gives up after the request timeout, and the write
-// still succeeds.
+// still succeeds. A watch that does not move at all for MemberTimeout
+// while the cluster has rev is behind for sure: it is moved to another
+// member (progress.go), as the guard would a little later.
 func (s *Store) settle(ctx context.Context, rev int64, sent time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)() // Close ends the wait
-	if s.mirror.wait(ctx, rev) {
-		s.markFresh(sent)
+	for {
+		w, at := s.stream.Load(), s.mirror.revision()
+		wctx, wcancel := context.WithTimeout(ctx, s.opts.MemberTimeout)
+		reached := s.mirror.wait(wctx, rev)
+		wcancel()
+		switch {
+		case reached:
+			s.markFresh(sent)
+			return
+		case ctx.Err() != nil:
+			return
+		case s.mirror.revision() == at:
+			s.moveWatch(w, at, rev, s.opts.MemberTimeout)
+		}
 	}
 }
 
