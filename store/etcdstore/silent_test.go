@@ -264,3 +264,40 @@ func TestRepeatable(t *testing.T) {
 		}
 	}
 }
+
+// The client path between an instance and the leader goes silent while
+// the leader works on: the instance's writes, which go to the leader,
+// leave it and go through the other members (which forward them), and
+// what it posts reaches the other instances.
+func TestSilentLeaderPath(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	ps, eps := silentProxies(t)
+	x := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}, Endpoints: eps})
+	y := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}})
+	a, b := mustJoin(t, y, "r"), mustJoin(t, x, "r")
+	leader := cluster.leader()
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	eventually(t, "x sends its writes to the leader", func() bool {
+		l := x.nodes.leader.Load()
+		return l != nil && l.url == eps[leader]
+	})
+	ps[leader].silence()
+	defer ps[leader].resume()
+	var slowest time.Duration
+	for i := range 10 {
+		t0 := time.Now()
+		r, err := x.Append(ctx0, store.Post{From: b.Member, IdempotencyKey: fmt.Sprint(i), Messages: []store.Draft{{Fields: []byte(`"type":"x"`)}}})
+		if err != nil {
+			t.Fatalf("post %d with the path to the leader silent: %v", i, err)
+		}
+		slowest = max(slowest, time.Since(t0))
+		readUntil(t, y, a.Member, r.ID, 12*time.Second)
+	}
+	t.Logf("posts with the path to the leader silent: slowest %v", slowest.Round(time.Millisecond))
+	if l := x.nodes.leader.Load(); l != nil && l.url == eps[leader] {
+		t.Fatal("x still sends its writes to the leader it cannot reach")
+	}
+}
