@@ -5,7 +5,7 @@
 # speaking to the first instance, each under pingpong (100 rooms, SSE) and
 # calls at 5 and at 50 at once; and, just before each binary's cluster
 # runs, etcd's own figure for the same writes (`tincan bench -workload
-# etcd` of the last binary, with and without waiting for a watch) at 100,
+# etcd` of $TOOL or the last binary, with and without waiting for a watch) at 100,
 # 5 and 50 at once. Each result (-json) goes to
 # $OUT/<binary's directory>-<setup>-<workload>.json, etcd's own to
 # $OUT/etcd<n>-<at once>[-watch].json.
@@ -27,7 +27,8 @@ dir=$(mktemp -d)
 go build -o "$dir/etcdlocal" ./bench/etcdlocal
 "$dir/etcdlocal" -members 3 > "$dir/etcd.url" &
 etcd_pid=$!
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+pids=""
+trap 'kill $etcd_pid $pids 2>/dev/null || true; rm -rf "$dir"' EXIT
 until [ -s "$dir/etcd.url" ]; do sleep 0.2; done
 etcd=$(cat "$dir/etcd.url")
 flags="-turn=false -rate-limit 0 -member-rate-limit 0 -max-streams-per-ip 0"
@@ -48,16 +49,17 @@ workloads() { # binary setup url
 	one "$1" "$2" "$3" calls50 -workload calls -rooms 50
 }
 
-eval "tool=\${$#}" # the last binary runs -workload etcd
+eval "tool=\${TOOL:-\${$#}}" # runs -workload etcd: $TOOL, or the last binary
 
 n=0
 for bin in "$@"; do
 	n=$((n + 1))
 	"$bin" $flags -addr 127.0.0.1:18080 -db "$dir/b$n.db" >"$dir/bolt$n.log" 2>&1 &
-	pid=$!
+	pids=$!
 	wait_up 127.0.0.1:18080
 	workloads "$bin" bbolt http://127.0.0.1:18080
-	kill $pid; wait $pid 2>/dev/null || true
+	kill $pids; wait $pids 2>/dev/null || true
+	pids=""
 
 	# etcd's own, just before this binary's cluster runs
 	for r in 100 5 50; do
@@ -65,7 +67,6 @@ for bin in "$@"; do
 		"$tool" bench -workload etcd -etcd-watch -etcd "$etcd" -url http://127.0.0.1:1 -progress 0 -json -rooms $r -k 1000000 -duration ${secs}s > "$out/etcd$n-$r-watch.json" 2>/dev/null
 	done
 
-	pids=""
 	for i in 1 2 3; do
 		"$bin" $flags -addr 127.0.0.1:1808$i -etcd "$etcd" -etcd-prefix "/bench$n/" >"$dir/inst$n-$i.log" 2>&1 &
 		pids="$pids $!"
@@ -73,6 +74,7 @@ for bin in "$@"; do
 	for i in 1 2 3; do wait_up 127.0.0.1:1808$i; done
 	workloads "$bin" cluster http://127.0.0.1:18081
 	kill $pids; wait $pids 2>/dev/null || true
+	pids=""
 done
 
 kill $etcd_pid
