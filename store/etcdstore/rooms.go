@@ -84,6 +84,15 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 	for attempt := 0; ; attempt++ {
 		v := s.mirror.view(req.Room)
 
+		// An earlier attempt whose answer was lost (a leader lost while
+		// it waited) may have been applied all the same: the member it
+		// made is this join's own, not a stranger holding a seat.
+		if j.id != "" {
+			if mv, ok := v.find(j.id); ok && mv.token == sha256.Sum256([]byte(j.token)) {
+				return j.admitted(v), nil
+			}
+		}
+
 		// Resume: the token names a member of this very room.
 		if req.Token != "" {
 			m, known := s.mirror.lookup(tokenHash)
@@ -137,7 +146,10 @@ func (j *joining) run(ctx context.Context) (store.Joined, error) {
 		}
 		out, done, err := j.admit(ctx, v, slot)
 		if err != nil {
-			if j.again(ctx, attempt, false, err) {
+			// Safe to send again: the transaction compares the room
+			// record, which an applied first attempt changed, and the
+			// next attempt finds that attempt's member (above).
+			if j.again(ctx, attempt, true, err) {
 				continue
 			}
 			return store.Joined{}, err
@@ -355,10 +367,16 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		j.sent = false
 		return store.Joined{}, false, nil
 	}
-	m := store.Member{Room: room, ID: j.id}
-	s.presence.joined(m, j.fresh)
+	return j.admitted(v), true, nil
+}
+
+// admitted is the answer of a join whose member is in the room: v is the
+// room before the join, or after it with the join's member in it.
+func (j *joining) admitted(v roomView) store.Joined {
+	m := store.Member{Room: j.req.Room, ID: j.id}
+	j.s.presence.joined(m, j.fresh)
 	j.lease = 0 // the member's now
-	return store.Joined{Member: m, Token: j.token, Peers: peers, Profiles: v.profiles("")}, true, nil
+	return store.Joined{Member: m, Token: j.token, Peers: v.others(j.id), Profiles: v.profiles(j.id)}
 }
 
 // release gives back a lease the join granted and did not use.
