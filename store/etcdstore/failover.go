@@ -68,7 +68,8 @@ import (
 //   - Lease grants and revocations likewise (both may be repeated: a
 //     repeated grant makes a lease nobody uses, which lapses).
 //   - The watch (watch.go) runs on one node; progress.go checks that it
-//     follows and moves it to another node when it does not.
+//     follows and moves it to another node when it does not, or when its
+//     node is found silent.
 //
 // What stays on the shared client, round-robin: lease keep-alive streams,
 // the outbox claim's watch, compaction.
@@ -522,6 +523,11 @@ func (ns *nodes) suspect(n *node) {
 	}
 	ns.s.log.Warn("etcd member does not answer; requests go to the others", "member", n.url)
 	ns.s.metrics.suspects.Inc()
+	if w := ns.s.stream.Load(); w != nil && w.node == n {
+		// Its watch is as silent: move it now rather than when the
+		// guard notices.
+		ns.s.moveWatch(w, ns.s.mirror.revision(), 0, ns.timeout)
+	}
 	ns.spawn(func() {
 		for ns.s.pause(ns.s.ctx, probeEvery) {
 			if ns.probe(ns.s.ctx, n) {

@@ -34,8 +34,8 @@ import (
 // store.ErrUnavailable) once the mirror is StaleAfter old.
 
 // moveWatch drops w, the watch that stays at revision at while the
-// cluster is at target, so that it is opened again on another member;
-// unless w is gone already.
+// cluster is at target (0: unknown, its member does not answer), so that
+// it is opened again on another member; unless w is gone already.
 func (s *Store) moveWatch(w *watchStream, at, target int64, stalled time.Duration) {
 	if w == nil || w != s.stream.Load() || !w.dropped.CompareAndSwap(false, true) {
 		return
@@ -44,7 +44,11 @@ func (s *Store) moveWatch(w *watchStream, at, target int64, stalled time.Duratio
 	if w.node != nil {
 		where = w.node.url
 	}
-	s.log.Warn("etcd watch does not follow; opening it on another member", "member", where, "at", at, "cluster", target, "stalled", stalled)
+	if target == 0 { // its member was found silent
+		s.log.Warn("etcd watch is on a member that does not answer; opening it on another member", "member", where, "at", at)
+	} else {
+		s.log.Warn("etcd watch does not follow; opening it on another member", "member", where, "at", at, "cluster", target, "stalled", stalled)
+	}
 	s.metrics.watchMoves.Inc()
 	w.cancel(errStalled)
 }
