@@ -64,8 +64,11 @@ const maxGroupBytes = 1 << 20
 
 // maxInFlight is how many groups an instance has in flight at most. One
 // would make a post wait for an unrelated group before its own (about
-// twice the commit latency at low load); many would send groups of one.
-const maxInFlight = 2
+// twice the commit latency at low load), and cap what an instance sends
+// at idsPerRevision entries per commit latency (50 call setups at once,
+// whose candidate batches take 20 entries each, queued behind 2 groups:
+// BENCHMARKS §11); many would send groups of one.
+const maxInFlight = 8
 
 // errNextGroup is what a part's build answers when it does not fit in the
 // group being built: it is built again for the next one.

@@ -339,7 +339,7 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 			clientv3.OpPut(s.keys.token(tokenHash), tokenValue(room, j.id)),
 			clientv3.OpPut(s.keys.live(room, j.id), "", clientv3.WithLease(j.lease)),
 		}
-		part := &groupPart{op: "join", cmps: cmps, entries: 3, exclusive: true, bytes: 512}
+		part := &groupPart{op: "join", cmps: cmps, entries: s.indexes(), exclusive: true, bytes: 512}
 		if slot >= 0 {
 			ops = append(ops, clientv3.OpPut(s.keys.slot(slot), room))
 			part.puts = append(part.puts, s.keys.slot(slot))
@@ -456,7 +456,7 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 			if s.mirror.changed(m.Room, v) {
 				return nil, nil // doomed: start over from the mirror as it is now
 			}
-			part := &groupPart{op: "leave", cmps: cmps, entries: 3, exclusive: true, bytes: 512}
+			part := &groupPart{op: "leave", cmps: cmps, entries: s.indexes(), exclusive: true, bytes: 512}
 			var ops []clientv3.Op
 			if len(others) == 0 {
 				// The last member: the room goes, with everything in it.
@@ -509,6 +509,15 @@ func (s *Store) leave(ctx context.Context, m store.Member, how removal) (roomDel
 		}
 		synced = true
 	}
+}
+
+// indexes is how many of its group's indexes a join or a leave takes:
+// one for its entry, and two for its webhook events (Options.Webhooks).
+func (s *Store) indexes() int {
+	if s.opts.Webhooks {
+		return 3
+	}
+	return 1
 }
 
 // changed reports whether room's record is no longer the one v shows: a
