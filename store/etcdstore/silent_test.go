@@ -133,7 +133,11 @@ func TestMoveLeaderWrites(t *testing.T) {
 	t.Cleanup(c.stop)
 	var ss []*Store
 	for range 3 {
-		ss = append(ss, openAt(t, "/move/", Options{Options: store.Options{Capacity: 3}, Endpoints: c.endpoints}))
+		// A request timeout far above the default 5 s, so that a host
+		// slowed by other work does not fail a post: what is checked is
+		// that a transfer costs none, where before a post in flight
+		// during one waited the whole timeout and was refused.
+		ss = append(ss, openAt(t, "/move/", Options{Options: store.Options{Capacity: 3}, Endpoints: c.endpoints, RequestTimeout: 30 * time.Second}))
 	}
 	var members []store.Joined
 	for _, s := range ss {
