@@ -55,8 +55,9 @@ type presence struct {
 	pool    chan pooledLease // leases granted ahead, for joins
 	taken   chan struct{}    // wakes the pool's filler
 
-	instance       atomic.Int64 // this instance's lease
-	instanceLapsed atomic.Bool  // and etcd said it is gone
+	instance       atomic.Int64              // this instance's lease
+	instanceLapsed atomic.Bool               // and etcd said it is gone
+	stream         atomic.Pointer[keepAlive] // the renewals' stream of the moment
 
 	mu    sync.Mutex
 	local map[store.Member]*liveness
@@ -389,12 +390,17 @@ func (p *presence) renewLoop() {
 			return
 		}
 		if ka == nil || ka.broken() {
+			var avoid *node
+			if ka != nil {
+				avoid = ka.node
+			}
 			ka.close()
 			var err error
-			if ka, err = p.openKeepAlive(); err != nil {
+			if ka, err = p.openKeepAlive(avoid); err != nil {
 				ka = nil
 				continue
 			}
+			p.stream.Store(ka)
 		}
 		if time.Since(instanceRenewed) >= instanceTTL*time.Second/3 {
 			if p.instanceLapsed.Load() {
@@ -494,21 +500,39 @@ func (p *presence) attach(m store.Member, ref memberRef, fromShared bool) bool {
 }
 
 // keepAlive is one lease keep-alive stream and the goroutine that reads
-// its answers.
+// its answers. The stream goes to one member, through that member's pinned
+// client (failover.go) when the store has them: a member that falls
+// silent (a stopped process, a lost path) answers nothing and closes
+// nothing, so a renewal left unanswered for the member timeout ends the
+// stream, and the next renewal opens one on another member. Before, the stream stayed on the silent
+// member until gRPC keepalive gave up (~15 s), and members with a client
+// timeout shorter than that timed out (the fault suite's StopLeader).
 type keepAlive struct {
-	stream pb.Lease_LeaseKeepAliveClient
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the stream has ended
+	stream  pb.Lease_LeaseKeepAliveClient
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the stream has ended
+	node    *node         // the member it goes to; nil without pinned clients
+	timeout time.Duration // how long a renewal may wait for its answer
+	// waiting: when the oldest renewal not yet answered was sent (unix
+	// nanoseconds), 0 when every one was answered.
+	waiting atomic.Int64
 }
 
-func (p *presence) openKeepAlive() (*keepAlive, error) {
+// openKeepAlive opens a stream, on another member than avoid's when it
+// can.
+func (p *presence) openKeepAlive(avoid *node) (*keepAlive, error) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(p.s.ctx))
-	stream, err := clientv3.RetryLeaseClient(p.s.client).LeaseKeepAlive(ctx)
+	client, n := p.s.client, (*node)(nil)
+	if ns := p.s.nodes; ns != nil {
+		n = ns.pick(avoid, false)
+		client = n.client
+	}
+	stream, err := clientv3.RetryLeaseClient(client).LeaseKeepAlive(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	ka := &keepAlive{stream: stream, cancel: cancel, done: make(chan struct{})}
+	ka := &keepAlive{stream: stream, cancel: cancel, done: make(chan struct{}), node: n, timeout: p.s.opts.MemberTimeout}
 	p.s.wg.Add(1)
 	go func() {
 		defer p.s.wg.Done()
@@ -518,6 +542,7 @@ func (p *presence) openKeepAlive() (*keepAlive, error) {
 			if err != nil {
 				return
 			}
+			ka.waiting.Store(0)
 			if resp.TTL > 0 {
 				p.s.metrics.leaseRenewals.Inc()
 				continue
@@ -539,16 +564,23 @@ func (ka *keepAlive) send(lease clientv3.LeaseID) bool {
 		ka.cancel()
 		return false
 	}
+	ka.waiting.CompareAndSwap(0, time.Now().UnixNano())
 	return true
 }
 
+// broken reports whether the stream ended, or its member left a renewal
+// unanswered for longer than the member timeout: then the stream is ended.
 func (ka *keepAlive) broken() bool {
 	select {
 	case <-ka.done:
 		return true
 	default:
-		return false
 	}
+	if sent := ka.waiting.Load(); ka.timeout > 0 && sent != 0 && time.Since(time.Unix(0, sent)) > ka.timeout {
+		ka.cancel()
+		return true
+	}
+	return false
 }
 
 func (ka *keepAlive) close() {
