@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tincan/tincan/internal/tincantest"
+	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
 var (
@@ -92,26 +92,6 @@ type Cluster struct {
 	Members []*Member
 }
 
-// FreePorts finds n loopback ports that are free now.
-func FreePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // Start builds the binary and starts a new cluster in a temp dir, and
 // waits until every member serves. The processes are killed at the end of
 // the test, their logs shown if it failed.
@@ -122,7 +102,7 @@ func Start(t tincantest.TB, cfg Config) *Cluster {
 		n = 3
 	}
 	bin := Build(t)
-	ports, err := FreePorts(2 * n)
+	ports, err := etcdtest.FreePorts(2 * n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
 // cluster is the in-process etcd the tests share: three members on
@@ -66,7 +66,7 @@ func tryCluster(n int) (*etcdCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2 * n)
+	ports, err := etcdtest.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -101,25 +101,6 @@ func tryCluster(n int) (*etcdCluster, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // start starts member i (again, after stop: from its data directory) and

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tincan/tincan/store"
+	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
 // TestFaultFigures measures what a fault costs: the longest a reader on
@@ -168,7 +169,7 @@ func TestFaultFigures(t *testing.T) {
 // startProcesses starts an n-member etcd cluster of processes of bin
 // (etcd's own flags), stopped at the end of t.
 func startProcesses(t *testing.T, bin string, n int) ([]*exec.Cmd, []string) {
-	ports, err := freePorts(2 * n)
+	ports, err := etcdtest.FreePorts(2 * n)
 	if err != nil {
 		t.Fatal(err)
 	}

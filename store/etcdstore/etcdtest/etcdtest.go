@@ -99,7 +99,7 @@ func (c *Cluster) Close() { c.stopAll() }
 
 func start(dir string, cfg Config) (*Cluster, error) {
 	n := cfg.Members
-	ports, err := freePorts(2 * n) // peers, then clients (Direct)
+	ports, err := FreePorts(2 * n) // peers, then clients (Direct)
 	if err != nil {
 		return nil, err
 	}
@@ -165,8 +165,8 @@ func start(dir string, cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// freePorts finds n loopback ports that are free now.
-func freePorts(n int) ([]int, error) {
+// FreePorts finds n loopback ports that are free now.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -188,7 +188,7 @@ func freePorts(n int) ([]int, error) {
 // run starts member i from its data directory, on a client port of its
 // own behind its gate, and waits until it serves.
 func (c *Cluster) run(i int) error {
-	own, err := freePorts(1)
+	own, err := FreePorts(1)
 	if err != nil {
 		return err
 	}
