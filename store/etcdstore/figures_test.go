@@ -62,7 +62,7 @@ func TestFaultFigures(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		tr.mark()
 		for range 10 {
-			moveLeaderOf(t, c)
+			moveLeader(t, c)
 			time.Sleep(500 * time.Millisecond)
 		}
 		time.Sleep(2 * time.Second)
@@ -267,28 +267,6 @@ func ownStores(t *testing.T, c *etcdCluster, n int) []*Store {
 		ss = append(ss, openAt(t, "/figures/", Options{Options: store.Options{Capacity: 16}, Endpoints: c.endpoints}))
 	}
 	return ss
-}
-
-// moveLeaderOf hands c's leadership to the next member, asking the
-// leader, as etcdctl move-leader does.
-func moveLeaderOf(t testing.TB, c *etcdCluster) {
-	t.Helper()
-	leader := c.leader()
-	if leader < 0 {
-		t.Fatal("no leader")
-	}
-	next := (leader + 1) % len(c.members)
-	c.mu.Lock()
-	to := uint64(c.members[next].Server.MemberID())
-	c.mu.Unlock()
-	cl, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoints[leader]}, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if _, err := cl.MoveLeader(ctx0, to); err != nil {
-		t.Fatalf("move the leader from member %d to %d: %v", leader, next, err)
-	}
 }
 
 // traffic is posters (each posting every 20 ms) and one reader on each
