@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,36 +25,15 @@ import (
 	"github.com/tincan/tincan/store/etcdstore/etcdtest"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
 // Build builds faults/cmd/etcdmember once per test process and returns
 // the binary's path.
 func Build(t tincantest.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		var out []byte
-		out, buildErr = exec.Command("go", "env", "GOMOD").Output()
-		if buildErr != nil {
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
-		if buildDir, buildErr = os.MkdirTemp("", "etcdproc-"); buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "etcdmember"), "./faults/cmd/etcdmember")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New("go build etcdmember: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := tincantest.BuildCommand("./faults/cmd/etcdmember", "etcdmember")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(buildDir, "etcdmember")
+	return bin
 }
 
 // Member is one etcd member: its addresses, and its current process.

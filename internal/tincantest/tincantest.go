@@ -89,9 +89,8 @@ func (m *Main) Close() {
 }
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	builds   = map[string]*built{} // by package: BuildCommand's
+	buildsMu sync.Mutex
 )
 
 // Build builds the tincan binary (the module's main package) once per test
@@ -103,26 +102,50 @@ func Build(t TB) string {
 	if bin := os.Getenv("TINCANTEST_BIN"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() {
-		var out []byte
-		out, buildErr = exec.Command("go", "env", "GOMOD").Output()
-		if buildErr != nil {
+	bin, err := BuildCommand(".", "tincan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildCommand builds the command in pkg (a package path relative to the
+// module's root, as go build takes it) into a temporary directory, as
+// name, once per process, and returns the binary's path.
+func BuildCommand(pkg, name string) (string, error) {
+	buildsMu.Lock()
+	b := builds[pkg]
+	if b == nil {
+		b = &built{}
+		builds[pkg] = b
+	}
+	buildsMu.Unlock()
+	b.once.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			b.err = err
 			return
 		}
 		root := filepath.Dir(strings.TrimSpace(string(out)))
-		if buildDir, buildErr = os.MkdirTemp("", "tincantest-"); buildErr != nil {
+		dir, err := os.MkdirTemp("", "tincantest-")
+		if err != nil {
+			b.err = err
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "tincan"), ".")
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+			b.err = errors.New("go build " + pkg + ": " + err.Error() + "\n" + string(out))
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(buildDir, "tincan")
+	return b.path, b.err
 }
 
 // Server is the binary serving on a loopback port. The bbolt file (or the
