@@ -438,7 +438,7 @@ func TestAppsCloseLargeRoom(t *testing.T) {
 func TestAppsClaimLostWhenCutOff(t *testing.T) {
 	t.Parallel()
 	prefix := testPrefix(t)
-	proxy := newCutProxy(t, cluster.endpoints[2])
+	proxy := newSilentProxy(t, cluster.endpoints[2])
 	x := openAt(t, prefix, Options{Options: hooks(), Endpoints: []string{proxy.endpoint()}})
 	y := openAt(t, prefix, Options{Options: hooks()})
 	lostX, releaseX := mustClaim(t, x, 10*time.Second)

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -21,90 +18,13 @@ import (
 	"github.com/tincan/tincan/store"
 )
 
-// cutProxy forwards TCP connections to one etcd member until cut: then it
-// drops every connection and refuses new ones, as a network partition
-// would, until restored.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t testing.TB, endpoint string) *cutProxy {
-	t.Helper()
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: u.Host, conns: map[net.Conn]bool{}}
-	p.wg.Go(p.serve)
-	t.Cleanup(func() {
-		ln.Close()
-		p.setCut(true)
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = true, true
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		p.wg.Go(func() { pipe(up, c) })
-		p.wg.Go(func() { pipe(c, up) })
-	}
-}
-
-func (p *cutProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
-}
-
 // An instance cut off from etcd while the others go on, and while etcd
 // compacts away the revisions its watch had not seen, loads its mirror
 // again when it gets back: it knows who joined and who left meanwhile, its
 // subscriber is told, and its reader gets every entry once.
 func TestWatchBehindCompaction(t *testing.T) {
 	prefix := testPrefix(t)
-	proxy := newCutProxy(t, cluster.endpoints[0])
+	proxy := newSilentProxy(t, cluster.endpoints[0])
 	y := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}})
 	x := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}, Endpoints: []string{proxy.endpoint()}})
 	a := mustJoin(t, y, "r")
@@ -178,7 +98,7 @@ func compactNow(t testing.TB) {
 func TestStaleInstanceRefuses(t *testing.T) {
 	t.Parallel()
 	prefix := testPrefix(t)
-	proxy := newCutProxy(t, cluster.endpoints[1])
+	proxy := newSilentProxy(t, cluster.endpoints[1])
 	y := openAt(t, prefix, Options{})
 	const stale = 500 * time.Millisecond
 	x := openAt(t, prefix, Options{Endpoints: []string{proxy.endpoint()}, StaleAfter: stale, RequestTimeout: stale})

@@ -13,7 +13,9 @@ import (
 // member whose process is stopped or whose packets are dropped looks to
 // its clients. New connections are accepted and left waiting. Once
 // resumed, what was held back flows again (as TCP retransmits after a
-// partition heals).
+// partition heals). Cut (setCut) is the other fault: every connection is
+// dropped and new ones refused, as a partition that resets connections
+// would, until restored.
 type silentProxy struct {
 	ln     net.Listener
 	target string
@@ -21,6 +23,7 @@ type silentProxy struct {
 
 	mu      sync.Mutex
 	silent  bool
+	cut     bool
 	resumed chan struct{} // closed by resume
 	closed  bool
 	conns   map[net.Conn]bool
@@ -66,7 +69,7 @@ func (p *silentProxy) forward(c net.Conn) {
 		return
 	}
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.cut {
 		p.mu.Unlock()
 		c.Close()
 		up.Close()
@@ -121,6 +124,20 @@ func (p *silentProxy) silence() {
 	defer p.mu.Unlock()
 	if !p.silent {
 		p.silent, p.resumed = true, make(chan struct{})
+	}
+}
+
+// setCut drops every connection and refuses new ones (true), or lets
+// them through again (false).
+func (p *silentProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
 	}
 }
 
