@@ -16,11 +16,8 @@ import (
 // fault suite's StopLeader, with its 10 s client timeout).
 func TestSilentKeepAlive(t *testing.T) {
 	t.Parallel()
-	prefix := testPrefix(t)
-	ps, eps := silentProxies(t)
 	opts := store.Options{Capacity: 3, ClientTimeout: 5 * time.Second}
-	x := openAt(t, prefix, Options{Options: opts, Endpoints: eps})
-	y := openAt(t, prefix, Options{Options: opts})
+	ps, eps, x, y := silentPair(t, opts)
 	a := mustJoin(t, x, "k")
 	defer x.Hold(a.Member)()
 

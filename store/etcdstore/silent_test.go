@@ -28,6 +28,18 @@ func silentProxies(t testing.TB) ([]*silentProxy, []string) {
 	return ps, eps
 }
 
+// silentPair opens two instances on a fresh prefix of the shared
+// cluster: x reaching every member through a silent proxy (ps, at eps),
+// y reaching them directly.
+func silentPair(t testing.TB, opts store.Options) (ps []*silentProxy, eps []string, x, y *Store) {
+	t.Helper()
+	prefix := testPrefix(t)
+	ps, eps = silentProxies(t)
+	x = openAt(t, prefix, Options{Options: opts, Endpoints: eps})
+	y = openAt(t, prefix, Options{Options: opts})
+	return ps, eps, x, y
+}
+
 // watchedProxy is the proxy the watch of s goes through.
 func watchedProxy(t testing.TB, s *Store, ps []*silentProxy) *silentProxy {
 	t.Helper()
@@ -73,10 +85,7 @@ func readUntil(t testing.TB, s *Store, m store.Member, id uint64, limit time.Dur
 // request timeout.
 func TestSilentWatchedMember(t *testing.T) {
 	t.Parallel()
-	prefix := testPrefix(t)
-	ps, eps := silentProxies(t)
-	x := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}, Endpoints: eps})
-	y := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}})
+	ps, _, x, y := silentPair(t, store.Options{Capacity: 3})
 	a, b := mustJoin(t, y, "r"), mustJoin(t, x, "r")
 	first := mustPost(t, y, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(`"type":"first"`)}}})
 	readUntil(t, x, b.Member, first.ID, 20*time.Second)
@@ -275,10 +284,7 @@ func TestRepeatable(t *testing.T) {
 // what it posts reaches the other instances.
 func TestSilentLeaderPath(t *testing.T) {
 	t.Parallel()
-	prefix := testPrefix(t)
-	ps, eps := silentProxies(t)
-	x := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}, Endpoints: eps})
-	y := openAt(t, prefix, Options{Options: store.Options{Capacity: 3}})
+	ps, eps, x, y := silentPair(t, store.Options{Capacity: 3})
 	a, b := mustJoin(t, y, "r"), mustJoin(t, x, "r")
 	leader := cluster.leader()
 	if leader < 0 {
