@@ -149,12 +149,7 @@ func newGroupCommit(s *Store) *groupCommit {
 	return &groupCommit{s: s, wake: make(chan struct{}, 1), busy: map[string]bool{}}
 }
 
-func (g *groupCommit) poke() {
-	select {
-	case g.wake <- struct{}{}:
-	default:
-	}
-}
+func (g *groupCommit) poke() { signal(g.wake) }
 
 // do queues a write and waits for its outcome, or for ctx. When ctx ends
 // before the write was taken into a group, it is dropped and do answers

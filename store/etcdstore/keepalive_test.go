@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/tincan/tincan/store"
 )
 
@@ -41,5 +43,46 @@ func TestSilentKeepAlive(t *testing.T) {
 	}
 	if now := x.presence.stream.Load(); now == ka || now.node.url == eps[silent] {
 		t.Fatal("x still renews on the silent member")
+	}
+}
+
+// etcd revokes the lease of a member held on instance x (as a leader
+// stopped with SIGSTOP does when it resumes: it revokes what expired by
+// its clock, and the new leader applies it; the fault suite's StopLeader
+// found it). x gives the member a lease again before y's reaper removes
+// it: y waits lapseGrace after seeing the live key go. Before, y removed
+// the member at once, with peer-left (timeout) to the others, while its
+// stream was open on x.
+func TestLeaseRevokedUnderHeldMember(t *testing.T) {
+	t.Parallel()
+	opts := store.Options{Capacity: 3, ClientTimeout: 4 * time.Second}
+	ss := openN(t, 2, opts)
+	x, y := ss[0], ss[1]
+	a := mustJoin(t, x, "r")
+	b := mustJoin(t, y, "r")
+	defer x.Hold(a.Member)()
+	defer y.Hold(b.Member)()
+
+	for round := range 3 { // a lease given again can be revoked again
+		ref, _ := x.mirror.presence(a.Member)
+		if !ref.live || ref.lease == 0 {
+			t.Fatalf("round %d: a has no live key on its own lease: %+v", round, ref)
+		}
+		if _, err := x.client.Revoke(ctx0, clientv3.LeaseID(ref.lease)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a has a live key on a new lease", func() bool {
+			now, _ := y.mirror.presence(a.Member)
+			return now.live && now.lease != ref.lease
+		})
+	}
+	time.Sleep(2 * opts.ClientTimeout) // the new lease is renewed too
+	if _, err := y.Authenticate(ctx0, a.Token); err != nil {
+		t.Fatalf("a, held on x, was removed after etcd revoked its lease: %v", err)
+	}
+	for _, msg := range mustRead(t, y, b.Member, 0) {
+		if e := parseEvent(t, msg); e.Type == "peer-left" {
+			t.Fatalf("b was told %+v", e)
+		}
 	}
 }

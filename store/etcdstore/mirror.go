@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -77,6 +78,9 @@ type member struct {
 	live   bool  // its live key exists
 	lease  int64 // the live key's lease
 	shared bool  // that lease is a restart's, shared by many members
+	// lapsed: when this instance saw the live key go (or a reload found
+	// it missing); zero while live.
+	lapsed time.Time
 	// listening: the instances with a listen key for the member.
 	listening map[string]bool
 }
@@ -183,9 +187,10 @@ func (mr *mirror) progress(rev int64) {
 }
 
 // load replaces the whole mirror with kvs, the state at revision rev, and
-// returns a room-wide wake for every room before or after: after a reload
-// nobody knows what changed, and a reader woken for nothing reads nothing.
-func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) []wake {
+// returns a room-wide wake for every room before or after (after a reload
+// nobody knows what changed, and a reader woken for nothing reads nothing)
+// and the members without a live key.
+func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) (wakes []wake, lapsed []store.Member) {
 	// Rooms and members first, so that what hangs on them finds them.
 	order := func(kv *mvccpb.KeyValue) int {
 		switch mr.keys.parse(kv.Key).kind {
@@ -201,7 +206,6 @@ func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) []wake {
 
 	mr.mu.Lock()
 	defer mr.mu.Unlock()
-	var wakes []wake
 	for name := range mr.rooms {
 		wakes = append(wakes, wake{room: name, all: true})
 	}
@@ -216,12 +220,19 @@ func (mr *mirror) load(kvs []*mvccpb.KeyValue, rev int64) []wake {
 	for _, kv := range kvs {
 		mr.put(kv, nil)
 	}
+	now := time.Now()
 	for name, r := range mr.rooms {
 		slices.SortFunc(r.entries, func(a, b *entry) int { return cmp.Compare(a.id, b.id) })
 		wakes = append(wakes, wake{room: name, all: true})
+		for _, m := range r.members {
+			if !m.live {
+				m.lapsed = now
+				lapsed = append(lapsed, store.Member{Room: name, ID: m.id})
+			}
+		}
 	}
 	mr.advance(rev)
-	return wakes
+	return wakes, lapsed
 }
 
 // apply applies one watch response's events (whole transactions, in
@@ -314,7 +325,7 @@ func (mr *mirror) put(kv *mvccpb.KeyValue, wakes *[]wake) kind {
 		}
 	case kindLive:
 		if m := mr.member(p.room, p.id); m != nil {
-			m.live, m.lease, m.shared = true, kv.Lease, string(kv.Value) == sharedLease
+			m.live, m.lease, m.shared, m.lapsed = true, kv.Lease, string(kv.Value) == sharedLease, time.Time{}
 		}
 	case kindMsg:
 		v, err := decodeMsg(kv.Value)
@@ -391,7 +402,7 @@ func (mr *mirror) remove(kv *mvccpb.KeyValue, wakes *[]wake, lapsed *[]store.Mem
 		*wakes = append(*wakes, wake{room: p.room, ids: []string{p.id}}) // its readers end
 	case kindLive:
 		if m := mr.member(p.room, p.id); m != nil {
-			m.live, m.lease, m.shared = false, 0, false
+			m.live, m.lease, m.shared, m.lapsed = false, 0, false, time.Now()
 			*lapsed = append(*lapsed, store.Member{Room: p.room, ID: p.id})
 		}
 	case kindMsg:
@@ -626,6 +637,7 @@ type memberRef struct {
 	lease  int64
 	live   bool
 	shared bool
+	lapsed time.Time // see member
 }
 
 // members lists every member; only the silent ones (no live key) with
@@ -637,7 +649,7 @@ func (mr *mirror) members(silentOnly bool) []memberRef {
 	for name, r := range mr.rooms {
 		for _, m := range r.members {
 			if !silentOnly || !m.live {
-				out = append(out, memberRef{Member: store.Member{Room: name, ID: m.id}, joined: m.joined, lease: m.lease, live: m.live, shared: m.shared})
+				out = append(out, memberRef{Member: store.Member{Room: name, ID: m.id}, joined: m.joined, lease: m.lease, live: m.live, shared: m.shared, lapsed: m.lapsed})
 			}
 		}
 	}
@@ -652,7 +664,7 @@ func (mr *mirror) presence(m store.Member) (memberRef, bool) {
 	if mm == nil {
 		return memberRef{}, false
 	}
-	return memberRef{Member: m, joined: mm.joined, lease: mm.lease, live: mm.live, shared: mm.shared}, true
+	return memberRef{Member: m, joined: mm.joined, lease: mm.lease, live: mm.live, shared: mm.shared, lapsed: mm.lapsed}, true
 }
 
 // prunable lists the keys of entries that nobody will receive any more

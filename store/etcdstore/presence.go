@@ -17,13 +17,13 @@ import (
 
 // Presence across the cluster. Every member has a lease of the client
 // timeout, taken at its join (from a pool granted ahead, see lease), that
-// holds its live key. An instance
-// renews the leases of the members it sees: while one holds (a stream or
-// long-poll open), every quarter of the lease; after a Touch or a release,
-// once, at most a quarter of the lease later than the renewal before it
-// (so a lease never expires sooner than the client timeout after the last
-// sign of life, and a member's requests cost a renewal per quarter at
-// most). Renewals travel on one keep-alive stream per instance; etcd's
+// holds its live key. An instance renews the leases of the members it
+// sees: while one holds (a stream or long-poll open), every quarter of the
+// lease; after a Touch or a release, once, at most a second (touchEvery)
+// later than the renewal before it, so a lease never expires sooner than
+// the client timeout after the last sign of life nor more than a second
+// and a tick later, and a member's requests cost a renewal a second at
+// most. Renewals travel on one keep-alive stream per instance; etcd's
 // leader handles them without a log write.
 //
 // When a lease lapses, etcd deletes the live key; every instance's watch
@@ -31,9 +31,19 @@ import (
 // ReasonTimeout) in a transaction that requires the live key to be still
 // gone and the member still there: one succeeds, the others find the
 // member gone. The reaper also sweeps the mirror every tick for members
-// without a live key, so a removal that failed is tried again. An instance
-// that holds a member whose lease lapsed anyway (it could not reach etcd
-// in time) gives it a new lease if it gets there before a reaper.
+// without a live key, so a removal that failed is tried again.
+//
+// A lease can go under a member that is alive: its instance could not
+// reach etcd in time, or etcd revoked it wrongly (a leader stopped with
+// SIGSTOP or a paused VM resumes, still believes it leads for a moment and
+// revokes the leases that expired by its clock; the new leader applies
+// the revocations; etcd#15247 guards a leader whose raft loop was blocked,
+// not one whose whole process was: the fault suite's StopLeader found it).
+// So an instance that holds a member, or saw it within the client timeout,
+// gives it a new lease as soon as its watch shows the live key gone, and
+// the reapers leave a member alone for lapseGrace after they saw its live
+// key go, so that the holder gets there first: its new live key makes
+// their transactions fail.
 //
 // Restart: each instance keeps a key on a lease of its own (instanceTTL),
 // revoked by Close. An instance that opens and finds no other instance's
@@ -47,13 +57,22 @@ import (
 const instanceTTL = 5
 
 type presence struct {
-	s       *Store
-	ttl     int64         // member leases, in seconds, as asked of etcd
-	every   time.Duration // renewal interval: a quarter of the lease
-	kick    chan struct{} // wakes the reaper
-	revokes chan clientv3.LeaseID
-	pool    chan pooledLease // leases granted ahead, for joins
-	taken   chan struct{}    // wakes the pool's filler
+	s     *Store
+	ttl   int64         // member leases, in seconds, as asked of etcd
+	every time.Duration // renewal interval of a held member: a quarter of the lease
+	// touchEvery: renewal interval of a member seen (a request, a release)
+	// but not held: at most a second, so that its lease ends at most a
+	// second and a tick later than the client timeout after its last sign
+	// of life (the API promises its removal within the timeout + 5 s).
+	touchEvery time.Duration
+	// lapseGrace: how long reapers leave a member whose live key went to
+	// an instance that holds it (see above).
+	lapseGrace time.Duration
+	kick       chan struct{} // wakes the reaper
+	renewNow   chan struct{} // wakes the renewer
+	revokes    chan clientv3.LeaseID
+	pool       chan pooledLease // leases granted ahead, for joins
+	taken      chan struct{}    // wakes the pool's filler
 
 	instance       atomic.Int64              // this instance's lease
 	instanceLapsed atomic.Bool               // and etcd said it is gone
@@ -75,15 +94,19 @@ type liveness struct {
 
 func newPresence(s *Store) *presence {
 	ttl := max(1, int64(math.Ceil(s.opts.ClientTimeout.Seconds())))
+	every := time.Duration(ttl) * time.Second / 4
 	return &presence{
-		s:       s,
-		ttl:     ttl,
-		every:   time.Duration(ttl) * time.Second / 4,
-		kick:    make(chan struct{}, 1),
-		revokes: make(chan clientv3.LeaseID, 4096),
-		pool:    make(chan pooledLease, poolSize),
-		taken:   make(chan struct{}, 1),
-		local:   map[store.Member]*liveness{},
+		s:          s,
+		ttl:        ttl,
+		every:      every,
+		touchEvery: min(every, time.Second),
+		lapseGrace: min(every, time.Second),
+		kick:       make(chan struct{}, 1),
+		renewNow:   make(chan struct{}, 1),
+		revokes:    make(chan clientv3.LeaseID, 4096),
+		pool:       make(chan pooledLease, poolSize),
+		taken:      make(chan struct{}, 1),
+		local:      map[store.Member]*liveness{},
 	}
 }
 
@@ -159,11 +182,33 @@ func (p *presence) alive(m store.Member) bool {
 	return l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout)
 }
 
-func (p *presence) kickReaper() {
+func (p *presence) kickReaper() { signal(p.kick) }
+
+// signal sends on c unless a signal is already waiting there.
+func signal(c chan struct{}) {
 	select {
-	case p.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
+}
+
+// lapsed hears that the live keys of ms went (a lease lapsed or was
+// revoked), or that a reload found them missing: those this instance
+// holds or saw within the client timeout get a lease again at once.
+func (p *presence) lapsed(ms []store.Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	due := false
+	for _, m := range ms {
+		if l := p.local[m]; l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout) {
+			l.renewed = time.Time{} // due now
+			due = true
+		}
+	}
+	if due {
+		signal(p.renewNow)
+	}
+	p.kickReaper()
 }
 
 // grant makes a member lease.
@@ -200,10 +245,7 @@ func (p *presence) lease(ctx context.Context) (id clientv3.LeaseID, fresh bool, 
 	for {
 		select {
 		case l := <-p.pool:
-			select {
-			case p.taken <- struct{}{}:
-			default:
-			}
+			signal(p.taken)
 			if time.Since(l.granted) > p.maxPooled() {
 				p.revoke(l.id)
 				continue
@@ -386,6 +428,7 @@ func (p *presence) renewLoop() {
 	for {
 		select {
 		case <-t.C:
+		case <-p.renewNow:
 		case <-p.s.ctx.Done():
 			return
 		}
@@ -427,7 +470,8 @@ func (p *presence) renewMembers(ka *keepAlive) {
 	var jobs []due
 	p.mu.Lock()
 	for m, l := range p.local {
-		if now.Sub(l.renewed) < p.every || (l.open == 0 && !l.seen.After(l.renewed)) {
+		since := now.Sub(l.renewed)
+		if l.open > 0 && since < p.every || l.open == 0 && (!l.seen.After(l.renewed) || since < p.touchEvery) {
 			if l.open == 0 && !l.seen.After(l.renewed) && now.Sub(l.seen) > 2*p.s.opts.ClientTimeout {
 				delete(p.local, m) // silent here for long: its lease is not ours to keep
 			}
@@ -622,6 +666,9 @@ func (p *presence) reap() {
 		}
 		if p.alive(m.Member) {
 			continue // the renewer gives it a lease again
+		}
+		if time.Since(m.lapsed) < p.lapseGrace {
+			continue // its holder, if any, gets there first (a later tick tries)
 		}
 		slots <- struct{}{}
 		wg.Go(func() {

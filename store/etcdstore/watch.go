@@ -134,7 +134,7 @@ func (s *Store) applyEvents(events []*clientv3.Event) {
 		s.outboxWatchers.Notify()
 	}
 	if len(lapsed) > 0 {
-		s.presence.kickReaper()
+		s.presence.lapsed(lapsed)
 	}
 }
 
@@ -155,10 +155,11 @@ func (s *Store) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.notify(s.mirror.load(kvs, rev))
+	wakes, lapsed := s.mirror.load(kvs, rev)
+	s.notify(wakes)
 	s.outboxWatchers.Notify() // nobody knows what came meanwhile
 	s.markFresh(start)
-	s.presence.kickReaper()
+	s.presence.lapsed(lapsed)
 	return nil
 }
 
