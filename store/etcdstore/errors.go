@@ -50,7 +50,7 @@ func (s *Store) failure(ctx context.Context, op string, err error) error {
 // unavailable reports whether err means that etcd did not answer now,
 // rather than that the request was wrong.
 func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, errLeaseGone) {
 		return true
 	}
 	code := status.Code(err)
@@ -74,7 +74,7 @@ func unavailable(err error) bool {
 // acting on it, so that even a write that must not happen twice may be
 // sent again.
 func notApplied(err error) bool {
-	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrGRPCNoLeader, rpctypes.ErrTooManyRequests, rpctypes.ErrGRPCRequestTooManyRequests} {
+	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrGRPCNoLeader, rpctypes.ErrTooManyRequests, rpctypes.ErrGRPCRequestTooManyRequests, errLeaseGone} {
 		if errors.Is(err, e) {
 			return true
 		}

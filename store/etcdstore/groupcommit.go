@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tincan/tincan/store"
@@ -187,6 +188,14 @@ func (g *groupCommit) do(ctx context.Context, room string, build func(b *groupBa
 		}
 	}
 }
+
+// errLeaseGone answers the writes of a group that etcd refused, whole
+// and unapplied, because a lease one of its joins puts its live key on is
+// gone. A pooled lease can be: a leader resumed after SIGSTOP revokes the
+// leases expired by its clock, and the new leader applies it (see
+// presence). Every write may be sent again (errors.go: unavailable,
+// notApplied); a join takes another lease first, and the pool is emptied.
+var errLeaseGone = errors.New("etcdstore: a lease in the group was revoked meanwhile")
 
 // errClosedGroup answers writes queued when the store closes.
 var errClosedGroup = errors.New("etcdstore: closed")
@@ -382,6 +391,12 @@ func (g *groupCommit) commit(b *groupBatch) {
 			observed[p.op] = true
 			s.metrics.observe(p.op, start)
 		}
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// One part's lease is gone (see errLeaseGone): etcd refused the
+		// whole group before applying any of it.
+		s.presence.flushPool()
+		err = errLeaseGone
 	}
 	if err != nil {
 		for _, w := range b.writes {

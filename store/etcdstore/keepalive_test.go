@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -84,5 +85,49 @@ func TestLeaseRevokedUnderHeldMember(t *testing.T) {
 		if e := parseEvent(t, msg); e.Type == "peer-left" {
 			t.Fatalf("b was told %+v", e)
 		}
+	}
+}
+
+// etcd revokes the leases waiting in an instance's pool (as a leader
+// resumed after SIGSTOP does with those expired by its clock). Joins that
+// take them, and the posts that share their groups, still succeed: etcd
+// refuses such a group whole and unapplied, each join takes another lease
+// and every write is sent again. Before, each of them failed with
+// "requested lease not found".
+func TestPooledLeaseRevoked(t *testing.T) {
+	t.Parallel()
+	x := openN(t, 1, store.Options{Capacity: 50, ClientTimeout: 10 * time.Second})[0]
+	a := mustJoin(t, x, "r")
+	eventually(t, "the pool fills", func() bool { return len(x.presence.pool) == cap(x.presence.pool) })
+	var pooled []pooledLease
+	for len(x.presence.pool) > 0 {
+		pooled = append(pooled, <-x.presence.pool)
+	}
+	for _, l := range pooled {
+		if _, err := x.client.Revoke(ctx0, l.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range pooled {
+		x.presence.pool <- l
+	}
+	errs := make(chan error, 40)
+	for i := range 20 {
+		go func() {
+			_, err := x.Join(ctx0, store.JoinRequest{Room: "r"})
+			errs <- err
+		}()
+		go func() {
+			_, err := x.Append(ctx0, store.Post{From: a.Member, Messages: []store.Draft{{Fields: []byte(fmt.Sprintf(`"type":"t","i":%d`, i))}}})
+			errs <- err
+		}()
+	}
+	for range 40 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a join or post with the pool's leases revoked: %v", err)
+		}
+	}
+	if n, err := x.Occupants(ctx0, "r"); err != nil || n != 21 {
+		t.Fatalf("%d in the room (%v), want 21", n, err)
 	}
 }

@@ -297,6 +297,19 @@ func (p *presence) fillLoop() {
 	}
 }
 
+// flushPool empties the pool: its leases may have been revoked (see
+// errLeaseGone). The filler grants new ones.
+func (p *presence) flushPool() {
+	for range len(p.pool) {
+		select {
+		case l := <-p.pool:
+			p.revoke(l.id)
+		default:
+		}
+	}
+	signal(p.taken)
+}
+
 // revoke gives a lease back, in the background; a lease that cannot be
 // revoked now lapses by itself.
 func (p *presence) revoke(lease clientv3.LeaseID) {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
@@ -355,6 +356,10 @@ func (j *joining) admit(ctx context.Context, v roomView, slot int) (store.Joined
 		return part, nil
 	}
 	r := s.group.do(ctx, room, build)
+	if errors.Is(r.err, errLeaseGone) {
+		j.release() // its lease, or another part's, is gone: the next attempt takes another
+		j.lease = 0
+	}
 	if r.err != nil {
 		return store.Joined{}, false, groupErr(r.err)
 	}
