@@ -449,6 +449,13 @@ func (p *presence) renewLoop() {
 			var avoid *node
 			if ka != nil {
 				avoid = ka.node
+				if ns := p.s.nodes; ns != nil && ka.silent.Load() {
+					// Ask the member as a call left unanswered does, so
+					// that a silent one is suspect (and not picked) by the
+					// time the next stream breaks.
+					ns.spawn(func() { ns.judge(p.s.ctx, avoid, 0) })
+				}
+				p.resend(ka.opened)
 			}
 			ka.close()
 			var err error
@@ -469,6 +476,22 @@ func (p *presence) renewLoop() {
 			}
 		}
 		p.renewMembers(ka)
+	}
+}
+
+// resend makes the renewals sent since a broken stream opened due again:
+// they may have been lost with it.
+func (p *presence) resend(since time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.local {
+		switch {
+		case l.renewed.Before(since):
+		case l.open > 0:
+			l.renewed = time.Time{}
+		case !l.seen.After(l.renewed):
+			l.renewed = l.seen.Add(-time.Nanosecond) // due for its last sign of life, as before
+		}
 	}
 }
 
@@ -570,6 +593,8 @@ type keepAlive struct {
 	done    chan struct{} // closed when the stream has ended
 	node    *node         // the member it goes to; nil without pinned clients
 	timeout time.Duration // how long a renewal may wait for its answer
+	opened  time.Time
+	silent  atomic.Bool // ended by broken: a renewal went unanswered
 	// waiting: when the oldest renewal not yet answered was sent (unix
 	// nanoseconds), 0 when every one was answered.
 	waiting atomic.Int64
@@ -589,7 +614,7 @@ func (p *presence) openKeepAlive(avoid *node) (*keepAlive, error) {
 		cancel()
 		return nil, err
 	}
-	ka := &keepAlive{stream: stream, cancel: cancel, done: make(chan struct{}), node: n, timeout: p.s.opts.MemberTimeout}
+	ka := &keepAlive{stream: stream, cancel: cancel, done: make(chan struct{}), node: n, timeout: p.s.opts.MemberTimeout, opened: time.Now()}
 	p.s.wg.Add(1)
 	go func() {
 		defer p.s.wg.Done()
@@ -634,6 +659,7 @@ func (ka *keepAlive) broken() bool {
 	default:
 	}
 	if sent := ka.waiting.Load(); ka.timeout > 0 && sent != 0 && time.Since(time.Unix(0, sent)) > ka.timeout {
+		ka.silent.Store(true)
 		ka.cancel()
 		return true
 	}
