@@ -198,14 +198,15 @@ func signal(c chan struct{}) {
 func (p *presence) lapsed(ms []store.Member) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	due := false
+	due := 0
 	for _, m := range ms {
 		if l := p.local[m]; l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout) {
 			l.renewed = time.Time{} // due now
-			due = true
+			due++
 		}
 	}
-	if due {
+	if due > 0 {
+		p.s.log.Info("leases of live members went: they get new ones", "members", due)
 		signal(p.renewNow)
 	}
 	p.kickReaper()
