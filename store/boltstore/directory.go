@@ -1,6 +1,8 @@
 package boltstore
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,30 +20,42 @@ type directory struct {
 	mu      sync.RWMutex
 	tokens  map[[32]byte]store.Member
 	members map[store.Member]uint64 // -> highest acknowledged id, saved or not
+	// rooms: each room's members in join order, as peersOf reads them
+	// from the disk. Append takes a post's recipients from here, unless
+	// the transaction it is in changed the room's members (staged).
+	rooms map[string][]string
 }
 
 func newDirectory() *directory {
-	return &directory{tokens: map[[32]byte]store.Member{}, members: map[store.Member]uint64{}}
+	return &directory{tokens: map[[32]byte]store.Member{}, members: map[store.Member]uint64{}, rooms: map[string][]string{}}
 }
 
 // load reads every member from the disk.
 func (d *directory) load(tx *bolt.Tx) error {
 	rooms := tx.Bucket(bucketRooms)
 	return rooms.ForEachBucket(func(room []byte) error {
-		return rooms.Bucket(room).Bucket(bucketMembers).ForEach(func(id, v []byte) error {
+		var members []memberEntry
+		err := rooms.Bucket(room).Bucket(bucketMembers).ForEach(func(id, v []byte) error {
 			if rec, ok := decodeMember(v); ok {
-				d.add(rec.Token, store.Member{Room: string(room), ID: string(id)}, rec.Acked)
+				members = append(members, memberEntry{string(id), rec})
 			}
 			return nil
 		})
+		slices.SortFunc(members, func(a, b memberEntry) int { return cmp.Compare(a.rec.Join, b.rec.Join) })
+		for _, e := range members {
+			d.add(e.rec.Token, store.Member{Room: string(room), ID: e.id}, e.rec.Acked)
+		}
+		return err
 	})
 }
 
+// add adds m, the latest member of its room to join.
 func (d *directory) add(tokenHash []byte, m store.Member, acked uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.tokens[[32]byte(tokenHash)] = m
 	d.members[m] = acked
+	d.rooms[m.Room] = append(d.rooms[m.Room], m.ID)
 }
 
 func (d *directory) remove(tokenHash [32]byte, m store.Member) {
@@ -49,6 +63,29 @@ func (d *directory) remove(tokenHash [32]byte, m store.Member) {
 	defer d.mu.Unlock()
 	delete(d.tokens, tokenHash)
 	delete(d.members, m)
+	ids := slices.DeleteFunc(slices.Clone(d.rooms[m.Room]), func(id string) bool { return id == m.ID })
+	if len(ids) == 0 {
+		delete(d.rooms, m.Room)
+	} else {
+		d.rooms[m.Room] = ids
+	}
+}
+
+// peers lists the members of room but except, in join order, and
+// reports whether except is one of them.
+func (d *directory) peers(room, except string) (peers []string, member bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	all := d.rooms[room]
+	peers = make([]string, 0, max(len(all)-1, 0))
+	for _, id := range all {
+		if id == except {
+			member = true
+		} else {
+			peers = append(peers, id)
+		}
+	}
+	return peers, member
 }
 
 // retoken gives m the token hash new in place of old.

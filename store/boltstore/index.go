@@ -188,15 +188,19 @@ type staged struct {
 	ids  map[string][]uint64
 	held map[string]bool      // rooms given a message kept for the next joiner
 	idem map[string]keyedPost // idempotency key -> its post
+	// members: rooms whose members the transaction changed (a join, a
+	// removal), which the directory does not show before the commit.
+	members map[string]bool
 }
 
 func (st *staged) reset() {
 	if st.ids == nil {
-		st.ids, st.held, st.idem = map[string][]uint64{}, map[string]bool{}, map[string]keyedPost{}
+		st.ids, st.held, st.idem, st.members = map[string][]uint64{}, map[string]bool{}, map[string]keyedPost{}, map[string]bool{}
 	}
 	clear(st.ids)
 	clear(st.held)
 	clear(st.idem)
+	clear(st.members)
 }
 
 func (st *staged) add(room string, id uint64, pending bool) {
