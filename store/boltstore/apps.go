@@ -146,8 +146,7 @@ func (s *Store) CloseRoom(ctx context.Context, room string) error {
 		for _, e := range members {
 			m := store.Member{Room: room, ID: e.id}
 			tokenHash := [32]byte(e.rec.Token) // a copy: rec aliases the transaction
-			s.staged.members[room] = true
-			s.afterCommit(func() {
+			s.membersChanged(room, func() {
 				s.tombs.add(store.ErrRoomClosed, until, m, tokenHash)
 				s.dir.remove(tokenHash, m)
 			})

@@ -63,7 +63,7 @@ func (d *directory) remove(tokenHash [32]byte, m store.Member) {
 	defer d.mu.Unlock()
 	delete(d.tokens, tokenHash)
 	delete(d.members, m)
-	ids := slices.DeleteFunc(slices.Clone(d.rooms[m.Room]), func(id string) bool { return id == m.ID })
+	ids := slices.DeleteFunc(d.rooms[m.Room], func(id string) bool { return id == m.ID }) // never handed out: peers copies
 	if len(ids) == 0 {
 		delete(d.rooms, m.Room)
 	} else {

@@ -29,7 +29,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		out = store.Appended{}
 		room := p.From.Room
 		server := p.From.ID == store.ServerID // needs the room only
-		members, err := s.membersForPost(tx, room, p.From.ID, server)
+		peers, rb, err := s.membersForPost(tx, room, p.From.ID, server)
 		if err != nil {
 			return err
 		}
@@ -45,10 +45,10 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 		to := make([][]string, len(p.Messages))
 		for i, d := range p.Messages {
 			if d.To == "" {
-				to[i] = members.peers
+				to[i] = peers
 				continue
 			}
-			if !slices.Contains(members.peers, d.To) {
+			if !slices.Contains(peers, d.To) {
 				return store.RefuseMessage(store.ErrUnknownPeer, i, "message %d: no peer %q in room %q", i, d.To, room)
 			}
 			to[i] = []string{d.To}
@@ -59,7 +59,10 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 			// receive any more (acknowledged by their readers, not yet
 			// pruned) left out of it.
 			if n, _ := s.countsInTx(room); n+len(p.Messages) > limit {
-				if n = s.retainedInTx(tx, members.bucket(tx), room); n+len(p.Messages) > limit {
+				if rb == nil {
+					rb = tx.Bucket(bucketRooms).Bucket([]byte(room))
+				}
+				if n = s.retainedInTx(tx, rb, room); n+len(p.Messages) > limit {
 					return store.Refusef(store.ErrTooManyMessages, "room %q holds %d unacknowledged messages", room, n)
 				}
 			}
@@ -138,50 +141,32 @@ func (s *Store) appendRecord(tx *bolt.Tx, head record, size int, data func(b []b
 	return id, nil
 }
 
-// postMembers is what Append needs of a room's members: the sender's
-// peers in join order, and the room's bucket when it was opened.
-type postMembers struct {
-	room  string
-	peers []string
-	rb    *bolt.Bucket
-}
-
-// bucket is the room's bucket, opened now if it was not.
-func (pm *postMembers) bucket(tx *bolt.Tx) *bolt.Bucket {
-	if pm.rb == nil {
-		pm.rb = tx.Bucket(bucketRooms).Bucket([]byte(pm.room))
-	}
-	return pm.rb
-}
-
-// membersForPost checks that from may post to room and lists its peers:
-// from the directory, without opening the room's buckets (a fifth of the
-// allocations of a post, BENCHMARKS §12.6), unless this transaction
-// changed the room's members or the post is the application's (which
-// needs the room, with or without members); then from the disk.
-func (s *Store) membersForPost(tx *bolt.Tx, room, from string, server bool) (postMembers, error) {
-	pm := postMembers{room: room}
+// membersForPost checks that from may post to room and lists its peers
+// in join order: from the directory, without opening the room's buckets
+// (a fifth of the allocations of a post, BENCHMARKS §12.6), unless this
+// transaction changed the room's members (membersChanged) or the post is
+// the application's (which needs the room, with or without members); then
+// from the disk, and rb is the room's bucket.
+func (s *Store) membersForPost(tx *bolt.Tx, room, from string, server bool) (peers []string, rb *bolt.Bucket, err error) {
 	if !server && !s.staged.members[room] {
 		peers, member := s.dir.peers(room, from)
 		if !member {
-			return pm, store.ErrUnauthorized
+			return nil, nil, store.ErrUnauthorized
 		}
-		pm.peers = peers
-		return pm, nil
+		return peers, nil, nil
 	}
-	rb := pm.bucket(tx)
+	rb = tx.Bucket(bucketRooms).Bucket([]byte(room))
 	if rb == nil && server {
-		return pm, store.Refusef(store.ErrNotFound, "no room %q", room)
+		return nil, nil, store.Refusef(store.ErrNotFound, "no room %q", room)
 	}
 	if rb == nil {
-		return pm, store.ErrUnauthorized
+		return nil, nil, store.ErrUnauthorized
 	}
 	if _, ok := readMember(rb, from); !ok && !server {
-		return pm, store.ErrUnauthorized
+		return nil, nil, store.ErrUnauthorized
 	}
-	peers, err := peersOf(rb, from)
-	pm.peers = peers
-	return pm, err
+	peers, err = peersOf(rb, from)
+	return peers, rb, err
 }
 
 // retainedInTx counts the room's messages that someone will still

@@ -306,8 +306,7 @@ func (s *Store) join(tx *bolt.Tx, req store.JoinRequest, seen []byte, existed bo
 	if err := rb.Bucket(bucketMembers).Put([]byte(id), rec.encode()); err != nil {
 		return store.Joined{}, err
 	}
-	s.staged.members[req.Room] = true
-	s.afterCommit(func() { s.dir.add(rec.Token, store.Member{Room: req.Room, ID: id}, 0) })
+	s.membersChanged(req.Room, func() { s.dir.add(rec.Token, store.Member{Room: req.Room, ID: id}, 0) })
 	if _, held := s.countsInTx(req.Room); held {
 		if err := s.claimPending(tx, req.Room, id); err != nil {
 			return store.Joined{}, err
@@ -406,8 +405,7 @@ func (s *Store) leave(tx *bolt.Tx, room string, ids []string, reason store.Reaso
 		if s.opts.Webhooks {
 			profiles = append(profiles, rec.profile())
 		}
-		s.staged.members[room] = true
-		s.afterCommit(func() { s.dir.remove(tokenHash, m) })
+		s.membersChanged(room, func() { s.dir.remove(tokenHash, m) })
 		s.notifyAfterCommit(room, 0, id) // its readers end
 		if err := rb.Bucket(bucketMembers).Delete([]byte(id)); err != nil {
 			return nil, false, err

@@ -359,6 +359,15 @@ func (s *Store) notifyAfterCommit(room string, upto uint64, ids ...string) {
 // for writes, which run in the commit loop.
 func (s *Store) afterCommit(f func()) { s.hooks = append(s.hooks, f) }
 
+// membersChanged records that the transaction being built changed room's
+// members, and runs update (the directory's change) once it has committed:
+// until then a post of this transaction reads the room's members from the
+// disk, not from the directory (Append).
+func (s *Store) membersChanged(room string, update func()) {
+	s.staged.members[room] = true
+	s.afterCommit(update)
+}
+
 // loadIndex rebuilds the index, the directory and the idempotency keys
 // from the disk.
 func (s *Store) loadIndex() error {
