@@ -585,9 +585,10 @@ func (p *presence) attach(m store.Member, ref memberRef, fromShared bool) bool {
 // client (failover.go) when the store has them: a member that falls
 // silent (a stopped process, a lost path) answers nothing and closes
 // nothing, so a renewal left unanswered for the member timeout ends the
-// stream, and the next renewal opens one on another member. Before, the stream stayed on the silent
-// member until gRPC keepalive gave up (~15 s), and members with a client
-// timeout shorter than that timed out (the fault suite's StopLeader).
+// stream, and the next renewal opens one on another member. Before, the
+// stream stayed on the silent member until gRPC keepalive gave up (~15 s),
+// and members with a client timeout shorter than that timed out (the fault
+// suite's StopLeader).
 type keepAlive struct {
 	stream  pb.Lease_LeaseKeepAliveClient
 	cancel  context.CancelFunc
