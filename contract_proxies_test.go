@@ -62,9 +62,10 @@ func TestNginxReverseProxy(t *testing.T) {
 	var dir string
 	for attempt := 1; ; attempt++ {
 		dir = t.TempDir()
+		ports := freeLoopbackPorts(t, len(servers))
 		for i := range servers {
 			s := &servers[i]
-			s.Port = freeLoopbackPort(t)
+			s.Port = ports[i]
 			s.Name = map[bool]string{false: "defaults", true: "readme"}[s.Readme] + map[string]string{live: "/live", quiet: "/quiet"}[s.Upstream]
 		}
 		conf := renderTemplate(t, "testdata/nginx/nginx.conf.tmpl", filepath.Join(dir, "nginx.conf"), map[string]any{
@@ -337,12 +338,25 @@ func proxyProgram(t *testing.T, name, pkg string) string {
 
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freeLoopbackPorts(t, 1)[0]
+}
+
+// freeLoopbackPorts returns n distinct ports free on 127.0.0.1. It holds
+// each listener until all are chosen: one closed at once may be handed out
+// again by the next listen, and two servers of one nginx on the same port
+// are not an error to nginx (it warns and serves one of them).
+func freeLoopbackPorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // renderTemplate fills in a testdata template and writes it to path.
