@@ -14,6 +14,9 @@
 # which removes startup, setup and shutdown. The messages are those the bench
 # reports delivered. The raw totals per run are printed as well.
 # Callgrind output files stay in OUTDIR (default a temporary directory).
+# FLOOR=direct or FLOOR=r3labs counts bench/floor (the API's pingpong subset
+# with nothing else, its -frames set so) instead of tincan, the bench still
+# being tincan's ($BENCH_BIN, else built from the tree).
 set -euo pipefail
 transport=${1:?transport: sse or poll}
 msgs=${2:?message count}
@@ -27,6 +30,15 @@ if [[ -z $bin ]]; then
   bin=$out/tincan
   (cd "$(dirname "$0")/.." && go build -o "$bin" .)
 fi
+benchbin=$bin
+server=("$bin" -turn=false -rate-limit 0 -member-rate-limit 0 -max-streams-per-ip 0 -max-room-messages 0 -addr 127.0.0.1:$port)
+if [[ -n ${FLOOR:-} ]]; then
+  benchbin=${BENCH_BIN:-$out/tincan}
+  [[ -x $benchbin ]] || (cd "$(dirname "$0")/.." && go build -o "$benchbin" .)
+  floorbin=$out/floor
+  (cd "$(dirname "$0")/.." && go build -o "$floorbin" ./bench/floor)
+  server=("$floorbin" -frames "$FLOOR" -addr 127.0.0.1:$port)
+fi
 command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install -y valgrind)" >&2; exit 1; }
 
 # run_one NAME MESSAGES: prints "IR DELIVERED"
@@ -36,10 +48,10 @@ run_one() {
   local db
   db=$(mktemp -d)/b.db
   # asyncpreemptoff: callgrind asserts on the runtime's preemption signals (SIGURG).
+  local args=("${server[@]}")
+  [[ -n ${FLOOR:-} ]] || args+=(-db "$db")
   GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$out/$name.cg" \
-    "$bin" -turn=false -rate-limit 0 -member-rate-limit 0 -max-streams-per-ip 0 \
-    -max-room-messages 0 -addr 127.0.0.1:$port -db "$db" \
-    >"$out/$name.server.log" 2>&1 &
+    "${args[@]}" >"$out/$name.server.log" 2>&1 &
   local pid=$!
   local tries=0
   until curl -sf -o /dev/null $url/healthz; do
@@ -48,7 +60,7 @@ run_one() {
     tries=$((tries + 1))
     if (( tries > 600 )); then echo "server did not start" >&2; kill $pid; exit 1; fi
   done
-  "$bin" bench -url $url -progress 0 -json -transport "$transport" -rooms "$rooms" \
+  "$benchbin" bench -url $url -progress 0 -json -transport "$transport" -rooms "$rooms" \
     -k "$k" -timeout 60s -duration 10m >"$out/$name.json"
   # Callgrind (3.19) asserts when Go's signal handler runs (SIGTERM too), so
   # the counts are dumped through vgdb and the server is then killed.
