@@ -84,9 +84,26 @@ func validMembers(b []byte, i, depth int, close byte) (int, bool) {
 	}
 }
 
+// plainInString holds the bytes a JSON string may hold as they are: all
+// but the quote, the backslash and the control characters (UTF-8 is
+// checked apart). validString skips runs of them with one table lookup
+// a byte.
+var plainInString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // validString checks the string that starts at b[i] (a quote).
 func validString(b []byte, i int) (int, bool) {
 	for i++; i < len(b); i++ {
+		for i < len(b) && plainInString[b[i]] {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
 		switch c := b[i]; {
 		case c == '"':
 			return i + 1, true

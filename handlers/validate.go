@@ -230,6 +230,9 @@ func jsonString(raw []byte) (s []byte, ok bool) {
 // appendCompact appends the valid JSON value raw without the whitespace
 // between its tokens (json.Compact's output, without its second scan).
 func appendCompact(dst, raw []byte) []byte {
+	if c := raw[0]; c != '{' && c != '[' {
+		return append(dst, raw...) // a string, number or literal holds no whitespace
+	}
 	for i := 0; i < len(raw); {
 		switch c := raw[i]; c {
 		case ' ', '\t', '\r', '\n':
@@ -260,15 +263,17 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// stringEnd returns the index just past the string that starts at b[i].
+// stringEnd returns the index just past the string that starts at b[i]:
+// the first quote with no backslash before it since the last escape,
+// found with bytes.IndexByte rather than a byte at a time.
 func stringEnd(b []byte, i int) int {
-	for j := i + 1; ; j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
+	for j := i + 1; ; {
+		q := j + bytes.IndexByte(b[j:], '"')
+		bs := bytes.IndexByte(b[j:q], '\\')
+		if bs < 0 {
+			return q + 1
 		}
+		j += bs + 2 // past the backslash and the character it escapes
 	}
 }
 

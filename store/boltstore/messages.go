@@ -82,7 +82,7 @@ func (s *Store) Append(ctx context.Context, p store.Post) (store.Appended, error
 			id, err := s.appendRecord(tx, head, size, func(b []byte, id uint64) []byte {
 				// {"id":ID,"from":"FROM",FIELDS}; %q's quoting, without fmt.
 				b = strconv.AppendUint(append(b, `{"id":`...), id, 10)
-				b = strconv.AppendQuote(append(b, `,"from":`...), p.From.ID)
+				b = appendQuoted(append(b, `,"from":`...), p.From.ID)
 				return append(append(append(b, ','), d.Fields...), '}')
 			})
 			if err != nil {

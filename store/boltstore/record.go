@@ -3,6 +3,7 @@ package boltstore
 import (
 	"encoding/binary"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -41,6 +42,19 @@ const (
 const maxRecordKey = 255
 
 var errBadRecord = errors.New("corrupt message record")
+
+// appendQuoted appends s quoted as strconv.AppendQuote does, copying it
+// as it is when it needs no escape, as every client id the server makes
+// (base64url) does not: per message, strconv's rune-by-rune quoting was
+// ~1 % of the server's instructions (BENCHMARKS §12.8).
+func appendQuoted(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return strconv.AppendQuote(b, s)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
+}
 
 func (r record) encode() []byte {
 	return append(r.header(len(r.data)), r.data...)
