@@ -72,9 +72,15 @@ func TestLeaseRevokedUnderHeldMember(t *testing.T) {
 		if _, err := x.client.Revoke(ctx0, clientv3.LeaseID(ref.lease)); err != nil {
 			t.Fatal(err)
 		}
+		// Both mirrors: the next round reads x's, which may see the new
+		// key after y's does.
 		eventually(t, "a has a live key on a new lease", func() bool {
-			now, _ := y.mirror.presence(a.Member)
-			return now.live && now.lease != ref.lease
+			for _, s := range ss {
+				if now, _ := s.mirror.presence(a.Member); !now.live || now.lease == 0 || now.lease == ref.lease {
+					return false
+				}
+			}
+			return true
 		})
 	}
 	time.Sleep(2 * opts.ClientTimeout) // the new lease is renewed too
