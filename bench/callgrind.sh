@@ -16,7 +16,7 @@
 # Callgrind output files stay in OUTDIR (default a temporary directory).
 # FLOOR=direct or FLOOR=r3labs counts bench/floor (the API's pingpong subset
 # with nothing else, its -frames set so) instead of tincan, the bench still
-# being tincan's ($BENCH_BIN, else built from the tree).
+# being tincan's ($BENCH_BIN, else $BIN or the one built from the tree).
 set -euo pipefail
 transport=${1:?transport: sse or poll}
 msgs=${2:?message count}
@@ -33,8 +33,7 @@ fi
 benchbin=$bin
 server=("$bin" -turn=false -rate-limit 0 -member-rate-limit 0 -max-streams-per-ip 0 -max-room-messages 0 -addr 127.0.0.1:$port)
 if [[ -n ${FLOOR:-} ]]; then
-  benchbin=${BENCH_BIN:-$out/tincan}
-  [[ -x $benchbin ]] || (cd "$(dirname "$0")/.." && go build -o "$benchbin" .)
+  benchbin=${BENCH_BIN:-$bin}
   floorbin=$out/floor
   (cd "$(dirname "$0")/.." && go build -o "$floorbin" ./bench/floor)
   server=("$floorbin" -frames "$FLOOR" -addr 127.0.0.1:$port)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strconv"
 	"testing"
 
 	"github.com/tincan/tincan/bench"
@@ -26,7 +27,7 @@ func TestBenchAgainstFloor(t *testing.T) {
 
 			const rooms, k = 4, 50
 			var out, errs bytes.Buffer
-			err = bench.Run(ctx, []string{"-url", "http://" + ln.Addr().String(), "-rooms", "4", "-k", "50",
+			err = bench.Run(ctx, []string{"-url", "http://" + ln.Addr().String(), "-rooms", strconv.Itoa(rooms), "-k", strconv.Itoa(k),
 				"-transport", transport, "-json", "-progress", "0", "-timeout", "10s"}, &out, &errs)
 			cancel()
 			if err := <-served; err != nil {

@@ -92,6 +92,12 @@ type liveness struct {
 	listened time.Time
 }
 
+// within reports whether the member is held, or was seen less than
+// timeout ago.
+func (l *liveness) within(timeout time.Duration) bool {
+	return l != nil && (l.open > 0 || time.Since(l.seen) < timeout)
+}
+
 func newPresence(s *Store) *presence {
 	ttl := max(1, int64(math.Ceil(s.opts.ClientTimeout.Seconds())))
 	every := time.Duration(ttl) * time.Second / 4
@@ -178,8 +184,7 @@ func (p *presence) forget(m store.Member) {
 func (p *presence) alive(m store.Member) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l := p.local[m]
-	return l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout)
+	return p.local[m].within(p.s.opts.ClientTimeout)
 }
 
 func (p *presence) kickReaper() { signal(p.kick) }
@@ -200,7 +205,7 @@ func (p *presence) lapsed(ms []store.Member) {
 	defer p.mu.Unlock()
 	due := 0
 	for _, m := range ms {
-		if l := p.local[m]; l != nil && (l.open > 0 || time.Since(l.seen) < p.s.opts.ClientTimeout) {
+		if l := p.local[m]; l.within(p.s.opts.ClientTimeout) {
 			l.renewed = time.Time{} // due now
 			due++
 		}
@@ -508,8 +513,10 @@ func (p *presence) renewMembers(ka *keepAlive) {
 	p.mu.Lock()
 	for m, l := range p.local {
 		since := now.Sub(l.renewed)
-		if l.open > 0 && since < p.every || l.open == 0 && (!l.seen.After(l.renewed) || since < p.touchEvery) {
-			if l.open == 0 && !l.seen.After(l.renewed) && now.Sub(l.seen) > 2*p.s.opts.ClientTimeout {
+		held := l.open > 0
+		fresh := l.seen.After(l.renewed) // a sign of life since the last renewal
+		if due := held && since >= p.every || !held && fresh && since >= p.touchEvery; !due {
+			if !held && !fresh && now.Sub(l.seen) > 2*p.s.opts.ClientTimeout {
 				delete(p.local, m) // silent here for long: its lease is not ours to keep
 			}
 			continue
